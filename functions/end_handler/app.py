@@ -1,0 +1,29 @@
+"""EndHandler Lambda entry point: Powertools wiring, then one call. Logic lives in the layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from end_function import end_function
+
+from aftercall.handler import EndHandlerRuntime
+from aftercall.observability import logger, metrics, tracer
+from aftercall.settings import Settings
+
+_runtime: EndHandlerRuntime | None = None
+
+
+def runtime() -> EndHandlerRuntime:
+    """Built on the first invocation, then reused while the process stays warm."""
+    global _runtime
+    if _runtime is None:
+        _runtime = EndHandlerRuntime(Settings.from_env())
+    return _runtime
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return runtime().handle(event, context, end_function)

@@ -1,0 +1,150 @@
+"""Actions: the side effects an End function asks for, one line each, run after it returns.
+
+``end_function`` only *plans* actions (``conv.actions.log_summary(...)``); the runtime then
+performs them concurrently, each guarded by the action ledger. So the invocation takes about as
+long as its slowest action, a failure in one neither cancels nor repeats the others, and a retry
+redoes only the actions that did not complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from aftercall.crm.base import (
+    DISPOSITIONS,
+    Crm,
+    CrmCall,
+    CrmRecord,
+    Customer,
+    Disposition,
+    SummaryNote,
+    SupportTicket,
+    TicketPriority,
+)
+from aftercall.deadline import Deadline
+from aftercall.ledger import ActionLedger
+from aftercall.models.event import ConversationEndedDetail
+
+#: Summary fields taken from ``conv.state`` when the End function passes no summary of its own.
+SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One planned side effect; ``name`` is unique within a conversation (the ledger key)."""
+
+    name: str
+    perform: Callable[[CrmCall], CrmRecord]
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    name: str
+    status: Literal["done", "already_done", "failed"]
+    seconds: float
+    result: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 3)}
+        if self.result is not None:
+            data["result"] = self.result
+        if self.error is not None:
+            data["error"] = f"{type(self.error).__name__}: {self.error}"
+        return data
+
+
+class ActionPlan:
+    """``conv.actions``: each method validates its arguments at once and plans one action."""
+
+    def __init__(self, detail: ConversationEndedDetail, crm: Callable[[], Crm]) -> None:
+        self._detail = detail
+        self._crm = crm
+        self._actions: dict[str, Action] = {}
+        self.customer = Customer(phone=detail.customer_phone, email=detail.customer_email)
+
+    @property
+    def planned(self) -> tuple[Action, ...]:
+        return tuple(self._actions.values())
+
+    def log_summary(self, summary: Mapping[str, Any] | None = None) -> None:
+        """Write a structured call summary as a CRM note on the customer's record."""
+        data = dict(summary) if summary is not None else self.default_summary()
+        try:
+            json.dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"log_summary: the summary must be JSON data ({exc})") from None
+        note = SummaryNote(self._detail.conversation_id, self.customer, self._detail.ended_at, data)
+        self._add("crm_summary", lambda call: self._crm().log_summary(note, call))
+
+    def open_ticket(self, subject: str, description: str = "", priority: TicketPriority = "MEDIUM") -> None:
+        """Open a support ticket for the customer."""
+        if not subject or not subject.strip():
+            raise ValueError("open_ticket: subject must not be empty")
+        if priority not in get_args(TicketPriority):
+            raise ValueError(f"open_ticket: priority must be one of {', '.join(get_args(TicketPriority))}")
+        ticket = SupportTicket(
+            self._detail.conversation_id, self.customer, subject.strip()[:255], description[:10_000], priority
+        )
+        self._add("support_ticket", lambda call: self._crm().open_ticket(ticket, call))
+
+    def log_disposition(self, disposition: str, note: str | None = None) -> None:
+        """Record an outbound call's outcome on the lead (its CRM lead status)."""
+        if disposition not in DISPOSITIONS:
+            raise ValueError(
+                f"log_disposition: unknown disposition {disposition!r}; use one of {', '.join(sorted(DISPOSITIONS))}"
+            )
+        record = Disposition(self._detail.conversation_id, self.customer, disposition, note)
+        self._add("disposition", lambda call: self._crm().log_disposition(record, call))
+
+    def default_summary(self) -> dict[str, Any]:
+        detail = self._detail
+        summary: dict[str, Any] = {
+            "conversation_id": detail.conversation_id,
+            "direction": detail.direction,
+            "channel": detail.channel,
+            "duration_seconds": detail.duration_seconds,
+            "ended_reason": detail.ended_reason,
+            "agent_id": detail.agent_id,
+        }
+        summary.update({key: detail.state[key] for key in SUMMARY_STATE_KEYS if key in detail.state})
+        return summary
+
+    def _add(self, name: str, perform: Callable[[CrmCall], CrmRecord]) -> None:
+        if name in self._actions:
+            raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
+        self._actions[name] = Action(name, perform)
+
+
+def perform_actions(
+    conversation_id: str, actions: tuple[Action, ...], ledger: ActionLedger, deadline: Deadline
+) -> list[ActionOutcome]:
+    """Perform the planned actions concurrently; never raises for an action's own failure."""
+    if not actions:
+        return []
+    with ThreadPoolExecutor(max_workers=len(actions), thread_name_prefix="action") as pool:
+        futures = [pool.submit(_perform_one, conversation_id, action, ledger, deadline) for action in actions]
+        return [future.result() for future in futures]
+
+
+def _perform_one(conversation_id: str, action: Action, ledger: ActionLedger, deadline: Deadline) -> ActionOutcome:
+    started = time.monotonic()
+    try:
+        claim = ledger.claim(conversation_id, action.name, deadline)
+    except Exception as exc:  # reported as this action's failure; the invocation then fails
+        return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
+    if claim.done:
+        return ActionOutcome(action.name, "already_done", time.monotonic() - started, result=claim.result)
+    try:
+        record = action.perform(CrmCall(deadline=deadline, recovering=claim.recovering))
+    except Exception as exc:  # kept as this action's failure; the others go on
+        ledger.fail(conversation_id, action.name, f"{type(exc).__name__}: {exc}")
+        return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
+    result = record.to_json()
+    ledger.complete(conversation_id, action.name, result)
+    return ActionOutcome(action.name, "done", time.monotonic() - started, result=result)

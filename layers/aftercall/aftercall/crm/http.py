@@ -1,0 +1,202 @@
+"""One HTTP client for every CRM adapter: HTTPS only, timeouts always, retries that are safe.
+
+* Connection reuse: one ``requests.Session`` per adapter, kept across warm invocations.
+* 429: waits ``Retry-After`` (seconds or HTTP date) when it fits the invocation's budget.
+* 401: asks the credential source for fresh credentials once (secret rotation), then gives up.
+* 5xx, timeouts, resets: retried with backoff for requests that are safe to repeat; for a
+  create they raise :class:`CrmAmbiguousError` so the adapter can look before creating again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from aftercall.crm.base import CrmCall
+from aftercall.errors import (
+    ConfigurationError,
+    CrmAmbiguousError,
+    CrmCredentialsError,
+    CrmRequestError,
+    CrmUnavailableError,
+)
+
+#: ``auth(force_refresh)`` returns the headers that authenticate a request.
+AuthHeaders = Callable[[bool], Mapping[str, str]]
+
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_outbound_url(url: str, *, allow_loopback_http: bool) -> str:
+    """Refuse anything but HTTPS, except plain HTTP to loopback when running locally."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url.rstrip("/")
+    if parts.scheme == "http" and parts.hostname and allow_loopback_http and is_loopback(parts.hostname):
+        return url.rstrip("/")
+    raise ConfigurationError(
+        f"CRM base URL {url!r} is not allowed: outbound calls use HTTPS"
+        + (" (plain HTTP only to loopback in local mode)" if parts.scheme == "http" else "")
+    )
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class CrmHttpClient:
+    """A JSON-over-HTTPS client with the retry policy above; one per adapter instance."""
+
+    def __init__(
+        self,
+        crm_name: str,
+        base_url: str,
+        auth: AuthHeaders,
+        *,
+        allow_loopback_http: bool = False,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 8.0,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.crm_name = crm_name
+        self.base_url = check_outbound_url(base_url, allow_loopback_http=allow_loopback_http)
+        self._auth = auth
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._sleep = sleep
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        call: CrmCall,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        safe_to_retry: bool,
+    ) -> Any:
+        """Send one logical request and return the decoded JSON body (``None`` when empty)."""
+        url = f"{self.base_url}{path}"
+        refreshed = False
+        last_problem = "no attempt made"
+        attempt = 0
+        while attempt < self.max_attempts:
+            attempt += 1
+            headers = {"Accept": "application/json", **self._auth(False), **(extra_headers or {})}
+            remaining = call.deadline.remaining()
+            if remaining <= 0.05:
+                raise CrmUnavailableError(f"{self.crm_name}: no time left in this invocation for {method} {path}")
+            timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
+            try:
+                response = self.session.request(method, url, json=json, params=params, headers=headers, timeout=timeout)
+            except requests.exceptions.ConnectTimeout:
+                last_problem = "connection timed out"
+            except requests.exceptions.ReadTimeout:
+                last_problem = f"no answer within {timeout[1]:.1f}s"
+                if not safe_to_retry:
+                    raise CrmAmbiguousError(f"{self.crm_name}: {method} {path}: {last_problem}") from None
+            except requests.exceptions.ConnectionError as exc:
+                last_problem = f"connection failed ({type(exc).__name__})"
+                if not safe_to_retry and not _never_sent(exc):
+                    raise CrmAmbiguousError(f"{self.crm_name}: {method} {path}: {last_problem}") from None
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return response.json() if response.content else None
+                if status == 401:
+                    if refreshed:
+                        raise CrmCredentialsError(
+                            f"{self.crm_name} rejected the credentials (401) even after re-reading the secret"
+                        )
+                    refreshed = True
+                    self._auth(True)
+                    attempt -= 1  # a rotation is not a failed attempt
+                    continue
+                if status == 429 or self._is_rate_limit(response):
+                    last_problem = f"rate limited ({status})"
+                    self._wait(attempt, retry_after_seconds(response.headers.get("Retry-After")), call, last_problem)
+                    continue
+                if status in RETRYABLE_STATUS:
+                    last_problem = f"HTTP {status}"
+                    if not safe_to_retry:
+                        raise CrmAmbiguousError(f"{self.crm_name}: {method} {path}: {last_problem}")
+                else:
+                    raise CrmRequestError(
+                        f"{self.crm_name} refused {method} {path}: HTTP {status} {_short(response)}", status
+                    )
+            if attempt < self.max_attempts:
+                self._wait(attempt, None, call, last_problem)
+        raise CrmUnavailableError(
+            f"{self.crm_name}: {method} {path} failed after {self.max_attempts} attempts (last: {last_problem})"
+        )
+
+    def _is_rate_limit(self, response: requests.Response) -> bool:
+        """Adapters whose CRM signals rate limits differently (Salesforce 403) override this."""
+        return False
+
+    def _wait(self, attempt: int, retry_after: float | None, call: CrmCall, problem: str) -> None:
+        delay = retry_after if retry_after is not None else self._backoff(attempt)
+        if delay + 0.1 >= call.deadline.remaining():
+            raise CrmUnavailableError(
+                f"{self.crm_name}: {problem}; waiting {delay:.1f}s would outlast this invocation, giving up for a retry"
+            )
+        self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter: spreads retries of many concurrent invocations apart.
+        return float(random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))))
+
+
+def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the connection was refused or not established, so the CRM never saw the request."""
+    text = repr(exc)
+    return "NewConnectionError" in text or "Connection refused" in text or "NameResolutionError" in text
+
+
+def _short(response: requests.Response) -> str:
+    """The CRM's own error message, trimmed (it may echo request fields, so keep it short)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return f"({str(message)[:200]})" if message else ""

@@ -1,0 +1,160 @@
+"""HubSpot CRM adapter (private app token, CRM v3 objects API).
+
+HubSpot has no idempotency key and no duplicate check for notes or tickets. Two things keep a
+retry from writing twice: the action ledger stores the created object's id (so a completed
+action is never run again), and every note and ticket carries a marker with the conversation id
+that the adapter searches for before creating again after an attempt that may have half-done it.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from aftercall.credentials import SecretCredentials
+from aftercall.crm.base import CrmCall, CrmRecord, Customer, Disposition, SummaryNote, SupportTicket
+from aftercall.crm.http import CrmHttpClient
+from aftercall.errors import CrmAmbiguousError, CrmUnavailableError, UnknownContactError
+from aftercall.privacy import mask_email, mask_phone
+
+DEFAULT_BASE_URL = "https://api.hubapi.com"
+NOTE_TO_CONTACT = 202
+TICKET_TO_CONTACT = 16
+_CREATE_ATTEMPTS = 3
+
+
+def marker(conversation_id: str) -> str:
+    """The token a note or ticket carries so it can be found again by conversation."""
+    return f"aftercall-{conversation_id}"
+
+
+class HubSpotCrm:
+    name = "hubspot"
+
+    def __init__(self, credentials: SecretCredentials, base_url: str = DEFAULT_BASE_URL, **http: Any) -> None:
+        self._credentials = credentials
+        self.http = CrmHttpClient(self.name, base_url, self._auth, **http)
+        self._contacts: dict[Customer, str] = {}
+        self._contacts_lock = threading.Lock()
+
+    def _auth(self, force: bool) -> Mapping[str, str]:
+        return {"Authorization": f"Bearer {self._credentials.get(force)['access_token']}"}
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def log_summary(self, note: SummaryNote, call: CrmCall) -> CrmRecord:
+        contact_id = self.find_contact(note.customer, call)
+        token = marker(note.conversation_id)
+        payload = {
+            "properties": {
+                "hs_timestamp": note.occurred_at.isoformat(),
+                "hs_note_body": _note_body(note.summary, token),
+            },
+            "associations": [_association(contact_id, NOTE_TO_CONTACT)],
+        }
+        object_id = self._create_once("notes", "hs_note_body", token, payload, call)
+        return CrmRecord("note", object_id, {"contact_id": contact_id})
+
+    def open_ticket(self, ticket: SupportTicket, call: CrmCall) -> CrmRecord:
+        contact_id = self.find_contact(ticket.customer, call)
+        token = marker(ticket.conversation_id)
+        payload = {
+            "properties": {
+                "subject": ticket.subject,
+                "content": f"{ticket.description}\n\nRef: {token}",
+                "hs_pipeline": "0",
+                "hs_pipeline_stage": "1",
+                "hs_ticket_priority": ticket.priority,
+            },
+            "associations": [_association(contact_id, TICKET_TO_CONTACT)],
+        }
+        object_id = self._create_once("tickets", "content", token, payload, call)
+        return CrmRecord("ticket", object_id, {"contact_id": contact_id})
+
+    def log_disposition(self, disposition: Disposition, call: CrmCall) -> CrmRecord:
+        contact_id = self.find_contact(disposition.customer, call)
+        # Setting a property to a value is naturally idempotent: safe to retry as is.
+        self.http.request(
+            "PATCH",
+            f"/crm/v3/objects/contacts/{contact_id}",
+            call,
+            json={"properties": {"hs_lead_status": disposition.lead_status}},
+            safe_to_retry=True,
+        )
+        return CrmRecord("contact", contact_id, {"hs_lead_status": disposition.lead_status})
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def find_contact(self, customer: Customer, call: CrmCall) -> str:
+        """The contact id for the customer's phone or email; cached per warm process."""
+        with self._contacts_lock:
+            cached = self._contacts.get(customer)
+        if cached:
+            return cached
+        groups = [
+            {"filters": [{"propertyName": prop, "operator": "EQ", "value": value}]}
+            for prop, value in (("phone", customer.phone), ("mobilephone", customer.phone), ("email", customer.email))
+            if value
+        ]
+        if not groups:
+            raise UnknownContactError("the conversation has no customer phone number or email to find a contact by")
+        body = self.http.request(
+            "POST",
+            "/crm/v3/objects/contacts/search",
+            call,
+            json={"filterGroups": groups, "properties": ["email", "phone"], "limit": 1},
+            safe_to_retry=True,
+        )
+        results = (body or {}).get("results") or []
+        if not results:
+            raise UnknownContactError(
+                f"no HubSpot contact with phone {mask_phone(customer.phone)} or email {mask_email(customer.email)}"
+            )
+        contact_id = str(results[0]["id"])
+        with self._contacts_lock:
+            if len(self._contacts) > 1024:  # bound the warm cache
+                self._contacts.clear()
+            self._contacts[customer] = contact_id
+        return contact_id
+
+    def _create_once(self, kind: str, prop: str, token: str, payload: dict[str, Any], call: CrmCall) -> str:
+        """Create a note/ticket unless one carrying ``token`` exists; safe after a half-done attempt."""
+        if call.recovering and (found := self._find_marked(kind, prop, token, call)):
+            return found
+        for _ in range(_CREATE_ATTEMPTS):
+            try:
+                body = self.http.request("POST", f"/crm/v3/objects/{kind}", call, json=payload, safe_to_retry=False)
+                return str(body["id"])
+            except CrmAmbiguousError:
+                if found := self._find_marked(kind, prop, token, call):
+                    return found
+        raise CrmUnavailableError(f"hubspot: creating a {kind[:-1]} kept failing after {_CREATE_ATTEMPTS} attempts")
+
+    def _find_marked(self, kind: str, prop: str, token: str, call: CrmCall) -> str | None:
+        body = self.http.request(
+            "POST",
+            f"/crm/v3/objects/{kind}/search",
+            call,
+            json={
+                "filterGroups": [{"filters": [{"propertyName": prop, "operator": "CONTAINS_TOKEN", "value": token}]}],
+                "limit": 1,
+            },
+            safe_to_retry=True,
+        )
+        results = (body or {}).get("results") or []
+        return str(results[0]["id"]) if results else None
+
+
+def _association(contact_id: str, type_id: int) -> dict[str, Any]:
+    return {
+        "to": {"id": contact_id},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
+    }
+
+
+def _note_body(summary: Mapping[str, Any], token: str) -> str:
+    """A readable HTML note: one line per summary field, then the marker."""
+    lines = [f"<b>{html.escape(str(key))}</b>: {html.escape(str(value))}" for key, value in summary.items()]
+    return "<p>" + "<br>".join(["<b>Call summary</b>", *lines]) + f"</p><p>Ref: {token}</p>"

@@ -1,0 +1,74 @@
+"""Errors the runtime raises, each naming what went wrong and whether a retry can help.
+
+``permanent`` errors cannot succeed on retry (the event itself is wrong); the handler parks
+them in the failed-events queue at once instead of burning Lambda's async retries.
+"""
+
+from __future__ import annotations
+
+
+class AftercallError(Exception):
+    """Base class: every error the runtime raises on purpose."""
+
+    permanent: bool = False
+
+
+class InvalidEventError(AftercallError):
+    """The event does not match the ``Conversation Ended`` contract."""
+
+    permanent = True
+
+
+class ConflictingDuplicateError(AftercallError):
+    """A second event carries an already-seen conversation id but different content."""
+
+    permanent = True
+
+
+class EndFunctionError(AftercallError):
+    """The user's ``end_function`` raised; the original exception is chained."""
+
+
+class ConfigurationError(AftercallError):
+    """A required setting (environment variable) is missing or malformed."""
+
+
+class CrmCredentialsError(AftercallError):
+    """The CRM secret is missing, unreadable or malformed."""
+
+
+class CrmUnavailableError(AftercallError):
+    """The CRM could not be reached or kept failing after retries (retryable later)."""
+
+
+class CrmAmbiguousError(CrmUnavailableError):
+    """A create request failed in a way that leaves open whether the CRM applied it (5xx, timeout).
+
+    Adapters answer it by looking for the object before creating it again.
+    """
+
+
+class CrmRequestError(AftercallError):
+    """The CRM rejected a request in a way retrying will not fix (4xx other than 401/408/429)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UnknownContactError(AftercallError):
+    """No CRM contact matches the conversation's phone number or email."""
+
+
+class ActionInProgressError(AftercallError):
+    """Another invocation is performing this action right now; retry later."""
+
+
+class ActionsFailedError(AftercallError):
+    """One or more actions failed; the others completed and will not be repeated on retry."""
+
+    def __init__(self, conversation_id: str, failures: dict[str, BaseException]) -> None:
+        self.conversation_id = conversation_id
+        self.failures = failures
+        detail = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failures.items())
+        super().__init__(f"{len(failures)} action(s) failed for conversation {conversation_id}: {detail}")

@@ -1,0 +1,214 @@
+"""What the EndHandler does with one event: parse, deduplicate, run ``end_function``, perform.
+
+``functions/end_handler/app.py`` wires Powertools around :meth:`EndHandlerRuntime.handle`;
+everything here is plain Python that tests drive against the local stack.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from aftercall import aws
+from aftercall.actions import ActionOutcome, ActionPlan, perform_actions
+from aftercall.conversation import Conversation
+from aftercall.credentials import SecretCredentials
+from aftercall.crm.base import Crm
+from aftercall.deadline import Deadline
+from aftercall.errors import (
+    ActionsFailedError,
+    AftercallError,
+    ConflictingDuplicateError,
+    EndFunctionError,
+    InvalidEventError,
+)
+from aftercall.failures import park, rejection_record
+from aftercall.ledger import ActionLedger
+from aftercall.models.event import ConversationEndedDetail, ConversationEndedEvent
+from aftercall.observability import logger, metrics
+from aftercall.privacy import mask_email, mask_phone
+from aftercall.settings import Settings
+
+EndFunction = Callable[[Conversation], object]
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Name every bad field and why, without echoing its value (it may be personal data)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in error["loc"]) or "event"
+        problems.append(f"{location}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def parse_event(event: Any, stage: str) -> ConversationEndedDetail:
+    """The event's validated detail, or :class:`InvalidEventError` naming what is wrong."""
+    try:
+        envelope = ConversationEndedEvent.model_validate(event)
+    except ValidationError as exc:
+        raise InvalidEventError(f"not a valid Conversation Ended event: {describe_validation_error(exc)}") from None
+    detail = envelope.detail
+    if detail.environment != stage:
+        raise InvalidEventError(
+            f"detail.environment is {detail.environment!r} but this is the {stage!r} stack; "
+            "the event was sent to the wrong stage"
+        )
+    return detail
+
+
+class EndHandlerRuntime:
+    """Everything one warm Lambda process keeps between invocations: clients, CRM session, caches."""
+
+    def __init__(self, settings: Settings, crm_factory: Callable[[Settings], Crm] | None = None) -> None:
+        self.settings = settings
+        self._crm_factory = crm_factory or build_crm
+        self._crm: Crm | None = None
+        self._crm_lock = threading.Lock()
+        self.ledger = ActionLedger(settings.idempotency_table, settings.retention_seconds)
+        self.idempotency_config = IdempotencyConfig(
+            event_key_jmespath="conversation_id",
+            payload_validation_jmespath="@",
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=settings.retention_seconds,
+        )
+        persistence = DynamoDBPersistenceLayer(
+            table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb")
+        )
+        self._process_once = idempotent_function(
+            data_keyword_argument="detail",
+            persistence_store=persistence,
+            config=self.idempotency_config,
+            key_prefix="aftercall.conversation",
+        )(self._process)
+
+    def crm(self) -> Crm:
+        with self._crm_lock:
+            if self._crm is None:
+                self._crm = self._crm_factory(self.settings)
+            return self._crm
+
+    def handle(self, event: Any, context: LambdaContext, end_function: EndFunction) -> dict[str, Any]:
+        """Process one event. Returns a report; raises when a retry can still help."""
+        self.idempotency_config.register_lambda_context(context)
+        try:
+            detail = parse_event(event, self.settings.stage)
+        except InvalidEventError as err:
+            return self._reject(event, err, context)
+        logger.append_keys(conversation_id=detail.conversation_id)
+        logger.info(
+            "conversation ended",
+            extra={
+                "direction": detail.direction,
+                "channel": detail.channel,
+                "customer_phone": mask_phone(detail.customer_phone),
+                "customer_email": mask_email(detail.customer_email),
+                "state_keys": sorted(detail.state)[:50],
+            },
+        )
+        ran: list[bool] = []
+        try:
+            report: dict[str, Any] = self._process_once(
+                detail=detail.model_dump(mode="json"),
+                model=detail,
+                end_function=end_function,
+                deadline=Deadline.from_context(context),
+                ran=ran,
+            )
+        except IdempotencyValidationError:
+            conflict = ConflictingDuplicateError(
+                f"conversation {detail.conversation_id} was already received with different content; "
+                "this event was not processed (compare both in the failed-events queue before replaying)"
+            )
+            return self._reject(event, conflict, context)
+        if not ran:
+            logger.info("duplicate event: this conversation was already processed; nothing done again")
+            metrics.add_metric(name="DuplicateConversations", unit=MetricUnit.Count, value=1)
+            return {**report, "duplicate": True}
+        return report
+
+    def _process(
+        self,
+        detail: dict[str, Any],
+        model: ConversationEndedDetail,
+        end_function: EndFunction,
+        deadline: Deadline,
+        ran: list[bool],
+    ) -> dict[str, Any]:
+        ran.append(True)
+        plan = ActionPlan(model, self.crm)
+        conv = Conversation(model, plan)
+        try:
+            end_function(conv)
+        except Exception as exc:
+            logger.exception("end_function raised; no action was performed, the event will be retried")
+            metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
+            raise EndFunctionError(f"end_function raised {type(exc).__name__}: {exc}") from exc
+        outcomes = perform_actions(model.conversation_id, plan.planned, self.ledger, deadline)
+        self._report_outcomes(outcomes)
+        failures = {o.name: o.error for o in outcomes if o.status == "failed" and o.error is not None}
+        if failures:
+            raise ActionsFailedError(model.conversation_id, failures)
+        metrics.add_metric(name="ConversationsProcessed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="ConversationDuration", unit=MetricUnit.Seconds, value=model.duration_seconds)
+        return {
+            "conversation_id": model.conversation_id,
+            "status": "processed",
+            "actions": {o.name: o.to_json() for o in outcomes},
+        }
+
+    def _report_outcomes(self, outcomes: list[ActionOutcome]) -> None:
+        for outcome in outcomes:
+            if outcome.status == "failed":
+                logger.error(
+                    "action failed",
+                    extra={"action": outcome.name, "error": f"{type(outcome.error).__name__}: {outcome.error}"},
+                )
+            else:
+                logger.info(
+                    "action " + outcome.status.replace("_", " "),
+                    extra={"action": outcome.name, "result": outcome.result, "seconds": round(outcome.seconds, 3)},
+                )
+        succeeded = sum(o.status == "done" for o in outcomes)
+        failed = sum(o.status == "failed" for o in outcomes)
+        if succeeded:
+            metrics.add_metric(name="ActionsSucceeded", unit=MetricUnit.Count, value=succeeded)
+        if failed:
+            metrics.add_metric(name="ActionsFailed", unit=MetricUnit.Count, value=failed)
+
+    def _reject(self, event: Any, error: AftercallError, context: LambdaContext) -> dict[str, Any]:
+        """Park a permanently failing event in the failed-events queue at once (see failures.py)."""
+        logger.error("event rejected", extra={"error_type": type(error).__name__, "error": str(error)})
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        queue_url = self.settings.failed_events_queue_url
+        if not queue_url:
+            raise error
+        record = rejection_record(event, error, context.aws_request_id, context.invoked_function_arn)
+        try:
+            message_id = park(queue_url, record)
+        except Exception as exc:
+            logger.exception("could not park the rejected event; raising so Lambda's OnFailure keeps it")
+            raise error from exc
+        return {"status": "rejected", "error_type": type(error).__name__, "error": str(error), "parked_as": message_id}
+
+
+def build_crm(settings: Settings) -> Crm:
+    """The configured CRM adapter (only the one in use is imported: keeps cold starts short)."""
+    if settings.crm_provider == "hubspot":
+        from aftercall.crm.hubspot import DEFAULT_BASE_URL, HubSpotCrm
+
+        credentials = SecretCredentials(settings.crm_secret_id, ("access_token",), settings.secret_max_age)
+        return HubSpotCrm(
+            credentials, settings.crm_base_url or DEFAULT_BASE_URL, allow_loopback_http=settings.local_mode
+        )
+    raise AssertionError(f"unreachable: provider {settings.crm_provider!r} passed Settings validation")

@@ -1,0 +1,128 @@
+"""The action ledger: one DynamoDB item per (conversation, action), so a retry redoes only what failed.
+
+It shares the idempotency table with Powertools (its keys start with ``action#``). A claim is a
+conditional write: it succeeds for a new action, a failed one, or one whose in-progress lease
+ran past the Lambda deadline of the invocation that held it (that invocation timed out).
+The completed item keeps the CRM object id: this is the conversation→object mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from aftercall import aws
+from aftercall.deadline import Deadline
+from aftercall.errors import ActionInProgressError
+
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :meth:`ActionLedger.claim`."""
+
+    done: bool
+    result: dict[str, Any] | None = None
+    recovering: bool = False
+    attempt: int = 1
+
+
+def ledger_key(conversation_id: str, action: str) -> str:
+    return f"action#{conversation_id}#{action}"
+
+
+class ActionLedger:
+    def __init__(self, table_name: str, retention_seconds: int, client: Any = None) -> None:
+        self.table_name = table_name
+        self.retention_seconds = retention_seconds
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws.client("dynamodb")
+        return self._client
+
+    def claim(self, conversation_id: str, action: str, deadline: Deadline) -> Claim:
+        """Take the action for this invocation, or say it is already done.
+
+        Raises :class:`ActionInProgressError` while another live invocation holds it.
+        """
+        now = time.time()
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key={"id": {"S": ledger_key(conversation_id, action)}},
+                UpdateExpression=(
+                    "SET #status = :in_progress, in_progress_expiration = :lease, expiration = :expiration, "
+                    "attempt = if_not_exists(attempt, :zero) + :one REMOVE #error"
+                ),
+                ConditionExpression=(
+                    "attribute_not_exists(id) OR #status = :failed OR expiration < :now_s "
+                    "OR (#status = :in_progress AND in_progress_expiration < :now_ms)"
+                ),
+                ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                ExpressionAttributeValues={
+                    ":in_progress": {"S": IN_PROGRESS},
+                    ":failed": {"S": FAILED},
+                    ":lease": {"N": str(deadline.epoch_ms)},
+                    ":expiration": {"N": str(int(now) + self.retention_seconds)},
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                    ":now_s": {"N": str(int(now))},
+                    ":now_ms": {"N": str(int(now * 1000))},
+                },
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return self._existing(conversation_id, action)
+        old = response.get("Attributes") or {}
+        attempt = int(old.get("attempt", {}).get("N", "0")) + 1
+        return Claim(done=False, recovering=bool(old), attempt=attempt)
+
+    def _existing(self, conversation_id: str, action: str) -> Claim:
+        item = self.client.get_item(
+            TableName=self.table_name, Key={"id": {"S": ledger_key(conversation_id, action)}}, ConsistentRead=True
+        ).get("Item", {})
+        if item.get("status", {}).get("S") == COMPLETED:
+            return Claim(done=True, result=json.loads(item.get("result", {}).get("S", "null")))
+        raise ActionInProgressError(
+            f"action {action!r} of conversation {conversation_id} is being performed by another invocation"
+        )
+
+    def complete(self, conversation_id: str, action: str, result: dict[str, Any]) -> None:
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"id": {"S": ledger_key(conversation_id, action)}},
+            UpdateExpression="SET #status = :completed, #result = :result REMOVE in_progress_expiration",
+            ExpressionAttributeNames={"#status": "status", "#result": "result"},
+            ExpressionAttributeValues={":completed": {"S": COMPLETED}, ":result": {"S": json.dumps(result)}},
+        )
+
+    def fail(self, conversation_id: str, action: str, error: str) -> None:
+        """Release the action so the next attempt (which will search before creating) may take it."""
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"id": {"S": ledger_key(conversation_id, action)}},
+            UpdateExpression="SET #status = :failed, #error = :error REMOVE in_progress_expiration",
+            ExpressionAttributeNames={"#status": "status", "#error": "error"},
+            ExpressionAttributeValues={":failed": {"S": FAILED}, ":error": {"S": error[:1000]}},
+        )
+
+    def lookup(self, conversation_id: str, action: str) -> dict[str, Any] | None:
+        """The stored item as plain values (for operators and tests)."""
+        item = self.client.get_item(
+            TableName=self.table_name, Key={"id": {"S": ledger_key(conversation_id, action)}}, ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return None
+        return {key: next(iter(value.values())) for key, value in item.items()}

@@ -1,0 +1,1 @@
+"""Data contracts: the ``Conversation Ended`` event and what the runtime records about it."""

@@ -1,0 +1,63 @@
+"""The runtime's configuration, read once from the environment the template sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aftercall.errors import ConfigurationError
+
+#: DLQ retention (14 days) plus a 7-day replay window: a replayed event still finds its record.
+DEFAULT_RETENTION_SECONDS = (14 + 7) * 24 * 3600
+CRM_PROVIDERS = ("hubspot",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    idempotency_table: str
+    crm_provider: str
+    crm_secret_id: str
+    crm_base_url: str | None
+    failed_events_queue_url: str | None
+    retention_seconds: int = DEFAULT_RETENTION_SECONDS
+    secret_max_age: int = 300
+    local_mode: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigurationError(f"environment variable {name} is not set (template.yaml sets it)")
+            return value
+
+        def integer(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigurationError(f"environment variable {name}={raw!r} is not a whole number") from None
+
+        stage = required("STAGE")
+        if stage not in ("sandbox", "live"):
+            raise ConfigurationError(f"STAGE={stage!r}: must be 'sandbox' or 'live'")
+        provider = env.get("CRM_PROVIDER", "hubspot").strip().lower()
+        if provider not in CRM_PROVIDERS:
+            raise ConfigurationError(f"CRM_PROVIDER={provider!r}: supported are {', '.join(CRM_PROVIDERS)}")
+        return cls(
+            stage=stage,
+            idempotency_table=required("IDEMPOTENCY_TABLE"),
+            crm_provider=provider,
+            crm_secret_id=required("CRM_SECRET_ID"),
+            crm_base_url=env.get("CRM_BASE_URL", "").strip() or None,
+            failed_events_queue_url=env.get("FAILED_EVENTS_QUEUE_URL", "").strip() or None,
+            retention_seconds=integer("IDEMPOTENCY_RETENTION_SECONDS", DEFAULT_RETENTION_SECONDS),
+            secret_max_age=integer("CRM_SECRET_MAX_AGE", 300),
+            local_mode=env.get("AFTERCALL_LOCAL", "").strip().lower() in ("1", "true", "yes"),
+        )
