@@ -1,0 +1,143 @@
+"""Realistic synthetic ``Conversation Ended`` details, for ``aftercall emit --generate`` and tests.
+
+Customers come from a fixed, seeded directory (:data:`CUSTOMERS`) that the local stack also
+loads into its fake CRM, so generated calls find their contact.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aftercall.crm.base import DISPOSITIONS
+from aftercall.models.event import SCHEMA_VERSION
+
+FIRST = ("Ana", "Ben", "Chloe", "Dev", "Elif", "Femi", "Grace", "Hiro", "Ines", "Jon", "Kofi", "Lena")
+LAST = ("Alvarez", "Brown", "Chen", "Dubois", "Eze", "Fischer", "Garcia", "Haddad", "Ito", "Jensen")
+SUPPORT_TOPICS = ("billing", "cancellation", "technical issue", "appointment change", "delivery status", "refund")
+SALES_TOPICS = ("premium plan", "renewal", "upgrade offer", "product demo")
+AGENTS = ("agent-support-eu", "agent-support-us", "agent-sales-outbound")
+
+
+@dataclass(frozen=True)
+class Customer:
+    name: str
+    phone: str
+    email: str
+
+
+def _directory(size: int = 200, seed: int = 7) -> tuple[Customer, ...]:
+    rng = random.Random(seed)
+    customers = []
+    for index in range(size):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        customers.append(
+            Customer(
+                name=f"{first} {last}",
+                phone=f"+1415555{index:04d}",
+                email=f"{first.lower()}.{last.lower()}{index}@example.com",
+            )
+        )
+    return tuple(customers)
+
+
+#: The customers every generated conversation is with (the local fake CRM knows all of them).
+CUSTOMERS: tuple[Customer, ...] = _directory()
+AGENT_NUMBER = "+14155550100"
+
+
+def conversation(
+    rng: random.Random, index: int, *, environment: str = "sandbox", now: datetime | None = None
+) -> dict[str, Any]:
+    """One plausible conversation: two thirds inbound support calls, one third outbound sales calls."""
+    customer = rng.choice(CUSTOMERS)
+    ended = (now or datetime.now(UTC)) - timedelta(seconds=rng.randint(1, 600))
+    duration = rng.randint(20, 900)
+    started = ended - timedelta(seconds=duration)
+    conversation_id = f"conv-{started:%Y%m%d}-{index:06d}-{rng.randrange(16**6):06x}"
+    if rng.random() < 2 / 3:
+        topic = rng.choice(SUPPORT_TOPICS)
+        resolved = rng.random() < 0.6
+        state: dict[str, Any] = {
+            "last_topic": topic,
+            "sentiment": rng.choice(("Positive", "Neutral", "Negative")),
+            "resolution": "resolved" if resolved else "unresolved",
+            "support_needed": not resolved,
+            "user_id": f"cust-{CUSTOMERS.index(customer):04d}",
+            "turns": rng.randint(4, 40),
+        }
+        if not resolved:
+            state["ticket_subject"] = f"Caller needs help with {topic}"
+            state["issue_description"] = f"The caller asked about {topic}; the agent could not resolve it on the call."
+            state["ticket_priority"] = rng.choice(("LOW", "MEDIUM", "HIGH"))
+        direction, caller, callee, agent = "inbound", customer.phone, AGENT_NUMBER, rng.choice(AGENTS[:2])
+        reason = rng.choice(("completed", "customer_hangup", "agent_hangup"))
+    else:
+        disposition = rng.choice(sorted(DISPOSITIONS))
+        state = {
+            "last_topic": rng.choice(SALES_TOPICS),
+            "sentiment": rng.choice(("Positive", "Neutral", "Negative")),
+            "disposition": disposition,
+            "campaign": "autumn-renewals",
+        }
+        direction, caller, callee, agent = "outbound", AGENT_NUMBER, customer.phone, AGENTS[2]
+        reason = {"no_answer": "no_answer", "voicemail": "voicemail", "busy": "busy"}.get(disposition, "completed")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "conversation_id": conversation_id,
+        "environment": environment,
+        "channel": "voice",
+        "direction": direction,
+        "started_at": started.isoformat(),
+        "ended_at": ended.isoformat(),
+        "duration_seconds": float(duration),
+        "caller": caller,
+        "callee": callee,
+        "agent_id": agent,
+        "ended_reason": reason,
+        "state": state,
+    }
+
+
+def invalid_conversation(rng: random.Random, index: int, *, environment: str = "sandbox") -> dict[str, Any]:
+    """A conversation with one realistic defect the contract must refuse."""
+    detail = conversation(rng, index, environment=environment)
+    defect = rng.choice(("phone", "missing_id", "times", "reason"))
+    if defect == "phone":
+        detail["caller"] = "555-CALL-ME"
+    elif defect == "missing_id":
+        del detail["conversation_id"]
+    elif defect == "times":
+        detail["ended_at"], detail["started_at"] = detail["started_at"], detail["ended_at"]
+    else:
+        detail["ended_reason"] = "caller_sneezed"
+    return detail
+
+
+def conversations(
+    count: int,
+    *,
+    seed: int | None = None,
+    duplicates: float = 0.0,
+    invalid: float = 0.0,
+    environment: str = "sandbox",
+) -> list[dict[str, Any]]:
+    """``count`` details; a ``duplicates`` share are re-emissions of earlier ones, ``invalid`` are defective."""
+    if count < 0:
+        raise ValueError("count must not be negative")
+    for name, ratio in (("duplicates", duplicates), ("invalid", invalid)):
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"{name} must be a ratio between 0 and 1, got {ratio}")
+    rng = random.Random(seed)
+    details: list[dict[str, Any]] = []
+    for index in range(count):
+        roll = rng.random()
+        if details and roll < duplicates:
+            details.append(dict(rng.choice(details)))
+        elif roll < duplicates + invalid:
+            details.append(invalid_conversation(rng, index, environment=environment))
+        else:
+            details.append(conversation(rng, index, environment=environment))
+    return details

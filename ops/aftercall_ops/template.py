@@ -1,0 +1,171 @@
+"""Read ``template.yaml`` — the one source of truth the local stack and the tools derive from.
+
+The local stack takes its resource names, the rule's event pattern, retry settings and DLQ
+wiring from here, so local and cloud cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """PyYAML loader that turns CloudFormation short tags (``!Ref``, ``!Sub``…) into their long form."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """The template as plain data, intrinsics in their long (JSON) form."""
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a CloudFormation template")
+    return data
+
+
+def sam_transform(template: dict[str, Any], parameters: dict[str, str], region: str = "us-east-1") -> dict[str, Any]:
+    """Expand the SAM transform exactly as CloudFormation would (offline, via aws-sam-translator)."""
+    from samtranslator.translator.transform import transform
+
+    class _NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    packaged = copy.deepcopy(template)
+    for resource in packaged.get("Resources", {}).values():  # as `sam package` would upload them
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
+                props[key] = f"s3://packaged/{props[key].strip('/')}.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    result: dict[str, Any] = transform(packaged, parameters, _NoManagedPolicies())
+    return result
+
+
+class Resolver:
+    """Evaluates the intrinsics this template uses (Ref, Sub, If, Equals, Not, GetAtt) for local use."""
+
+    def __init__(self, template: dict[str, Any], parameters: dict[str, str], stack_name: str) -> None:
+        declared = template.get("Parameters", {})
+        missing = [name for name, spec in declared.items() if "Default" not in spec and name not in parameters]
+        if missing:
+            raise ValueError(f"template parameters without a value: {', '.join(missing)}")
+        unknown = sorted(set(parameters) - set(declared))
+        if unknown:
+            raise ValueError(f"unknown template parameters: {', '.join(unknown)}")
+        self.template = template
+        self.stack_name = stack_name
+        self.parameters = {name: str(parameters.get(name, spec.get("Default"))) for name, spec in declared.items()}
+        self.pseudo = {"AWS::StackName": stack_name, "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",
+                       "AWS::Partition": "aws"}
+        self.conditions = {name: self.value(expr) for name, expr in template.get("Conditions", {}).items()}
+
+    def value(self, expr: Any) -> Any:
+        if isinstance(expr, list):
+            return [self.value(item) for item in expr]
+        if not isinstance(expr, dict):
+            return expr
+        if len(expr) == 1:
+            (key, arg), = expr.items()
+            if key == "Ref":
+                if arg in self.parameters:
+                    return self.parameters[arg]
+                if arg in self.pseudo:
+                    return self.pseudo[arg]
+                return {"Ref": arg}  # a resource: left for the caller to map
+            if key == "Fn::Sub":
+                text = str(arg)
+                for name, val in {**self.pseudo, **self.parameters}.items():
+                    text = text.replace("${" + name + "}", val)
+                return text
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.value(when_true if self.conditions[condition] else when_false)
+            if key == "Fn::Equals":
+                left, right = (self.value(item) for item in arg)
+                return left == right
+            if key == "Fn::Not":
+                return not self.value(arg[0])
+            if key == "Condition":
+                return self.conditions[arg]
+        return {key: self.value(item) for key, item in expr.items()}
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """What the local stack and the operator tools need to know about the deployed shape."""
+
+    stack_name: str
+    stage: str
+    event_source: str
+    bus_name: str
+    rule_name: str
+    event_pattern: dict[str, Any]
+    rule_max_retry_attempts: int
+    rule_max_event_age_seconds: int
+    function_max_retry_attempts: int
+    function_max_event_age_seconds: int
+    function_timeout_seconds: int
+    reserved_concurrency: int
+    failed_events_queue_name: str
+    failed_events_retention_seconds: int
+    function_environment: dict[str, Any]
+
+
+def stack_spec(
+    stack_name: str, parameters: dict[str, str] | None = None, template: dict[str, Any] | None = None
+) -> StackSpec:
+    """Read the EndHandler's wiring out of the template for a given stack name and parameters."""
+    template = template or load_template()
+    resolver = Resolver(template, parameters or {}, stack_name)
+    resources = template["Resources"]
+    function = resources["EndHandler"]["Properties"]
+    rule = function["Events"]["ConversationEnded"]["Properties"]
+    invoke = function["EventInvokeConfig"]
+    queue = resources["FailedEventsQueue"]["Properties"]
+    bus = resolver.value(rule["EventBusName"])
+    if isinstance(bus, dict):  # {"Ref": "EventBus"}: the bus the stack creates
+        bus = resolver.value(resources[bus["Ref"]]["Properties"]["Name"])
+    return StackSpec(
+        stack_name=stack_name,
+        stage=resolver.parameters["Stage"],
+        event_source=resolver.parameters["EventSource"],
+        bus_name=str(bus),
+        rule_name=str(resolver.value(rule["RuleName"])),
+        event_pattern=resolver.value(rule["Pattern"]),
+        rule_max_retry_attempts=int(resolver.value(rule["RetryPolicy"]["MaximumRetryAttempts"])),
+        rule_max_event_age_seconds=int(resolver.value(rule["RetryPolicy"]["MaximumEventAgeInSeconds"])),
+        function_max_retry_attempts=int(resolver.value(invoke["MaximumRetryAttempts"])),
+        function_max_event_age_seconds=int(resolver.value(invoke["MaximumEventAgeInSeconds"])),
+        function_timeout_seconds=int(resolver.value(function["Timeout"])),
+        reserved_concurrency=int(resolver.value(function["ReservedConcurrentExecutions"])),
+        failed_events_queue_name=str(resolver.value(queue["QueueName"])),
+        failed_events_retention_seconds=int(resolver.value(queue["MessageRetentionPeriod"])),
+        function_environment=resolver.value(function["Environment"]["Variables"]),
+    )
