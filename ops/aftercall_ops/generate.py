@@ -45,7 +45,7 @@ def _directory(size: int = 200, seed: int = 7) -> tuple[Customer, ...]:
 
 #: The customers every generated conversation is with (the local fake CRM knows all of them).
 CUSTOMERS: tuple[Customer, ...] = _directory()
-AGENT_NUMBER = "+14155550100"
+AGENT_NUMBER = "+18005550100"
 
 
 def conversation(
