@@ -1,0 +1,1 @@
+"""aftercall operator tooling (CLI, local stack, fake CRM): never shipped to Lambda."""
