@@ -15,7 +15,8 @@ from aftercall_ops.template import load_template, sam_transform, stack_spec
 
 @pytest.fixture(scope="module")
 def expanded() -> dict[str, Any]:
-    return sam_transform(load_template(), {"Stage": "sandbox"})["Resources"]
+    resources: dict[str, Any] = sam_transform(load_template(), {"Stage": "sandbox"})["Resources"]
+    return resources
 
 
 def _of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -50,10 +51,13 @@ def test_queue_policy_lets_only_the_rule_send(expanded: dict[str, Any]) -> None:
     (allow,) = allows
     assert allow["Principal"] == {"Service": "events.amazonaws.com"}
     assert allow["Action"] == "sqs:SendMessage"
-    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EndHandlerConversationEnded", "Arn"]}}}
+    assert allow["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EndHandlerConversationEnded", "Arn"]}}
+    }
     # And plain-HTTP access is denied
     denies = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
-    assert denies and denies[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert denies
+    assert denies[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
 def test_rule_matches_conversation_ended_for_this_stage_and_source() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from end_function import end_function
 
 from aftercall.handler import EndHandlerRuntime
 from aftercall.observability import logger, metrics, tracer
 from aftercall.settings import Settings
+from end_function import end_function
 
 _runtime: EndHandlerRuntime | None = None
 

@@ -82,8 +82,12 @@ class Resolver:
         self.template = template
         self.stack_name = stack_name
         self.parameters = {name: str(parameters.get(name, spec.get("Default"))) for name, spec in declared.items()}
-        self.pseudo = {"AWS::StackName": stack_name, "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",
-                       "AWS::Partition": "aws"}
+        self.pseudo = {
+            "AWS::StackName": stack_name,
+            "AWS::Region": "us-east-1",
+            "AWS::AccountId": "123456789012",
+            "AWS::Partition": "aws",
+        }
         self.conditions = {name: self.value(expr) for name, expr in template.get("Conditions", {}).items()}
 
     def value(self, expr: Any) -> Any:
@@ -92,7 +96,7 @@ class Resolver:
         if not isinstance(expr, dict):
             return expr
         if len(expr) == 1:
-            (key, arg), = expr.items()
+            ((key, arg),) = expr.items()
             if key == "Ref":
                 if arg in self.parameters:
                     return self.parameters[arg]

@@ -136,13 +136,13 @@ def _perform_one(conversation_id: str, action: Action, ledger: ActionLedger, dea
     started = time.monotonic()
     try:
         claim = ledger.claim(conversation_id, action.name, deadline)
-    except Exception as exc:  # reported as this action's failure; the invocation then fails
+    except Exception as exc:  # noqa: BLE001 - reported as this action's failure; the invocation then fails
         return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
     if claim.done:
         return ActionOutcome(action.name, "already_done", time.monotonic() - started, result=claim.result)
     try:
         record = action.perform(CrmCall(deadline=deadline, recovering=claim.recovering))
-    except Exception as exc:  # kept as this action's failure; the others go on
+    except Exception as exc:  # noqa: BLE001 - kept as this action's failure; the others go on
         ledger.fail(conversation_id, action.name, f"{type(exc).__name__}: {exc}")
         return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
     result = record.to_json()

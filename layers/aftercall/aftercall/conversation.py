@@ -41,7 +41,9 @@ class State(Mapping[str, Any]):
         try:
             return _wrap(self._data[key])
         except KeyError:
-            raise AttributeError(f"conv.state has no key {key!r}; use conv.state.get({key!r}) if it is optional") from None
+            raise AttributeError(
+                f"conv.state has no key {key!r}; use conv.state.get({key!r}) if it is optional"
+            ) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise TypeError("conv.state is read-only in the End function")

@@ -138,6 +138,5 @@ class ConversationEndedDetail(BaseModel):
 class ConversationEndedEvent(EventBridgeModel):
     """The EventBridge envelope around :class:`ConversationEndedDetail`."""
 
-    detail_type: Literal["Conversation Ended"] = Field(alias="detail-type")  # type: ignore[assignment]
-    detail: ConversationEndedDetail  # type: ignore[assignment]
-
+    detail_type: Literal["Conversation Ended"] = Field(alias="detail-type")
+    detail: ConversationEndedDetail
