@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
+from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
@@ -55,7 +56,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 def parse_event(event: Any, stage: str) -> ConversationEndedDetail:
     """The event's validated detail, or :class:`InvalidEventError` naming what is wrong."""
     try:
-        envelope = ConversationEndedEvent.model_validate(event)
+        envelope = parse(event=event, model=ConversationEndedEvent)
     except ValidationError as exc:
         raise InvalidEventError(f"not a valid Conversation Ended event: {describe_validation_error(exc)}") from None
     detail = envelope.detail
