@@ -54,7 +54,7 @@ def _sanitise(value: Any, depth: int = 0) -> Any:
     if depth > MAX_STATE_DEPTH:
         raise ValueError(f"state is nested deeper than {MAX_STATE_DEPTH} levels")
     if isinstance(value, str):
-        return _CONTROL.sub("", unicodedata.normalize("NFC", value))
+        return unicodedata.normalize("NFC", _CONTROL.sub("", value))  # strip, then compose
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
