@@ -387,7 +387,7 @@ def test_stop_releases_hanging_requests_and_closes_connections() -> None:
     assert isinstance(errors[0], requests.exceptions.ConnectionError)
 
 
-def test_standalone_main_prints_its_url_and_serves(tmp_path: Path) -> None:
+def test_standalone_main_prints_its_url_and_serves() -> None:
     # Given the module run as a program with a seeded contact
     process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
         [

@@ -94,9 +94,21 @@ def _error(message: str, category: str = "VALIDATION_ERROR") -> dict[str, Any]:
 # --- fault rules ------------------------------------------------------------------------------
 
 
+def path_matches(pattern: str, path: str) -> bool:
+    """A path prefix, or an exact path when ``pattern`` ends with ``$``.
+
+    ``/crm/v3/objects/notes`` also matches ``/crm/v3/objects/notes/search``; write
+    ``/crm/v3/objects/notes$`` to hit only the create.
+    """
+    if pattern.endswith("$"):
+        return path == pattern[:-1]
+    return path.startswith(pattern)
+
+
 @dataclass
 class Fault:
-    """One fault rule. It matches requests by ``method`` and ``path`` prefix (both optional).
+    """One fault rule. It matches requests by ``method`` and ``path`` (both optional; the path
+    is a prefix, or exact when it ends with ``$``, see :func:`path_matches`).
 
     ``times`` bounds how many requests it applies to (``None``: forever); ``probability`` makes
     it apply to a random share of matching requests (drawn from the server's seeded RNG, so a
@@ -139,9 +151,7 @@ class Fault:
         if self.then not in ("answer", "never"):
             raise ValueError("then must be 'answer' or 'never'")
         if self.retry_after is not None and not isinstance(self.retry_after, str):
-            self.retry_after = (
-                f"{self.retry_after:g}" if isinstance(self.retry_after, float) else str(self.retry_after)
-            )
+            self.retry_after = f"{self.retry_after:g}" if isinstance(self.retry_after, float) else str(self.retry_after)
         if self.status is not None and not 100 <= int(self.status) <= 599:
             raise ValueError(f"status {self.status} is not an HTTP status")
 
@@ -166,7 +176,7 @@ class Fault:
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method != method:
             return False
-        return self.path is None or path.startswith(self.path)
+        return self.path is None or path_matches(self.path, path)
 
 
 @dataclass
@@ -218,9 +228,7 @@ class _Store:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in OBJECT_TYPES}
         self._ids = itertools.count(1001)
 
-    def create(
-        self, kind: str, properties: Mapping[str, Any], associations: Iterable[str] = ()
-    ) -> dict[str, Any]:
+    def create(self, kind: str, properties: Mapping[str, Any], associations: Iterable[str] = ()) -> dict[str, Any]:
         with self.lock:
             object_id = str(next(self._ids))
             stamp = _now_iso()
@@ -282,9 +290,7 @@ def _filter_matches(obj: Mapping[str, Any], rule: Mapping[str, Any]) -> bool:
     name = rule.get("propertyName")
     operator = rule.get("operator")
     if not isinstance(name, str) or operator not in SEARCH_OPERATORS:
-        raise ValueError(
-            f"invalid filter {dict(rule)!r}: needs propertyName and an operator in {SEARCH_OPERATORS}"
-        )
+        raise ValueError(f"invalid filter {dict(rule)!r}: needs propertyName and an operator in {SEARCH_OPERATORS}")
     actual = props.get(name, "") if name != "hs_object_id" else obj["id"]
     if operator == "HAS_PROPERTY":
         return actual != ""
@@ -625,9 +631,7 @@ class FakeCrm:
             probability=probability,
             status=status,
             body=body,
-            retry_after=retry_after
-            if retry_after is None or isinstance(retry_after, str)
-            else f"{retry_after:g}",
+            retry_after=retry_after if retry_after is None or isinstance(retry_after, str) else f"{retry_after:g}",
             seconds=seconds,
             then=then,
             ms=ms,
@@ -673,11 +677,11 @@ class FakeCrm:
             return [copy.copy(r) for r in self._log]
 
     def requests_to(self, method: str | None = None, path: str | None = None) -> list[RequestRecord]:
-        """Logged requests with this method and path prefix."""
+        """Logged requests with this method and path (a prefix, or exact when it ends with ``$``)."""
         return [
             r
             for r in self.requests
-            if (method is None or r.method == method.upper()) and (path is None or r.path.startswith(path))
+            if (method is None or r.method == method.upper()) and (path is None or path_matches(path, r.path))
         ]
 
     def request_counts(self) -> dict[str, Any]:
@@ -794,9 +798,7 @@ class FakeCrm:
             elif fault.kind == "reset":
                 raise _Drop("reset")
             elif fault.kind == "status":
-                return _Answer(
-                    fault.status or 500, fault.body if fault.body is not None else _server_error(fault)
-                )
+                return _Answer(fault.status or 500, fault.body if fault.body is not None else _server_error(fault))
             elif fault.kind == "rate_limit":
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 return _Answer(429, fault.body if fault.body is not None else RATE_LIMIT_BODY, headers)
@@ -811,9 +813,7 @@ class FakeCrm:
             return _Answer(401, {**UNAUTHORIZED_BODY, "correlationId": str(uuid.uuid4())})
         answer = self._route(method, path, record.body)
         if fault is not None and fault.kind == "after_commit_status" and 200 <= answer.status < 300:
-            return _Answer(
-                fault.status or 500, fault.body if fault.body is not None else _server_error(fault)
-            )
+            return _Answer(fault.status or 500, fault.body if fault.body is not None else _server_error(fault))
         return answer
 
     def _authorized(self, authorization: str | None) -> bool:
@@ -961,18 +961,14 @@ class FakeCrmAdmin:
     def add_contact(
         self, phone: str | None = None, email: str | None = None, properties: Mapping[str, Any] | None = None
     ) -> str:
-        answer = self._call(
-            "POST", "contacts", {"phone": phone, "email": email, "properties": dict(properties or {})}
-        )
+        answer = self._call("POST", "contacts", {"phone": phone, "email": email, "properties": dict(properties or {})})
         return str(answer["ids"][0])
 
     def rotate_token(self, token: str, *, keep_old: bool = False) -> None:
         self._call("POST", "tokens", {"token": token, "keep_old": keep_old})
 
     def set_rate_limit(self, per_second: float | None, retry_after: float | None = None) -> None:
-        self._call(
-            "POST", "config", {"rate_limit_per_second": per_second, "rate_limit_retry_after": retry_after}
-        )
+        self._call("POST", "config", {"rate_limit_per_second": per_second, "rate_limit_retry_after": retry_after})
 
     def reset(self) -> None:
         self._call("POST", "reset")
