@@ -16,7 +16,9 @@ Admin endpoints (no auth):
 
 * ``GET /__admin/state``: contacts, notes, tickets, request counts, active faults
 * ``GET /__admin/requests``: the request log
-* ``POST /__admin/faults`` (a rule or a list of rules), ``GET``/``DELETE /__admin/faults``
+* ``POST /__admin/faults`` (a rule or a list of rules), ``GET``/``DELETE /__admin/faults``;
+  e.g. ``[{"kind": "status", "status": 503, "method": "POST", "path": "/crm/v3/objects/notes$",
+  "times": 2}]`` (a path is a prefix; a trailing ``$`` makes it exact). See :class:`Fault`.
 * ``POST /__admin/contacts`` (``{"phone", "email", "properties"}`` or a list): seed contacts
 * ``POST /__admin/tokens`` (``{"token": "...", "keep_old": false}``): rotate the access token
 * ``POST /__admin/config`` (``{"rate_limit_per_second": 5, "rate_limit_retry_after": 1}``)
@@ -861,10 +863,15 @@ class FakeCrm:
         absent = [name for name in missing if props.get(name) in (None, "")]
         if absent:
             raise ValueError(f"missing required properties for {kind}: {', '.join(absent)}")
+        associations = body.get("associations") or []
+        if not isinstance(associations, list):
+            raise ValueError("associations must be a list")
         targets = []
-        for association in body.get("associations") or []:
-            target = str(((association or {}).get("to") or {}).get("id", ""))
-            if not association.get("types") or self._store.get("contacts", target) is None:
+        for association in associations:
+            to = association.get("to") if isinstance(association, dict) else None
+            target = str(to.get("id", "")) if isinstance(to, dict) else ""
+            valid = isinstance(association, dict) and bool(association.get("types"))
+            if not valid or self._store.get("contacts", target) is None:
                 raise ValueError(f"One or more associations are invalid (to.id {target!r})")
             targets.append(target)
         obj = self._store.create(kind, props, targets)
