@@ -34,7 +34,7 @@ import botocore.exceptions
 from aftercall.models.event import MAX_EVENT_BYTES
 from aftercall_ops.dlq import RECEIVE_ARGS, FailedEvent, Shape, classify
 from aftercall_ops.emit import FatalSendError, RetryPolicy, entry_size, put_batch
-from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Client, TargetError, describe_aws_error
+from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Aws, Client, TargetError, describe_aws_error
 
 Mode = Literal["invoke", "put-events"]
 MODES: tuple[Mode, ...] = ("invoke", "put-events")
@@ -559,6 +559,21 @@ def _invoke(state: _Pass, lam: Client, function: str, message: FailedEvent) -> _
 
 
 # ------------------------------------------------------------------------------------------ the pass
+
+
+def invoke_client(aws: Aws, options: ReplayOptions, endpoint_url: str | None = None) -> Client:
+    """The Lambda client for ``invoke`` mode: waits longer than the function may run, never retries.
+
+    An SDK retry after a read timeout would start a second run of a function that may still be
+    working; a single attempt plus a read timeout above the function's own makes that impossible.
+    """
+    return aws.client(
+        "lambda",
+        read_timeout=options.invoke_read_timeout,
+        max_attempts=1,
+        pool=options.concurrency + 2,
+        endpoint_url=endpoint_url,
+    )
 
 
 def queue_depth(sqs: Client, queue_url: str) -> tuple[int, int]:

@@ -123,9 +123,18 @@ class Aws:
             )
 
     def client(
-        self, service: str, *, read_timeout: float = 30.0, max_attempts: int | None = None, pool: int | None = None
+        self,
+        service: str,
+        *,
+        read_timeout: float = 30.0,
+        max_attempts: int | None = None,
+        pool: int | None = None,
+        endpoint_url: str | None = None,
     ) -> Client:
-        """A client with bounded timeouts; ``max_attempts=1`` disables SDK retries (Lambda invoke)."""
+        """A client with bounded timeouts; ``max_attempts=1`` disables SDK retries (Lambda invoke).
+
+        ``endpoint_url`` overrides the endpoint (else boto3's own: ``AWS_ENDPOINT_URL[_<SERVICE>]``).
+        """
         retries: dict[str, Any] = {"mode": "standard"}
         if max_attempts is not None:
             retries["total_max_attempts"] = max_attempts
@@ -137,7 +146,7 @@ class Aws:
             retries=retries,  # type: ignore[arg-type]
             max_pool_connections=pool or self.max_pool_connections,
         )
-        client = self.session.client(service, config=config)  # type: ignore[call-overload]
+        client = self.session.client(service, config=config, endpoint_url=endpoint_url)  # type: ignore[call-overload]
         for event_name, handler in self._hooks:
             client.meta.events.register(event_name, handler)
         return client

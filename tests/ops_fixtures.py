@@ -1,0 +1,28 @@
+"""Fixtures for the operator-tool tests (enable with ``pytest_plugins = ["tests.ops_fixtures"]``).
+
+The helpers they build on live in ``tests/ops_support.py``. All servers bind 127.0.0.1 on port 0
+and every resource name is unique, so the tests run in parallel under ``pytest -n 2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.ops_support import FaultProxy, OpsTarget, create_ops_target, delete_ops_target
+
+
+@pytest.fixture
+def ops_target(moto_endpoint: str) -> Iterator[OpsTarget]:
+    """A bus, failed-events queue, delivered-events queue, rule and stack on the moto server."""
+    target = create_ops_target(moto_endpoint)
+    yield target
+    delete_ops_target(target)
+
+
+@pytest.fixture
+def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the moto server."""
+    with FaultProxy(moto_endpoint) as proxy:
+        yield proxy
