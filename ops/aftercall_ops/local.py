@@ -1336,6 +1336,10 @@ class LocalStack:
         counts["cold_starts"] = sum(environment.starts for environment in self._environments)
         return counts
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the execution environments running now (warm ones)."""
+        return [pid for pid in (environment.pid for environment in self._environments) if pid is not None]
+
     def log_records(self) -> list[dict[str, Any]]:
         """Every JSON line in the function's log so far (Powertools, EMF, platform lines)."""
         records = []
