@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -264,7 +264,8 @@ class FaultProxy:
 
     ``fail_entries(calls, code)`` makes every second entry of the next ``calls`` PutEvents answers
     come back as a failed entry with ``code`` (the call itself still reaches moto for the rest).
-    ``permanent_entry(code)`` fails the first entry of every answer with ``code``. ``stop_after(n)``
+    ``permanent_entry(code)`` fails the first entry of every answer with ``code``;
+    ``fail_conversations(ids, code)`` fails every entry for those conversations. ``stop_after(n)``
     lets n PutEvents calls through, then answers every further one with HTTP 503.
     """
 
@@ -276,6 +277,7 @@ class FaultProxy:
         self.failing_calls = 0
         self.failure_code = "ThrottlingException"
         self.permanent_code: str | None = None
+        self.doomed: dict[str, str] = {}
         self.stop_after_calls: int | None = None
         proxy = self
 
@@ -308,6 +310,10 @@ class FaultProxy:
         with self.lock:
             self.permanent_code = code
 
+    def fail_conversations(self, conversation_ids: Iterable[str], code: str = "ThrottlingException") -> None:
+        with self.lock:
+            self.doomed.update(dict.fromkeys(conversation_ids, code))
+
     def stop_after(self, calls: int) -> None:
         with self.lock:
             self.stop_after_calls = self.put_events_calls + calls
@@ -325,13 +331,16 @@ class FaultProxy:
                 failing = self.failing_calls > 0
                 if failing:
                     self.failing_calls -= 1
-                code, permanent = self.failure_code, self.permanent_code
+                code, permanent, doomed = self.failure_code, self.permanent_code, dict(self.doomed)
         request: dict[str, Any] = json.loads(body) if is_put else {}
         entries = request.get("Entries", [])
         forced: dict[int, str] = {}
         if is_put:
-            for index in range(len(entries)):
-                if permanent and index == 0:
+            for index, entry in enumerate(entries):
+                conversation_id = json.loads(entry.get("Detail") or "{}").get("conversation_id")
+                if conversation_id in doomed:
+                    forced[index] = doomed[conversation_id]
+                elif permanent and index == 0:
                     forced[index] = permanent
                 elif failing and index % 2 == 1:
                     forced[index] = code
@@ -435,3 +444,28 @@ class LambdaEndpoint:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+class CallCounter:
+    """Counts the AWS API calls a client makes (a botocore ``before-call`` hook), by operation."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: dict[str, int] = {}
+
+    def attach(self, client: Any) -> Any:
+        client.meta.events.register("before-call.*.*", self._count)
+        return client
+
+    def _count(self, model: Any, **_: Any) -> None:
+        with self.lock:
+            self.calls[model.name] = self.calls.get(model.name, 0) + 1
+
+    def __getitem__(self, operation: str) -> int:
+        with self.lock:
+            return self.calls.get(operation, 0)
+
+    @property
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.calls.values())
