@@ -43,6 +43,18 @@ def end_function(conv):
     conv.actions.log_summary({"conversation_id": conv.id, "note": "finished on the retry"})
 '''
 
+#: An End function with a bug: it raises on every run.
+RAISES = '''
+"""Test End function with a bug."""
+
+
+def end_function(conv):
+    raise KeyError("caller_name")
+'''
+
+#: An End function that does not even import.
+BROKEN = "def end_function(conv)\n    pass\n"
+
 
 def new_detail(environment: str = "sandbox", **state: Any) -> dict[str, Any]:
     """A realistic conversation with a customer the fake CRM knows, with a fresh id."""
@@ -384,3 +396,50 @@ def test_stop_ends_every_process_and_thread_it_started(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("aftercall-test-stop")]
+
+
+def test_an_event_older_than_the_maximum_event_age_is_not_retried(tmp_path: Path) -> None:
+    # Given an End function that always raises, and a retry that would start after the event's maximum age
+    end_function = tmp_path / "raises.py"
+    end_function.write_text(RAISES)
+    with LocalStack(
+        "aftercall-test-age",
+        {"Stage": "live"},
+        workers=1,
+        retry_delays=(1.5,),
+        max_event_age=1.0,
+        end_function=str(end_function),
+        state_dir=tmp_path / "state",
+    ) as local:
+        detail = new_detail("live")
+
+        # When its event arrives
+        event_id = put_event(local, detail)
+        local.wait_idle(timeout=60)
+
+        # Then it ran once, and the retry found it too old: an EventAgeExceeded record with the last error
+        (record,) = failed_event_records(local, detail["conversation_id"])
+        assert record["requestContext"]["condition"] == "EventAgeExceeded"
+        assert record["requestContext"]["approximateInvokeCount"] == 1
+        assert record["requestPayload"]["id"] == event_id
+        assert record["responsePayload"]["errorType"] == "EndFunctionError"
+        assert "KeyError" in record["responsePayload"]["errorMessage"]
+        assert local.counts()["invocations"] == 1
+
+
+def test_an_end_function_that_does_not_import_is_reported_as_lambdas_init_error(tmp_path: Path) -> None:
+    # Given an End function with a syntax error
+    end_function = tmp_path / "broken.py"
+    end_function.write_text(BROKEN)
+    with LocalStack(
+        "aftercall-test-import", {"Stage": "live"}, workers=1, end_function=str(end_function), state_dir=tmp_path
+    ) as local:
+        # When the function is invoked
+        outcome = local.invoke({"any": "event"})
+
+        # Then the invocation fails as Lambda's does when the handler module cannot be imported
+        assert not outcome.ok
+        assert outcome.error is not None
+        assert outcome.error["errorType"] == "Runtime.ImportModuleError"
+        assert outcome.error["errorMessage"].startswith("Unable to import module 'app'")
+        assert local.worker_pids() == []  # nothing stays warm after a failed init

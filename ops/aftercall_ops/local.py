@@ -114,6 +114,17 @@ class InvocationOutcome:
         return f"{self.error.get('errorType', 'Error')}: {message[:300]}"
 
 
+def _describe(result: Any) -> str:
+    """What the handler's report says happened, in a few words for the terminal."""
+    if not isinstance(result, dict):
+        return "done"
+    if result.get("duplicate"):
+        return "duplicate, nothing done again"
+    if result.get("status") == "rejected":
+        return f"rejected ({result.get('error_type')}) and parked in the failed-events queue by the function"
+    return str(result.get("status") or "done")
+
+
 def _platform_error(request_id: str, error_type: str, detail: str) -> dict[str, Any]:
     """An error Lambda itself reports (timeout, crash), worded as Lambda words it."""
     return {"errorMessage": f"RequestId: {request_id} Error: {detail}", "errorType": error_type}
@@ -1171,7 +1182,9 @@ class LocalStack:
         if outcome is None:  # stopping: the message stays in the delivery queue, nothing is lost
             return
         if outcome.ok:
-            log.info("%s: processed in %.2f s (attempt %d)", event.label, outcome.seconds, event.attempts)
+            log.info(
+                "%s: %s in %.2f s (attempt %d)", event.label, _describe(outcome.result), outcome.seconds, event.attempts
+            )
             self._finish(event)
             return
         event.last_failure = outcome
