@@ -28,8 +28,8 @@ def test_both_failure_paths_reach_the_one_failed_events_queue(expanded: dict[str
     queues = _of_type(expanded, "AWS::SQS::Queue")
     rule = expanded["EndHandlerConversationEnded"]["Properties"]
     invoke_config = expanded["EndHandlerEventInvokeConfig"]["Properties"]
-    # Then there is exactly one queue (SAM made none of its own) ...
-    assert list(queues) == ["FailedEventsQueue"]
+    # Then the only queues are ours (SAM made none of its own) ...
+    assert sorted(queues) == ["FailedEventsQueue", "FailedFollowUpsQueue"]
     # ... the rule's delivery failures go there ...
     (target,) = rule["Targets"]
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}}
@@ -87,7 +87,33 @@ def test_function_role_is_least_privilege(expanded: dict[str, Any]) -> None:
         "dynamodb:DeleteItem",
         "secretsmanager:GetSecretValue",
         "sqs:SendMessage",
+        "scheduler:CreateSchedule",
+        "scheduler:GetSchedule",
+        "iam:PassRole",
+        "sns:Publish",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
     }
+    (pass_role,) = [s for s in statements if s["Action"] == "iam:PassRole"]
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
+
+
+def test_follow_up_sender_may_text_phones_but_publish_to_no_topic(expanded: dict[str, Any]) -> None:
+    role = expanded["FollowUpFunctionRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    wildcard = [s for s in statements if s["Resource"] == "*"]
+    # Then the one wildcard resource is SMS publishing (phone numbers have no ARN) ...
+    assert [(s["Effect"], s["Action"]) for s in wildcard] == [("Allow", "sns:Publish")]
+    # ... and publishing to any topic is explicitly denied
+    assert any(s["Effect"] == "Deny" and s["Action"] == "sns:Publish" for s in statements)
+
+
+def test_scheduler_role_only_invokes_the_follow_up_function(expanded: dict[str, Any]) -> None:
+    role = expanded["SchedulerRole"]["Properties"]
+    (principal,) = [s["Principal"] for s in role["AssumeRolePolicyDocument"]["Statement"]]
+    assert principal == {"Service": "scheduler.amazonaws.com"}
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert {s["Action"] for s in statements} == {"lambda:InvokeFunction", "sqs:SendMessage"}
 
 
 def test_function_observability_and_limits(expanded: dict[str, Any]) -> None:

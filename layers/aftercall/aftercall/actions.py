@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, get_args
 
 from aftercall.crm.base import (
     DISPOSITIONS,
     Crm,
     CrmCall,
-    CrmRecord,
     Customer,
     Disposition,
     SummaryNote,
@@ -27,8 +27,11 @@ from aftercall.crm.base import (
     TicketPriority,
 )
 from aftercall.deadline import Deadline
+from aftercall.errors import ConfigurationError
+from aftercall.follow_ups import FOLLOW_UP_KINDS, FollowUp, FollowUpKind, FollowUpScheduler, parse_follow_up_time
 from aftercall.ledger import ActionLedger
 from aftercall.models.event import ConversationEndedDetail
+from aftercall.notifications import Notification, Notifier
 
 #: Summary fields taken from ``conv.state`` when the End function passes no summary of its own.
 SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
@@ -39,7 +42,7 @@ class Action:
     """One planned side effect; ``name`` is unique within a conversation (the ledger key)."""
 
     name: str
-    perform: Callable[[CrmCall], CrmRecord]
+    perform: Callable[[CrmCall], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,17 @@ class ActionOutcome:
 class ActionPlan:
     """``conv.actions``: each method validates its arguments at once and plans one action."""
 
-    def __init__(self, detail: ConversationEndedDetail, crm: Callable[[], Crm]) -> None:
+    def __init__(
+        self,
+        detail: ConversationEndedDetail,
+        crm: Callable[[], Crm],
+        follow_ups: Callable[[], FollowUpScheduler] | None = None,
+        notifier: Callable[[], Notifier] | None = None,
+    ) -> None:
         self._detail = detail
         self._crm = crm
+        self._follow_ups = follow_ups or _not_configured("follow-ups")
+        self._notifier = notifier or _not_configured("notifications")
         self._actions: dict[str, Action] = {}
         self.customer = Customer(phone=detail.customer_phone, email=detail.customer_email)
 
@@ -80,7 +91,7 @@ class ActionPlan:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"log_summary: the summary must be JSON data ({exc})") from None
         note = SummaryNote(self._detail.conversation_id, self.customer, self._detail.ended_at, data)
-        self._add("crm_summary", lambda call: self._crm().log_summary(note, call))
+        self._add("crm_summary", lambda call: self._crm().log_summary(note, call).to_json())
 
     def open_ticket(self, subject: str, description: str = "", priority: TicketPriority = "MEDIUM") -> None:
         """Open a support ticket for the customer."""
@@ -91,7 +102,7 @@ class ActionPlan:
         ticket = SupportTicket(
             self._detail.conversation_id, self.customer, subject.strip()[:255], description[:10_000], priority
         )
-        self._add("support_ticket", lambda call: self._crm().open_ticket(ticket, call))
+        self._add("support_ticket", lambda call: self._crm().open_ticket(ticket, call).to_json())
 
     def log_disposition(self, disposition: str, note: str | None = None) -> None:
         """Record an outbound call's outcome on the lead (its CRM lead status)."""
@@ -100,7 +111,53 @@ class ActionPlan:
                 f"log_disposition: unknown disposition {disposition!r}; use one of {', '.join(sorted(DISPOSITIONS))}"
             )
         record = Disposition(self._detail.conversation_id, self.customer, disposition, note)
-        self._add("disposition", lambda call: self._crm().log_disposition(record, call))
+        self._add("disposition", lambda call: self._crm().log_disposition(record, call).to_json())
+
+    def schedule_follow_up(
+        self,
+        at: datetime | str,
+        message: str,
+        kind: FollowUpKind = "sms",
+        *,
+        to: str | None = None,
+        subject: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Schedule an SMS, email or callback request for ``at`` (aware datetime or ISO 8601 with zone).
+
+        ``to`` defaults to the customer's phone (sms, callback) or email (email). ``key`` tells
+        apart several follow-ups of one kind (default: the kind).
+        """
+        if kind not in FOLLOW_UP_KINDS:
+            raise ValueError(f"schedule_follow_up: kind must be one of {', '.join(FOLLOW_UP_KINDS)}, not {kind!r}")
+        when = parse_follow_up_time(at)
+        recipient = to or (self.customer.email if kind == "email" else self.customer.phone)
+        if not recipient:
+            missing = "email address" if kind == "email" else "phone number"
+            raise ValueError(f"schedule_follow_up: this conversation has no customer {missing}; pass to=...")
+        if not message or not message.strip():
+            raise ValueError("schedule_follow_up: message must not be empty")
+        name = key or kind
+        follow_up = FollowUp(
+            self._detail.conversation_id,
+            self._detail.environment,
+            name,
+            kind,
+            when,
+            recipient,
+            message.strip()[:1600],
+            subject,
+        )
+        self._add(f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call))
+
+    def notify(self, subject: str, details: Mapping[str, Any] | None = None, *, key: str = "team") -> None:
+        """Publish a readable summary of this conversation to the notifications topic."""
+        if not subject or not subject.strip():
+            raise ValueError("notify: subject must not be empty")
+        data = dict(details) if details is not None else self.default_summary()
+        lines = tuple((str(label), str(value)) for label, value in data.items())
+        notification = Notification(self._detail.conversation_id, subject.strip(), lines)
+        self._add(f"notification:{key}", lambda call: self._notifier().publish(notification, call))
 
     def default_summary(self) -> dict[str, Any]:
         detail = self._detail
@@ -115,10 +172,17 @@ class ActionPlan:
         summary.update({key: detail.state[key] for key in SUMMARY_STATE_KEYS if key in detail.state})
         return summary
 
-    def _add(self, name: str, perform: Callable[[CrmCall], CrmRecord]) -> None:
+    def _add(self, name: str, perform: Callable[[CrmCall], dict[str, Any]]) -> None:
         if name in self._actions:
             raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
         self._actions[name] = Action(name, perform)
+
+
+def _not_configured(what: str) -> Callable[[], Any]:
+    def fail() -> Any:
+        raise ConfigurationError(f"{what} are not available in this runtime")
+
+    return fail
 
 
 def perform_actions(
@@ -141,10 +205,9 @@ def _perform_one(conversation_id: str, action: Action, ledger: ActionLedger, dea
     if claim.done:
         return ActionOutcome(action.name, "already_done", time.monotonic() - started, result=claim.result)
     try:
-        record = action.perform(CrmCall(deadline=deadline, recovering=claim.recovering))
+        result = action.perform(CrmCall(deadline=deadline, recovering=claim.recovering))
     except Exception as exc:  # noqa: BLE001 - kept as this action's failure; the others go on
         ledger.fail(conversation_id, action.name, f"{type(exc).__name__}: {exc}")
         return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
-    result = record.to_json()
     ledger.complete(conversation_id, action.name, result)
     return ActionOutcome(action.name, "done", time.monotonic() - started, result=result)

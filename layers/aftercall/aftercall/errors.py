@@ -72,3 +72,13 @@ class ActionsFailedError(AftercallError):
         self.failures = failures
         detail = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failures.items())
         super().__init__(f"{len(failures)} action(s) failed for conversation {conversation_id}: {detail}")
+
+
+class FollowUpTimeError(AftercallError):
+    """A follow-up's time is too far in the past to send, or too far ahead to schedule."""
+
+
+class FollowUpPayloadError(AftercallError):
+    """The follow-up target received a payload it cannot send (not one aftercall scheduled)."""
+
+    permanent = True

@@ -35,10 +35,13 @@ from aftercall.errors import (
     InvalidEventError,
 )
 from aftercall.failures import park, rejection_record
+from aftercall.follow_ups import FollowUpScheduler
 from aftercall.ledger import ActionLedger
 from aftercall.models.event import ConversationEndedDetail, ConversationEndedEvent
+from aftercall.notifications import Notifier
 from aftercall.observability import logger, metrics
 from aftercall.privacy import mask_email, mask_phone
+from aftercall.reporting import record_actions, record_conversation
 from aftercall.settings import Settings
 
 EndFunction = Callable[[Conversation], object]
@@ -99,6 +102,15 @@ class EndHandlerRuntime:
                 self._crm = self._crm_factory(self.settings)
             return self._crm
 
+    def follow_ups(self) -> FollowUpScheduler:
+        s = self.settings
+        return FollowUpScheduler(
+            s.follow_up_schedule_group, s.follow_up_target_arn, s.scheduler_role_arn, s.follow_up_dead_letter_arn
+        )
+
+    def notifier(self) -> Notifier:
+        return Notifier(self.settings.notifications_topic_arn)
+
     def handle(self, event: Any, context: LambdaContext, end_function: EndFunction) -> dict[str, Any]:
         """Process one event. Returns a report; raises when a retry can still help."""
         self.idempotency_config.register_lambda_context(context)
@@ -147,7 +159,7 @@ class EndHandlerRuntime:
         ran: list[bool],
     ) -> dict[str, Any]:
         ran.append(True)
-        plan = ActionPlan(model, self.crm)
+        plan = ActionPlan(model, self.crm, self.follow_ups, self.notifier)
         conv = Conversation(model, plan)
         try:
             end_function(conv)
@@ -161,7 +173,7 @@ class EndHandlerRuntime:
         if failures:
             raise ActionsFailedError(model.conversation_id, failures)
         metrics.add_metric(name="ConversationsProcessed", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="ConversationDuration", unit=MetricUnit.Seconds, value=model.duration_seconds)
+        record_conversation(model)
         return {
             "conversation_id": model.conversation_id,
             "status": "processed",
@@ -180,12 +192,7 @@ class EndHandlerRuntime:
                     "action " + outcome.status.replace("_", " "),
                     extra={"action": outcome.name, "result": outcome.result, "seconds": round(outcome.seconds, 3)},
                 )
-        succeeded = sum(o.status == "done" for o in outcomes)
-        failed = sum(o.status == "failed" for o in outcomes)
-        if succeeded:
-            metrics.add_metric(name="ActionsSucceeded", unit=MetricUnit.Count, value=succeeded)
-        if failed:
-            metrics.add_metric(name="ActionsFailed", unit=MetricUnit.Count, value=failed)
+        record_actions((o.name, o.status) for o in outcomes)
 
     def _reject(self, event: Any, error: AftercallError, context: LambdaContext) -> dict[str, Any]:
         """Park a permanently failing event in the failed-events queue at once (see failures.py)."""

@@ -24,6 +24,12 @@ class Settings:
     retention_seconds: int = DEFAULT_RETENTION_SECONDS
     secret_max_age: int = 300
     local_mode: bool = False
+    #: Follow-ups (EventBridge Scheduler) and notifications (SNS); unset disables those actions.
+    follow_up_schedule_group: str | None = None
+    follow_up_target_arn: str | None = None
+    scheduler_role_arn: str | None = None
+    follow_up_dead_letter_arn: str | None = None
+    notifications_topic_arn: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -60,4 +66,9 @@ class Settings:
             retention_seconds=integer("IDEMPOTENCY_RETENTION_SECONDS", DEFAULT_RETENTION_SECONDS),
             secret_max_age=integer("CRM_SECRET_MAX_AGE", 300),
             local_mode=env.get("AFTERCALL_LOCAL", "").strip().lower() in ("1", "true", "yes"),
+            follow_up_schedule_group=env.get("FOLLOW_UP_SCHEDULE_GROUP", "").strip() or None,
+            follow_up_target_arn=env.get("FOLLOW_UP_TARGET_ARN", "").strip() or None,
+            scheduler_role_arn=env.get("SCHEDULER_ROLE_ARN", "").strip() or None,
+            follow_up_dead_letter_arn=env.get("FOLLOW_UP_DEAD_LETTER_ARN", "").strip() or None,
+            notifications_topic_arn=env.get("NOTIFICATIONS_TOPIC_ARN", "").strip() or None,
         )
