@@ -281,7 +281,11 @@ class _ExecutionEnvironment:
                 code = proc.wait(timeout=5)
         self.close()
         if code is not None and code < 0:
-            detail = f"Runtime exited with error: signal: {signal.Signals(-code).name.removeprefix('SIG').lower()}"
+            try:
+                name = signal.Signals(-code).name.removeprefix("SIG").lower()
+            except ValueError:
+                name = str(-code)
+            detail = f"Runtime exited with error: signal: {name}"
         else:
             detail = f"Runtime exited with error: exit status {code}"
         return _platform_error(request_id, "Runtime.ExitError", detail)
@@ -304,8 +308,21 @@ class _ExecutionEnvironment:
                 raise _WorkerExited(self.name)
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
-        message: dict[str, Any] = json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            self.kill_process()
+            raise _WorkerExited(f"{self.name} answered something that is not a runtime message")
         return message
+
+    def kill_process(self) -> None:
+        """End the current process only (a fresh one starts on the next invocation)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
     def kill(self) -> None:
         """Abort whatever runs now and start nothing after it (thread-safe: only sends SIGKILL)."""
@@ -1145,6 +1162,15 @@ class LocalStack:
                     self._run_sync(job, environment)
                 else:
                     self._run_async(job, environment)
+            except Exception as exc:
+                # A bug of ours must not kill this slot or strand the job: report it, hand the job back.
+                log.exception("the local dispatcher failed while running a job; the environment is reset")
+                environment.close()
+                if isinstance(job, _SyncRequest):
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                else:
+                    self._release(job, delay=5)
             finally:
                 with self._cond:
                     self._in_flight -= 1
@@ -1302,6 +1328,8 @@ class LocalStack:
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Block until the delivery queue is empty and nothing runs or waits for a retry."""
+        if not self._started or self._stopping.is_set():
+            raise RuntimeError("the local stack is not running")
         deadline = time.monotonic() + timeout
         while True:
             pending = self._pending()
@@ -1313,11 +1341,8 @@ class LocalStack:
 
     def _pending(self) -> list[str]:
         with self._cond:
-            now = time.monotonic()
             retries = sum(1 for _, _, job in self._heap if isinstance(job, _AsyncEvent) and job.attempts > 0)
-            queued = sum(1 for due, _, _ in self._heap if due <= now) - sum(
-                1 for due, _, job in self._heap if due <= now and isinstance(job, _AsyncEvent) and job.attempts > 0
-            )
+            queued = len(self._heap) - retries
             in_flight = self._in_flight
         pending = []
         if in_flight:
