@@ -186,12 +186,21 @@ def _not_configured(what: str) -> Callable[[], Any]:
 
 
 def perform_actions(
-    conversation_id: str, actions: tuple[Action, ...], ledger: ActionLedger, deadline: Deadline
+    conversation_id: str,
+    actions: tuple[Action, ...],
+    ledger: ActionLedger,
+    deadline: Deadline,
+    max_concurrency: int | None = None,
 ) -> list[ActionOutcome]:
-    """Perform the planned actions concurrently; never raises for an action's own failure."""
+    """Perform the planned actions concurrently; never raises for an action's own failure.
+
+    ``max_concurrency=1`` runs them one after another (the platform docs' way; kept for the
+    side-by-side benchmark in bench/fanout.py).
+    """
     if not actions:
         return []
-    with ThreadPoolExecutor(max_workers=len(actions), thread_name_prefix="action") as pool:
+    workers = min(len(actions), max_concurrency or len(actions))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="action") as pool:
         futures = [pool.submit(_perform_one, conversation_id, action, ledger, deadline) for action in actions]
         return [future.result() for future in futures]
 

@@ -167,7 +167,9 @@ class EndHandlerRuntime:
             logger.exception("end_function raised; no action was performed, the event will be retried")
             metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
             raise EndFunctionError(f"end_function raised {type(exc).__name__}: {exc}") from exc
-        outcomes = perform_actions(model.conversation_id, plan.planned, self.ledger, deadline)
+        outcomes = perform_actions(
+            model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency
+        )
         self._report_outcomes(outcomes)
         failures = {o.name: o.error for o in outcomes if o.status == "failed" and o.error is not None}
         if failures:

@@ -30,6 +30,8 @@ class Settings:
     scheduler_role_arn: str | None = None
     follow_up_dead_letter_arn: str | None = None
     notifications_topic_arn: str | None = None
+    #: Most actions of one conversation performed at once (None: all of them; 1: one after another).
+    action_concurrency: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,4 +73,5 @@ class Settings:
             scheduler_role_arn=env.get("SCHEDULER_ROLE_ARN", "").strip() or None,
             follow_up_dead_letter_arn=env.get("FOLLOW_UP_DEAD_LETTER_ARN", "").strip() or None,
             notifications_topic_arn=env.get("NOTIFICATIONS_TOPIC_ARN", "").strip() or None,
+            action_concurrency=integer("ACTION_CONCURRENCY", 0) or None,
         )
