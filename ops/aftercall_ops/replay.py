@@ -21,19 +21,23 @@ messages (0.3 calls per message), ``concurrency`` such loops at a time.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import botocore.exceptions
 
 from aftercall.models.event import MAX_EVENT_BYTES
 from aftercall_ops.dlq import RECEIVE_ARGS, FailedEvent, Shape, classify
-from aftercall_ops.emit import FatalSendError, RetryPolicy, entry_size, put_batch
+from aftercall_ops.emit import EntryOutcome, FatalSendError, RetryPolicy, entry_size, put_batch
 from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Aws, Client, TargetError, describe_aws_error
 
 Mode = Literal["invoke", "put-events"]
@@ -226,12 +230,20 @@ class _Pass:
         self.seen: set[str] = set()
         self.handed_back_event_ids: set[str] = set()
         self.held: dict[str, str] = {}  # message id -> latest receipt handle, not deleted yet
+        self.deleted: set[str] = set()
         self.budget = options.limit
         self.receives = 0
         self.max_receives = 2 * report.depth_at_start + 20 * options.concurrency + 20
         self.deadline = time.monotonic() + options.max_seconds
         self.rate = RateLimiter(options.rate) if options.rate else None
         self.unreachable_in_a_row = 0
+        # PutEvents calls in flight, so a message received meanwhile (possibly the failure of an event
+        # one of them is putting back) is judged only once their new event ids are known.
+        self.puts_done = threading.Condition(self.lock)
+        self.puts_in_flight: set[int] = set()
+        self.put_tickets = itertools.count()
+        self.waits_for: dict[str, frozenset[int]] = {}
+        self.recent_after: datetime | None = None
 
     # -------------------------------------------------------------- stopping
     def halt(self, reason: str) -> None:
@@ -283,12 +295,18 @@ class _Pass:
             return None
         fresh: list[FailedEvent] = []
         with self.lock:
+            in_flight = frozenset(self.puts_in_flight)
             for message in messages:
-                if message.message_id in self.held or message.message_id not in self.seen:
+                if message.message_id not in self.deleted:  # every undeleted message is released at the end
                     self.held[message.message_id] = message.receipt_handle
                 if message.message_id not in self.seen:
                     self.seen.add(message.message_id)
                     fresh.append(message)
+                    recent = (
+                        self.recent_after is None or message.sent_at is None or message.sent_at >= self.recent_after
+                    )
+                    if in_flight and recent:
+                        self.waits_for[message.message_id] = in_flight
         if not fresh:
             self.halt("the queue returned only messages already seen in this pass")
             return None
@@ -308,7 +326,7 @@ class _Pass:
                 reason = "filtered out by --conversation-id"
             elif options.error_contains and options.error_contains.lower() not in message.error.lower():
                 reason = "filtered out by --error-contains"
-            elif _event_id(message) in self.handed_back_event_ids:
+            elif self._handed_back_earlier(message):
                 reason = "its event was handed back earlier in this pass (this is that hand-back failing again)"
             if reason is None:
                 with self.lock:
@@ -323,6 +341,42 @@ class _Pass:
             else:
                 candidates.append(message)
         return candidates
+
+    def _handed_back_earlier(self, message: FailedEvent) -> bool:
+        """True if this message is the failure of an event this pass put back (same event id)."""
+        with self.lock:
+            tickets = self.waits_for.pop(message.message_id, frozenset())
+            # Bounded: each PutEvents call ends within its read timeout and retries.
+            self.puts_done.wait_for(lambda: not (tickets & self.puts_in_flight), timeout=120)
+            return _event_id(message) in self.handed_back_event_ids
+
+    def note_batch(self, failures: Sequence[EntryOutcome], size: int) -> None:
+        """Stop the pass when whole batches keep failing the same way: the bus is not answering."""
+        codes = {outcome.error_code for outcome in failures}
+        with self.lock:
+            if failures and len(failures) == size and len(codes) == 1:
+                self.unreachable_in_a_row += 1
+            else:
+                self.unreachable_in_a_row = 0
+            give_up = self.unreachable_in_a_row >= _MAX_CONSECUTIVE_UNREACHABLE
+        if give_up:
+            last = failures[-1]
+            self.abort(
+                f"PutEvents failed for {_MAX_CONSECUTIVE_UNREACHABLE} whole batches in a row "
+                f"({last.error_code}: {last.error_message})"
+            )
+
+    def put_started(self) -> int:
+        with self.lock:
+            ticket = next(self.put_tickets)
+            self.puts_in_flight.add(ticket)
+            return ticket
+
+    def put_finished(self, ticket: int, event_ids: Sequence[str | None]) -> None:
+        with self.lock:
+            self.handed_back_event_ids.update(event_id for event_id in event_ids if event_id)
+            self.puts_in_flight.discard(ticket)
+            self.puts_done.notify_all()
 
     def record(self, message: FailedEvent, action: Action, detail: str | None) -> None:
         outcome = MessageOutcome(
@@ -390,7 +444,9 @@ class _Pass:
                 errors[message.message_id] = f"{failed.get('Code')}: {failed.get('Message', '')}"
             with self.lock:
                 for message in chunk:
-                    self.held.pop(message.message_id, None)
+                    if message.message_id not in errors:
+                        self.held.pop(message.message_id, None)
+                        self.deleted.add(message.message_id)
         return errors
 
     def release(self) -> None:
@@ -473,15 +529,21 @@ def _put_events(
     if chunk:
         chunks.append(chunk)
     for batch in chunks:
+        ticket = state.put_started()
+        event_ids: list[str | None] = [_event_id(message) for message, _ in batch]
         try:
             outcomes, _ = put_batch(events, [entry for _, entry in batch], policy, sleep=state.pause)
+            event_ids.extend(outcome.event_id for outcome in outcomes)
         except FatalSendError as exc:
             state.abort(f"PutEvents failed: {exc}")
             results.extend((message, _HandBack(False, f"PutEvents failed: {exc}", False)) for message, _ in batch)
             continue
+        finally:
+            # Also on failure: a call that timed out may still have put some events on the bus.
+            state.put_finished(ticket, event_ids)
+        state.note_batch([outcome for outcome in outcomes if not outcome.accepted], len(outcomes))
         for (message, _), outcome in zip(batch, outcomes, strict=True):
             if outcome.accepted:
-                state.handed_back(_event_id(message), outcome.event_id)
                 results.append(
                     (message, _HandBack(True, f"put on the bus as event {outcome.event_id}", True, outcome.event_id))
                 )
@@ -505,8 +567,8 @@ def _invoke(state: _Pass, lam: Client, function: str, message: FailedEvent) -> _
     except botocore.exceptions.ReadTimeoutError:
         return _HandBack(
             False,
-            f"no answer within {state.options.invoke_read_timeout} s; the run may still finish. The message "
-            "stays; replaying it later is harmless (processing is idempotent per conversation)",
+            f"no answer within {lam.meta.config.read_timeout:g} s (not retried: the run may still finish). The "
+            "message stays; replaying it later is harmless (processing is idempotent per conversation)",
             False,
         )
     except botocore.exceptions.ClientError as exc:
@@ -578,11 +640,17 @@ def invoke_client(aws: Aws, options: ReplayOptions, endpoint_url: str | None = N
 
 def queue_depth(sqs: Client, queue_url: str) -> tuple[int, int]:
     """(visible, in flight) from GetQueueAttributes; TargetError if the queue cannot be read."""
+    visible, in_flight, _ = _queue_attributes(sqs, queue_url)
+    return visible, in_flight
+
+
+def _queue_attributes(sqs: Client, queue_url: str) -> tuple[int, int, datetime | None]:
+    """Depth, plus SQS's own clock (the response's Date header) to compare SentTimestamps with."""
     try:
-        attributes = sqs.get_queue_attributes(
+        response = sqs.get_queue_attributes(
             QueueUrl=queue_url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
+        )
     except botocore.exceptions.ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if "NonExistentQueue" in code or code == "QueueDoesNotExist":
@@ -592,8 +660,16 @@ def queue_depth(sqs: Client, queue_url: str) -> tuple[int, int]:
         raise TargetError(describe_aws_error(exc) or f"cannot read the queue {queue_url}: {exc}") from None
     except botocore.exceptions.BotoCoreError as exc:
         raise TargetError(describe_aws_error(exc) or f"cannot read the queue {queue_url}: {exc}") from None
-    return int(attributes.get("ApproximateNumberOfMessages", 0)), int(
-        attributes.get("ApproximateNumberOfMessagesNotVisible", 0)
+    attributes = response.get("Attributes", {})
+    server_time: datetime | None = None
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if date:
+        with contextlib.suppress(TypeError, ValueError):
+            server_time = parsedate_to_datetime(date)
+    return (
+        int(attributes.get("ApproximateNumberOfMessages", 0)),
+        int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        server_time,
     )
 
 
@@ -621,9 +697,12 @@ def replay(
             raise ValueError("put-events mode needs an EventBridge client and a bus name")
         if options.mode == "invoke" and (lambda_client is None or not function):
             raise ValueError("invoke mode needs a Lambda client and a function name")
-    visible, _ = queue_depth(sqs, queue_url)
+    visible, _, server_time = _queue_attributes(sqs, queue_url)
     report = ReplayReport(options.mode, options.dry_run, queue_url, visible)
     state = _Pass(sqs, queue_url, options, report)
+    # Messages sent from (about) now on may be failures of events this pass hands back; the Date
+    # header has one-second resolution, hence the margin.
+    state.recent_after = (server_time or datetime.now(UTC)) - timedelta(seconds=2)
     started = time.monotonic()
     tick = progress or (lambda _: None)
     try:
