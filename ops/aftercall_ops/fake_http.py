@@ -1,0 +1,770 @@
+"""What every loopback fake shares: a real HTTP server with fault injection, a request log, admin.
+
+Why it exists: each CRM adapter is tested against a fake of that CRM's API (HubSpot, Salesforce,
+Zendesk, a webhook receiver), and each fake must fail the same ways real services fail. This
+module holds that machinery once; a fake subclasses :class:`FakeHttpService` and implements only
+its API (``_route``), its credentials (``_authorized``/``_unauthorized``) and its error shapes.
+
+Faults (:class:`Fault`): 5xx, rate limits with ``Retry-After`` (429, or a service's own status
+such as Salesforce's 403), hanging past a client's timeout, resetting the connection, applying a
+write and then answering 500 (the ambiguous case), and added latency; plus a global rate limit.
+
+Admin endpoints every fake serves (no auth): ``GET /__admin/state``, ``GET /__admin/requests``,
+``GET|POST|DELETE /__admin/faults``, ``POST /__admin/config`` (``{"rate_limit_per_second": 5,
+"rate_limit_retry_after": 1}``), ``POST /__admin/reset``; a fake may add its own routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, Self, cast, get_args
+from urllib.parse import parse_qs, urlsplit
+
+FaultKind = Literal["status", "rate_limit", "hang", "reset", "after_commit_status", "latency"]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+#: Request headers never written to the request log (credentials).
+UNLOGGED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """A path prefix, or an exact path when ``pattern`` ends with ``$``.
+
+    ``/crm/v3/objects/notes`` also matches ``/crm/v3/objects/notes/search``; write
+    ``/crm/v3/objects/notes$`` to hit only the create.
+    """
+    if pattern.endswith("$"):
+        return path == pattern[:-1]
+    return path.startswith(pattern)
+
+
+@dataclass
+class Fault:
+    """One fault rule. It matches requests by ``method`` and ``path`` (both optional; the path
+    is a prefix, or exact when it ends with ``$``, see :func:`path_matches`).
+
+    ``times`` bounds how many requests it applies to (``None``: forever); ``probability`` makes
+    it apply to a random share of matching requests (drawn from the server's seeded RNG, so a
+    run is reproducible). Per kind:
+
+    * ``status``: answer ``status`` (default 500) with ``body`` (default the service's error).
+    * ``rate_limit``: answer ``status`` (default the service's rate-limit status: 429, or 403
+      for Salesforce) with ``Retry-After: retry_after`` (omitted when ``None``).
+    * ``hang``: wait ``seconds`` then answer normally, or with ``then="never"`` keep the
+      connection open without answering until the server stops (exceeds any client timeout).
+    * ``reset``: read the request, then close the socket with an RST (``SO_LINGER`` 0).
+    * ``after_commit_status``: perform the request (the write is applied), then answer
+      ``status`` (default 500): the client cannot tell whether it happened.
+    * ``latency``: answer normally after ``ms`` milliseconds. Latency rules stack with the one
+      other rule that may apply to the same request.
+    """
+
+    kind: FaultKind
+    method: str | None = None
+    path: str | None = None
+    times: int | None = None
+    probability: float | None = None
+    status: int | None = None
+    body: Any = None
+    retry_after: str | None = "1"
+    seconds: float = 30.0
+    then: Literal["answer", "never"] = "answer"
+    ms: float = 0.0
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    applied: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(FAULT_KINDS)}")
+        if self.method is not None:
+            self.method = self.method.upper()
+        if self.times is not None and self.times < 0:
+            raise ValueError("times must be >= 0")
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise ValueError("probability must be between 0 and 1")
+        if self.then not in ("answer", "never"):
+            raise ValueError("then must be 'answer' or 'never'")
+        if self.retry_after is not None and not isinstance(self.retry_after, str):
+            self.retry_after = f"{self.retry_after:g}" if isinstance(self.retry_after, float) else str(self.retry_after)
+        if self.status is not None and not 100 <= int(self.status) <= 599:
+            raise ValueError(f"status {self.status} is not an HTTP status")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Fault:
+        """A rule from its JSON form (the ``/__admin/faults`` body); unknown keys are refused."""
+        known = {f for f in cls.__dataclass_fields__ if f not in ("id", "applied")}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
+        if "kind" not in data:
+            raise ValueError("a fault rule needs a 'kind'")
+        return cls(**dict(data))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.applied >= self.times
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        return self.path is None or path_matches(self.path, path)
+
+
+@dataclass
+class RequestRecord:
+    """One request a fake received (admin requests are not recorded).
+
+    ``received``/``answered`` are ``time.monotonic()`` readings (comparable within the process,
+    e.g. to check that a client waited out a ``Retry-After``); ``time`` is the wall clock.
+    ``status`` is ``None`` when no answer was sent (reset, hang forever). ``headers`` holds the
+    request's headers (lower-case names) except credentials.
+    """
+
+    method: str
+    path: str
+    time: float
+    received: float
+    status: int | None = None
+    answered: float | None = None
+    fault: str | None = None
+    body: Any = None
+    authorized: bool | None = None
+    query: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a fake's routes see: the request line, the raw body and the headers (lower-case)."""
+
+    method: str
+    path: str
+    query: str
+    raw: bytes
+    headers: Mapping[str, str]
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    @property
+    def params(self) -> dict[str, list[str]]:
+        return parse_qs(self.query, keep_blank_values=True)
+
+    def param(self, name: str) -> str | None:
+        values = self.params.get(name)
+        return values[0] if values else None
+
+    def json(self) -> Any:
+        """The body as JSON (``None`` when empty); :class:`ValueError` when it is not JSON."""
+        return json.loads(self.raw) if self.raw else None
+
+
+@dataclass
+class Answer:
+    """A response: status, a JSON body (``None``: no body) and extra headers."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Drop(Exception):
+    """End the exchange without answering (``reset`` and ``hang`` forever)."""
+
+    def __init__(self, how: Literal["reset", "close"]) -> None:
+        super().__init__(how)
+        self.how = how
+
+
+# --- the HTTP server ----------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    #: The stdlib default backlog is 5: concurrent benchmark clients would see SYN retries.
+    request_queue_size = 256
+    service: FakeHttpService
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (timeout, reset, server stopping) is normal here, not an error."""
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs: the client's connection pool is exercised
+    server: _Server
+
+    def version_string(self) -> str:
+        return self.server.service.server_name
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without NODELAY, Nagle plus the client's
+        # delayed ACK would add ~40 ms to every answer and distort benchmarks.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.service._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.service._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the request log is kept in memory (``FakeHttpService.requests``) instead."""
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        service = self.server.service
+        parts = urlsplit(self.path)
+        try:
+            raw = self._read_body()
+        except ValueError as exc:
+            self._send(Answer(400, service._admin_error(str(exc))))
+            return
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        request = Request(self.command, parts.path, parts.query, raw, headers)
+        try:
+            answer = service._admin(request) if parts.path.startswith("/__admin/") else service._serve(request)
+        except Drop as drop:
+            self._drop(drop.how)
+            return
+        self._send(answer)
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        if not length:
+            return b""
+        try:
+            return self.rfile.read(int(length))
+        except ValueError:
+            raise ValueError("bad Content-Length") from None
+
+    def _send(self, answer: Answer) -> None:
+        data = b"" if answer.body is None else json.dumps(answer.body).encode()
+        self.send_response(answer.status)
+        if data:
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+    def _drop(self, how: Literal["reset", "close"]) -> None:
+        self.close_connection = True
+        if how == "reset":
+            # Linger 0: close() sends an RST instead of a FIN, as a crashed proxy would.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()  # drop the makefile reference so close() really closes the socket now
+        self.connection.close()
+
+
+# --- the service base class -----------------------------------------------------------------------
+
+
+class FakeHttpService:
+    """A fake API on loopback: lifecycle, faults, rate limit, request log and admin endpoints.
+
+    Subclasses implement :meth:`_route` (the API), :meth:`_authorized` and :meth:`_unauthorized`
+    (credentials), and may override the error shapes, :meth:`_admin_route`, :meth:`_state_data`
+    and :meth:`_reset_data`. Every accessor returns copies, so tests can inspect state while
+    requests are in flight.
+    """
+
+    server_name = "FakeHTTP/1.0"
+    thread_name = "fake-http"
+    #: The status a ``rate_limit`` fault or the global rate limit answers with by default.
+    rate_limit_status = 429
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        rate_limit_per_second: float | None = None,
+        rate_limit_retry_after: float | None = None,
+        log_size: int = 100_000,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self._lock = threading.RLock()
+        self._faults: list[Fault] = []
+        self._rng = random.Random(seed)
+        self._log: deque[RequestRecord] = deque(maxlen=log_size)
+        self._counts: Counter[str] = Counter()
+        self._status_counts: Counter[str] = Counter()
+        self._rate: float | None = None
+        self._rate_retry_after: float | None = None
+        self._bucket = 0.0
+        self._bucket_at = time.monotonic()
+        self.set_rate_limit(rate_limit_per_second, rate_limit_retry_after)
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind (port 0 picks a free port) and serve on a daemon thread; returns ``self``."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server((self.host, self._port), _Handler)
+        server.service = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, release hanging requests and close every open connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"the {type(self).__name__} is not running: call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The base URL (``http://127.0.0.1:<port>``)."""
+        return f"http://{self.host}:{self.port}"
+
+    # --- faults and limits -----------------------------------------------------------------------
+
+    def add_fault(
+        self,
+        kind: FaultKind,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        times: int | None = None,
+        probability: float | None = None,
+        status: int | None = None,
+        body: Any = None,
+        retry_after: str | float | None = "1",
+        seconds: float = 30.0,
+        then: Literal["answer", "never"] = "answer",
+        ms: float = 0.0,
+    ) -> Fault:
+        """Add a fault rule (see :class:`Fault`); rules are tried in the order they were added."""
+        fault = Fault(
+            kind=kind,
+            method=method,
+            path=path,
+            times=times,
+            probability=probability,
+            status=status,
+            body=body,
+            retry_after=retry_after if retry_after is None or isinstance(retry_after, str) else f"{retry_after:g}",
+            seconds=seconds,
+            then=then,
+            ms=ms,
+        )
+        return self.add_faults([fault])[0]
+
+    def add_faults(self, rules: Iterable[Fault | Mapping[str, Any]]) -> list[Fault]:
+        """Add rules given as :class:`Fault` objects or their JSON form."""
+        faults = [rule if isinstance(rule, Fault) else Fault.from_json(rule) for rule in rules]
+        with self._lock:
+            self._faults.extend(faults)
+        return faults
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Rules still active (exhausted ones are dropped)."""
+        with self._lock:
+            return [copy.copy(f) for f in self._faults]
+
+    def set_rate_limit(self, per_second: float | None, retry_after: float | None = None) -> None:
+        """Answer rate-limited above ``per_second`` requests (token bucket, one second's burst).
+
+        ``Retry-After`` is the wait until a token is free, rounded up to whole seconds, unless
+        ``retry_after`` fixes it (fractions allowed, for benchmarks that cannot wait a second).
+        """
+        if per_second is not None and per_second <= 0:
+            raise ValueError("rate_limit_per_second must be positive (or None for no limit)")
+        with self._lock:
+            self._rate = per_second
+            self._rate_retry_after = retry_after
+            self._bucket = max(1.0, per_second or 0.0)
+            self._bucket_at = time.monotonic()
+
+    # --- request log -----------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return [copy.copy(r) for r in self._log]
+
+    def requests_to(self, method: str | None = None, path: str | None = None) -> list[RequestRecord]:
+        """Logged requests with this method and path (a prefix, or exact when it ends with ``$``)."""
+        return [
+            r
+            for r in self.requests
+            if (method is None or r.method == method.upper()) and (path is None or path_matches(path, r.path))
+        ]
+
+    def request_counts(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "total": sum(self._counts.values()),
+                "by_route": dict(self._counts),
+                "by_status": dict(self._status_counts),
+            }
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._log.clear()
+            self._counts.clear()
+            self._status_counts.clear()
+
+    def reset(self) -> None:
+        """Forget all data, faults and the request log (credentials and the rate limit stay)."""
+        self._reset_data()
+        self.clear_faults()
+        self.clear_requests()
+
+    def state(self) -> dict[str, Any]:
+        """Everything ``GET /__admin/state`` returns."""
+        return {
+            "url": self.url if self._server else None,
+            **self._state_data(),
+            "requests": self.request_counts(),
+            "faults": [f.to_json() for f in self.faults],
+            "rate_limit_per_second": self._rate,
+        }
+
+    # --- what a fake implements --------------------------------------------------------------------
+
+    def _route(self, request: Request) -> Answer:
+        """Answer an authorized request of the API."""
+        raise NotImplementedError
+
+    def _authorized(self, request: Request) -> bool:
+        """Whether the request carries valid credentials (checked after faults, before routing)."""
+        raise NotImplementedError
+
+    def _unauthorized(self, request: Request) -> Answer:
+        """The service's answer to a request without valid credentials."""
+        return Answer(401, {"message": "unauthorized"})
+
+    def _rate_limited(self, status: int | None, retry_after: str | None, body: Any) -> Answer:
+        """The service's rate-limit answer (``status`` from the fault, if it names one)."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        return Answer(
+            status or self.rate_limit_status, body if body is not None else {"message": "rate limited"}, headers
+        )
+
+    def _fault_body(self, fault: Fault) -> Any:
+        """The body of an injected ``status``/``after_commit_status`` answer without its own."""
+        return {"message": f"injected fault {fault.id}: HTTP {fault.status or 500}"}
+
+    def _admin_error(self, message: str) -> Any:
+        """The body of a 400 on the admin endpoints (and of an unreadable request)."""
+        return {"message": message}
+
+    def _admin_route(self, method: str, route: str, body: Any) -> Answer | None:
+        """A fake's own admin routes (``route`` is the path after ``/__admin/``); ``None``: none."""
+        return None
+
+    def _state_data(self) -> dict[str, Any]:
+        """The fake's data for ``GET /__admin/state``."""
+        return {}
+
+    def _reset_data(self) -> None:
+        """Forget the fake's data (for :meth:`reset`)."""
+
+    def _loggable_body(self, request: Request) -> Any:
+        """The body as kept in the request log: JSON if it parses, else text."""
+        try:
+            return request.json()
+        except ValueError:
+            return request.raw.decode("utf-8", "replace")
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def _pick_faults(self, method: str, path: str) -> tuple[list[Fault], Fault | None]:
+        """The latency rules and the first other rule that apply to this request (consumed)."""
+        latency: list[Fault] = []
+        chosen: Fault | None = None
+        with self._lock:
+            for fault in self._faults:
+                if fault.exhausted or not fault.matches(method, path):
+                    continue
+                if fault.kind != "latency" and chosen is not None:
+                    continue
+                if fault.probability is not None and self._rng.random() >= fault.probability:
+                    continue
+                fault.applied += 1
+                if fault.kind == "latency":
+                    latency.append(fault)
+                else:
+                    chosen = fault
+            self._faults = [f for f in self._faults if not f.exhausted]
+        return latency, chosen
+
+    def _take_token(self) -> float | None:
+        """None when the request may pass the rate limit, else the seconds until it could."""
+        with self._lock:
+            if self._rate is None:
+                return None
+            now = time.monotonic()
+            capacity = max(1.0, self._rate)
+            self._bucket = min(capacity, self._bucket + (now - self._bucket_at) * self._rate)
+            self._bucket_at = now
+            if self._bucket >= 1.0:
+                self._bucket -= 1.0
+                return None
+            return (1.0 - self._bucket) / self._rate
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but wake up when the server stops (so ``stop()`` never waits on a hang)."""
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _serve(self, request: Request) -> Answer:
+        record = RequestRecord(
+            method=request.method,
+            path=request.path,
+            time=time.time(),
+            received=time.monotonic(),
+            body=self._loggable_body(request),
+            query=request.query,
+            headers={k: v for k, v in request.headers.items() if k not in UNLOGGED_HEADERS},
+        )
+        with self._lock:
+            self._log.append(record)
+            self._counts[f"{request.method} {request.path}"] += 1
+        try:
+            answer = self._answer(request, record)
+        except Drop:
+            with self._lock:
+                record.answered = time.monotonic()
+            raise
+        with self._lock:
+            record.status = answer.status
+            record.answered = time.monotonic()
+            self._status_counts[str(answer.status)] += 1
+        return answer
+
+    def _answer(self, request: Request, record: RequestRecord) -> Answer:
+        latency, fault = self._pick_faults(request.method, request.path)
+        record.fault = fault.kind if fault else ("latency" if latency else None)
+        self._wait(sum(f.ms for f in latency) / 1000)
+        if fault is not None:
+            if fault.kind == "hang":
+                if fault.then == "never":
+                    self._stopping.wait()
+                    raise Drop("close")
+                self._wait(fault.seconds)
+            elif fault.kind == "reset":
+                raise Drop("reset")
+            elif fault.kind == "status":
+                return Answer(fault.status or 500, fault.body if fault.body is not None else self._fault_body(fault))
+            elif fault.kind == "rate_limit":
+                return self._rate_limited(fault.status, fault.retry_after, fault.body)
+        wait = self._take_token()
+        if wait is not None:
+            retry_after = self._rate_retry_after
+            value = f"{retry_after:g}" if retry_after is not None else str(max(1, math.ceil(wait)))
+            record.fault = record.fault or "rate_limit_per_second"
+            return self._rate_limited(None, value, None)
+        record.authorized = self._authorized(request)
+        if not record.authorized:
+            return self._unauthorized(request)
+        answer = self._route(request)
+        if fault is not None and fault.kind == "after_commit_status" and 200 <= answer.status < 300:
+            return Answer(fault.status or 500, fault.body if fault.body is not None else self._fault_body(fault))
+        return answer
+
+    def _admin(self, request: Request) -> Answer:
+        method = request.method
+        try:
+            body: Any = request.json()
+        except ValueError:
+            return Answer(400, self._admin_error("the body is not JSON"))
+        route = request.path.rstrip("/").removeprefix("/__admin/")
+        try:
+            if route == "state" and method == "GET":
+                return Answer(200, self.state())
+            if route == "requests" and method == "GET":
+                return Answer(200, [r.to_json() for r in self.requests])
+            if route == "faults":
+                if method == "GET":
+                    return Answer(200, [f.to_json() for f in self.faults])
+                if method == "DELETE":
+                    self.clear_faults()
+                    return Answer(204, None)
+                if method == "POST":
+                    rules = body if isinstance(body, list) else [body]
+                    if not all(isinstance(rule, dict) for rule in rules):
+                        raise ValueError("send a fault rule object or a list of them")
+                    added = self.add_faults(rules)
+                    return Answer(201, [f.to_json() for f in added])
+            if route == "config" and method == "POST":
+                if not isinstance(body, dict):
+                    raise ValueError('send {"rate_limit_per_second": <number or null>}')
+                self.set_rate_limit(body.get("rate_limit_per_second"), body.get("rate_limit_retry_after"))
+                return Answer(200, {"rate_limit_per_second": self._rate})
+            if route == "reset" and method == "POST":
+                self.reset()
+                return Answer(204, None)
+            own = self._admin_route(method, route, body)
+            if own is not None:
+                return own
+        except (TypeError, ValueError) as exc:
+            return Answer(400, self._admin_error(str(exc)))
+        return Answer(404, self._admin_error(f"no admin route {method} {request.path}"))
+
+
+# --- a client for the admin endpoints (for other processes) --------------------------------------
+
+
+class FakeAdmin:
+    """Drive a running fake from another process (CLI, demo) through ``/__admin/``."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a fake service URL: {url!r}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, route: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            f"{self.url}/__admin/{route}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - scheme checked
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def state(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", self._call("GET", "state"))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", self._call("GET", "requests"))
+
+    def add_faults(self, rules: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", self._call("POST", "faults", list(rules)))
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")
+
+    def set_rate_limit(self, per_second: float | None, retry_after: float | None = None) -> None:
+        self._call("POST", "config", {"rate_limit_per_second": per_second, "rate_limit_retry_after": retry_after})
+
+    def reset(self) -> None:
+        self._call("POST", "reset")
+
+
+def serve_until_signalled(service: FakeHttpService, banner: str) -> int:
+    """Run ``service`` until SIGTERM/SIGINT; print its URL first on stdout, ``banner`` on stderr."""
+    done = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    service.start()
+    print(service.url, flush=True)
+    print(banner.format(url=service.url), file=sys.stderr)
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        service.stop()
+    return 0
