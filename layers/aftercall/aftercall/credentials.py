@@ -6,6 +6,7 @@ asks for a forced re-read once, which is how a rotated secret is picked up.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -49,4 +50,5 @@ class SecretCredentials:
                 f"CRM secret {self.secret_id!r} lacks {', '.join(repr(k) for k in missing)} (expected keys: "
                 f"{', '.join(self.required)})"
             )
-        return {key: str(item) for key, item in value.items()}
+        # Optional non-string values (a Salesforce lead-status map) stay readable as JSON text.
+        return {key: item if isinstance(item, str) else json.dumps(item) for key, item in value.items()}

@@ -5,10 +5,14 @@
 * 401: asks the credential source for fresh credentials once (secret rotation), then gives up.
 * 5xx, timeouts, resets: retried with backoff for requests that are safe to repeat; for a
   create they raise :class:`CrmAmbiguousError` so the adapter can look before creating again.
+
+Auth hooks that must call the CRM themselves (Salesforce fetches an OAuth token) read the call
+in progress, and so its deadline, from :func:`current_call`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import random
 import time
@@ -32,7 +36,21 @@ from aftercall.errors import (
 #: ``auth(force_refresh)`` returns the headers that authenticate a request.
 AuthHeaders = Callable[[bool], Mapping[str, str]]
 
+#: Headers computed afresh for every attempt (a webhook signs each attempt with a new timestamp).
+AttemptHeaders = Callable[[], Mapping[str, str]]
+
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+
+_CURRENT_CALL: contextvars.ContextVar[CrmCall | None] = contextvars.ContextVar("aftercall_crm_call", default=None)
+
+
+def current_call() -> CrmCall | None:
+    """The call a :meth:`CrmHttpClient.request` in this thread is serving (``None`` outside one).
+
+    Lets an auth hook that must itself call the CRM (an OAuth token request) keep to the same
+    invocation deadline without changing the hook's signature.
+    """
+    return _CURRENT_CALL.get()
 
 
 def is_loopback(host: str) -> bool:
@@ -110,11 +128,50 @@ class CrmHttpClient:
         call: CrmCall,
         *,
         json: Any = None,
+        data: Mapping[str, str] | bytes | None = None,
         params: Mapping[str, str] | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        attempt_headers: AttemptHeaders | None = None,
         safe_to_retry: bool,
+        expect_json: bool = True,
     ) -> Any:
-        """Send one logical request and return the decoded JSON body (``None`` when empty)."""
+        """Send one logical request and return the decoded JSON body (``None`` when empty).
+
+        ``data`` sends a form (a mapping) or exact bytes instead of ``json``; ``attempt_headers``
+        is called before every attempt; with ``expect_json=False`` a 2xx body that is not JSON
+        is accepted as ``None`` (webhook receivers often answer ``OK``).
+        """
+        token = _CURRENT_CALL.set(call)
+        try:
+            return self._request(
+                method,
+                path,
+                call,
+                json=json,
+                data=data,
+                params=params,
+                extra_headers=extra_headers,
+                attempt_headers=attempt_headers,
+                safe_to_retry=safe_to_retry,
+                expect_json=expect_json,
+            )
+        finally:
+            _CURRENT_CALL.reset(token)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        call: CrmCall,
+        *,
+        json: Any,
+        data: Mapping[str, str] | bytes | None,
+        params: Mapping[str, str] | None,
+        extra_headers: Mapping[str, str] | None,
+        attempt_headers: AttemptHeaders | None,
+        safe_to_retry: bool,
+        expect_json: bool,
+    ) -> Any:
         url = f"{self.base_url}{path}"
         refreshed = False
         last_problem = "no attempt made"
@@ -122,12 +179,16 @@ class CrmHttpClient:
         while attempt < self.max_attempts:
             attempt += 1
             headers = {"Accept": "application/json", **self._auth(False), **(extra_headers or {})}
+            if attempt_headers is not None:
+                headers.update(attempt_headers())
             remaining = call.deadline.remaining()
             if remaining <= 0.05:
                 raise CrmUnavailableError(f"{self.crm_name}: no time left in this invocation for {method} {path}")
             timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
             try:
-                response = self.session.request(method, url, json=json, params=params, headers=headers, timeout=timeout)
+                response = self.session.request(
+                    method, url, json=json, data=data, params=params, headers=headers, timeout=timeout
+                )
             except requests.exceptions.ConnectTimeout:
                 last_problem = "connection timed out"
             except requests.exceptions.ReadTimeout:
@@ -141,7 +202,7 @@ class CrmHttpClient:
             else:
                 status = response.status_code
                 if 200 <= status < 300:
-                    return response.json() if response.content else None
+                    return _decode(response, expect_json, self.crm_name, method, path)
                 if status == 401:
                     if refreshed:
                         raise CrmCredentialsError(
@@ -192,11 +253,39 @@ def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
     return "NewConnectionError" in text or "Connection refused" in text or "NameResolutionError" in text
 
 
+def _decode(response: requests.Response, expect_json: bool, crm_name: str, method: str, path: str) -> Any:
+    """A 2xx body as JSON (``None`` when empty); one that is not JSON is a refusal unless allowed."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        if not expect_json:
+            return None
+        raise CrmRequestError(
+            f"{crm_name}: {method} {path} answered HTTP {response.status_code} with a body that is not JSON",
+            response.status_code,
+        ) from None
+
+
 def _short(response: requests.Response) -> str:
-    """The CRM's own error message, trimmed (it may echo request fields, so keep it short)."""
+    """The CRM's own error message, trimmed (it may echo request fields, so keep it short).
+
+    Understands HubSpot's ``{"message"}``, Salesforce's ``[{"errorCode", "message"}]`` and
+    Zendesk's and OAuth's ``{"error", "description"/"error_description"}``.
+    """
     try:
         body = response.json()
     except ValueError:
         return ""
-    message = body.get("message") if isinstance(body, dict) else None
-    return f"({str(message)[:200]})" if message else ""
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
+    if not isinstance(body, dict):
+        return ""
+    code = body.get("errorCode") or body.get("error")
+    message = body.get("message") or body.get("description") or body.get("error_description")
+    if isinstance(code, dict):  # Zendesk nests {"title", "message"} under "error" sometimes
+        message = message or code.get("message") or code.get("title")
+        code = None
+    text = ": ".join(str(part) for part in (code, message) if part)
+    return f"({text[:200]})" if text else ""
