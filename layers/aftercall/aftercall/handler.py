@@ -221,4 +221,9 @@ def build_crm(settings: Settings) -> Crm:
         return HubSpotCrm(
             credentials, settings.crm_base_url or DEFAULT_BASE_URL, allow_loopback_http=settings.local_mode
         )
+    if settings.crm_provider == "salesforce":
+        from aftercall.crm import salesforce
+
+        credentials = SecretCredentials(settings.crm_secret_id, salesforce.SECRET_KEYS, settings.secret_max_age)
+        return salesforce.SalesforceCrm(credentials, settings.crm_base_url, allow_loopback_http=settings.local_mode)
     raise AssertionError(f"unreachable: provider {settings.crm_provider!r} passed Settings validation")
