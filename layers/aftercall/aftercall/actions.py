@@ -9,6 +9,7 @@ redoes only the actions that did not complete.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +31,14 @@ from aftercall.deadline import Deadline
 from aftercall.errors import ConfigurationError
 from aftercall.follow_ups import FOLLOW_UP_KINDS, FollowUp, FollowUpKind, FollowUpScheduler, parse_follow_up_time
 from aftercall.ledger import ActionLedger
-from aftercall.models.event import ConversationEndedDetail
+from aftercall.models.event import E164, EMAIL, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
 
 #: Summary fields taken from ``conv.state`` when the End function passes no summary of its own.
 SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
+#: What the FollowUp function accepts (:class:`aftercall.follow_ups.FollowUpPayload`), checked when planned.
+MAX_FOLLOW_UP_KEY = 64
+MAX_FOLLOW_UP_SUBJECT = 200
 
 
 @dataclass(frozen=True)
@@ -135,9 +139,12 @@ class ActionPlan:
         if not recipient:
             missing = "email address" if kind == "email" else "phone number"
             raise ValueError(f"schedule_follow_up: this conversation has no customer {missing}; pass to=...")
+        recipient = _follow_up_recipient(kind, recipient)
         if not message or not message.strip():
             raise ValueError("schedule_follow_up: message must not be empty")
         name = key or kind
+        if len(name) > MAX_FOLLOW_UP_KEY:
+            raise ValueError(f"schedule_follow_up: key must be at most {MAX_FOLLOW_UP_KEY} characters")
         follow_up = FollowUp(
             self._detail.conversation_id,
             self._detail.environment,
@@ -146,7 +153,7 @@ class ActionPlan:
             when,
             recipient,
             message.strip()[:1600],
-            subject,
+            (subject.strip()[:MAX_FOLLOW_UP_SUBJECT] or None) if subject else None,
         )
         self._add(f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call))
 
@@ -176,6 +183,19 @@ class ActionPlan:
         if name in self._actions:
             raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
         self._actions[name] = Action(name, perform)
+
+
+def _follow_up_recipient(kind: FollowUpKind, to: str) -> str:
+    """The recipient as the FollowUp function will need it (checked now, not when it comes due)."""
+    if kind == "email":
+        address = to.strip().lower()
+        if not EMAIL.match(address):
+            raise ValueError("schedule_follow_up: to= must be an email address such as name@example.com")
+        return address
+    number = re.sub(r"[\s().\-]", "", to)
+    if not E164.match(number):
+        raise ValueError("schedule_follow_up: to= must be an E.164 phone number such as +14155550100")
+    return number
 
 
 def _not_configured(what: str) -> Callable[[], Any]:
