@@ -331,6 +331,49 @@ def test_a_follow_up_without_a_recipient_is_refused_naming_what_is_missing(
     assert peers.schedules() == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "options", "reason"),
+    [
+        ("sms", {"to": "555-0100"}, "to= must be an E.164 phone number"),
+        ("callback", {"to": "call me maybe"}, "to= must be an E.164 phone number"),
+        ("email", {"to": "jane at example"}, "to= must be an email address"),
+        ("sms", {"key": "k" * 65}, "key"),
+    ],
+    ids=["sms-not-e164", "callback-not-a-number", "email-not-an-address", "key-too-long"],
+)
+def test_a_follow_up_the_target_could_not_send_is_refused_when_planned(
+    stack: LocalStack, peers: FollowUpPeers, kind: str, options: dict[str, Any], reason: str
+) -> None:
+    # Given an End function that plans a follow-up whose recipient or key the FollowUp function
+    # would refuse when it comes due (hours or days later, after the call was reported done)
+    end_function = _plans_follow_up(datetime.now(UTC) + timedelta(days=1), "Hello again", kind, **options)
+    # When the handler processes the call
+    with pytest.raises(EndFunctionError) as raised:
+        stack.runtime(**peers.settings()).handle(conversation_ended(), lambda_context(), end_function)
+    # Then the End function's call raised a ValueError naming the problem, without echoing the value,
+    # and nothing was scheduled
+    cause = raised.value.__cause__
+    assert isinstance(cause, ValueError)
+    assert reason in str(cause)
+    assert options.get("to", "@@") not in str(cause)
+    assert peers.schedules() == []
+
+
+def test_a_long_subject_is_shortened_to_what_the_target_accepts(
+    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke
+) -> None:
+    # Given an email follow-up with a 300-character subject
+    address = unique_email()
+    subject = "Your quote " + "x" * 289
+    payload = _scheduled_payload(stack, peers, conversation_ended(customer_email=address), "email", subject=subject)
+    # When it comes due
+    result = follow_up_function(payload)
+    # Then the email was sent, its subject cut to the 200 characters the target accepts
+    assert result["status"] == "sent"
+    (email,) = emails_sent(peers.from_email)
+    assert email["subject"] == subject[:200]
+
+
 def test_an_explicit_recipient_is_used_when_the_conversation_has_none(stack: LocalStack, peers: FollowUpPeers) -> None:
     # Given a chat without an email, and an End function that names the address the customer gave
     address = unique_email()
