@@ -155,7 +155,7 @@ def normalise_detail(detail_value: Any, environment: str, event_time: Any = None
         "related_contact_id": text(get_ci(detail, "relatedContactId")),
         "instance_arn": text(get_ci(detail, "instanceArn")),
         "initiation_method": method or None,
-        "channel": channel_raw or None,
+        "channel": text(get_ci(detail, "channel")),
         "ended_reason": raw_reason,
         "agent_arn": text(get_ci(agent, "agentArn")) if isinstance(agent, dict) else None,
         "queue_arn": text(get_ci(queue, "queueArn")) if isinstance(queue, dict) else None,

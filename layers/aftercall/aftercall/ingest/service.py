@@ -180,10 +180,11 @@ class WebhookRequest:
 
 @dataclass(frozen=True)
 class IngestResponse:
-    """What the function URL answers."""
+    """What the function URL answers; ``outcome`` is the PutEvents result (not sent to the vendor)."""
 
     status: int
     body: dict[str, Any]
+    outcome: PutOutcome | None = None
 
     def to_function_url(self) -> dict[str, Any]:
         return {
@@ -289,12 +290,17 @@ class IngestService:
         outcome = self.put(result, context)
         if not outcome.accepted:
             kept = " It was kept in the failed-events queue." if outcome.parked_message_id else ""
-            raise IngestUnavailableError(
+            error = IngestUnavailableError(
                 "bus_unavailable", f"the event bus did not accept the event; retry later.{kept}"
             )
+            logger.error("webhook not put on the bus", extra={"platform": platform, "reason": error.reason})
+            _count("WebhooksFailed", platform)
+            return IngestResponse(error.status, {"error": error.reason, "message": error.message}, outcome)
         _count("WebhooksAccepted", platform)
         return IngestResponse(
-            200, {"status": "accepted", "conversation_id": result.conversation_id, "event_id": outcome.event_id}
+            200,
+            {"status": "accepted", "conversation_id": result.conversation_id, "event_id": outcome.event_id},
+            outcome,
         )
 
     def _verify(self, platform: str, request: WebhookRequest) -> None:
@@ -316,11 +322,16 @@ class IngestService:
         queue at once (retrying cannot fix it). Raises only when the event could neither be put
         nor parked, so Lambda's retries and ``OnFailure`` destination keep it.
         """
+        report, _ = self.ingest_connect(event, context)
+        return report
+
+    def ingest_connect(self, event: Mapping[str, Any], context: Any = None) -> tuple[dict[str, Any], PutOutcome | None]:
+        """:meth:`handle_connect`'s report plus the PutEvents outcome (None when nothing was put)."""
         try:
             result = connect.normalise(dict(event), self.settings.stage)
             if isinstance(result, Ignored):
                 logger.info("connect event ignored", extra={"reason": result.reason})
-                return {"status": "ignored", "reason": result.reason}
+                return {"status": "ignored", "reason": result.reason}, None
             outcome = self.put(result, context)
         except PayloadError as err:
             logger.error("connect event refused", extra={"reason": err.reason, "error": err.message})
@@ -329,12 +340,14 @@ class IngestService:
                 raise
             record = rejection_record(dict(event), err, *self._context_ids(context))
             message_id = park(self.settings.failed_events_queue_url, record)
-            return {"status": "rejected", "reason": err.reason, "error": err.message, "parked_message_id": message_id}
+            report = {"status": "rejected", "reason": err.reason, "error": err.message, "parked_message_id": message_id}
+            return report, None
         if outcome.accepted:
             _count("ConnectEventsAccepted", connect.PLATFORM)
-            return {"status": "accepted", "conversation_id": result.conversation_id, "event_id": outcome.event_id}
+            accepted = {"status": "accepted", "conversation_id": result.conversation_id, "event_id": outcome.event_id}
+            return accepted, outcome
         if outcome.parked_message_id:
-            return {"status": "parked", "conversation_id": result.conversation_id, "error": outcome.error}
+            return {"status": "parked", "conversation_id": result.conversation_id, "error": outcome.error}, outcome
         raise IngestUnavailableError("bus_unavailable", f"the event bus did not accept the event: {outcome.error}")
 
     # ------------------------------------------------------------------------------------------ the bus
