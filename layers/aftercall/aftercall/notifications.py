@@ -6,12 +6,26 @@ email list, a chat webhook through a Lambda, …) are configured on the topic, n
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from aftercall import aws
 from aftercall.crm.base import CrmCall
 from aftercall.errors import ConfigurationError
+
+#: SNS refuses a subject that is not ASCII, holds a line break or control character, or is over 100 characters.
+MAX_SNS_SUBJECT = 100
+
+
+def sns_subject(subject: str) -> str:
+    """``subject`` as SNS accepts it: accents folded to ASCII, whitespace runs to one space, cut to 100.
+
+    The message body starts with the subject as given, so nothing is lost.
+    """
+    folded = unicodedata.normalize("NFKD", subject).encode("ascii", "ignore").decode("ascii")
+    printable = "".join(char if char.isprintable() else " " for char in folded)
+    return " ".join(printable.split())[:MAX_SNS_SUBJECT].rstrip() or "aftercall notification"
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class Notifier:
         """Publish once; the action ledger keeps a retry from publishing again."""
         response = aws.client("sns").publish(
             TopicArn=self.topic_arn,
-            Subject=notification.subject[:100],
+            Subject=sns_subject(notification.subject),
             Message=notification.text(),
             MessageAttributes={"conversation_id": {"DataType": "String", "StringValue": notification.conversation_id}},
         )
