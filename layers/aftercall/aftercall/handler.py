@@ -226,4 +226,9 @@ def build_crm(settings: Settings) -> Crm:
 
         credentials = SecretCredentials(settings.crm_secret_id, salesforce.SECRET_KEYS, settings.secret_max_age)
         return salesforce.SalesforceCrm(credentials, settings.crm_base_url, allow_loopback_http=settings.local_mode)
+    if settings.crm_provider == "zendesk":
+        from aftercall.crm import zendesk
+
+        credentials = SecretCredentials(settings.crm_secret_id, zendesk.SECRET_KEYS, settings.secret_max_age)
+        return zendesk.ZendeskCrm(credentials, settings.crm_base_url, allow_loopback_http=settings.local_mode)
     raise AssertionError(f"unreachable: provider {settings.crm_provider!r} passed Settings validation")
