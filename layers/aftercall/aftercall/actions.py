@@ -89,7 +89,7 @@ class ActionPlan:
 
     def log_summary(self, summary: Mapping[str, Any] | None = None) -> None:
         """Write a structured call summary as a CRM note on the customer's record."""
-        data = dict(summary) if summary is not None else self.default_summary()
+        data = _plain(summary) if summary is not None else self.default_summary()
         try:
             json.dumps(data)
         except (TypeError, ValueError) as exc:
@@ -161,7 +161,7 @@ class ActionPlan:
         """Publish a readable summary of this conversation to the notifications topic."""
         if not subject or not subject.strip():
             raise ValueError("notify: subject must not be empty")
-        data = dict(details) if details is not None else self.default_summary()
+        data = _plain(details) if details is not None else self.default_summary()
         lines = tuple((str(label), str(value)) for label, value in data.items())
         notification = Notification(self._detail.conversation_id, subject.strip(), lines)
         self._add(f"notification:{key}", lambda call: self._notifier().publish(notification, call))
@@ -183,6 +183,20 @@ class ActionPlan:
         if name in self._actions:
             raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
         self._actions[name] = Action(name, perform)
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain copy: nested mappings (``conv.state.get("x")`` returns read-only ``State`` views for
+    objects, which ``json.dumps`` cannot take) become dicts, tuples become lists."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
+        return value
+
+    return {key: plain(value) for key, value in data.items()}
 
 
 def _follow_up_recipient(kind: FollowUpKind, to: str) -> str:
