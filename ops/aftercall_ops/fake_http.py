@@ -183,11 +183,13 @@ class Request:
 
 @dataclass
 class Answer:
-    """A response: status, a JSON body (``None``: no body) and extra headers."""
+    """A response: status, a JSON body (``None``: no body) and extra headers; ``text`` sends a
+    plain-text body instead of JSON (a webhook receiver answering ``OK``)."""
 
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    text: str | None = None
 
 
 class Drop(Exception):
@@ -290,10 +292,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError("bad Content-Length") from None
 
     def _send(self, answer: Answer) -> None:
-        data = b"" if answer.body is None else json.dumps(answer.body).encode()
+        if answer.text is not None:
+            data, content_type = answer.text.encode(), "text/plain;charset=utf-8"
+        else:
+            data = b"" if answer.body is None else json.dumps(answer.body).encode()
+            content_type = "application/json;charset=utf-8"
         self.send_response(answer.status)
         if data:
-            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in answer.headers.items():
             self.send_header(name, value)

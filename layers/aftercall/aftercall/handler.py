@@ -231,4 +231,9 @@ def build_crm(settings: Settings) -> Crm:
 
         credentials = SecretCredentials(settings.crm_secret_id, zendesk.SECRET_KEYS, settings.secret_max_age)
         return zendesk.ZendeskCrm(credentials, settings.crm_base_url, allow_loopback_http=settings.local_mode)
+    if settings.crm_provider == "webhook":
+        from aftercall.crm import webhook
+
+        credentials = SecretCredentials(settings.crm_secret_id, webhook.SECRET_KEYS, settings.secret_max_age)
+        return webhook.WebhookCrm(credentials, settings.crm_base_url, allow_loopback_http=settings.local_mode)
     raise AssertionError(f"unreachable: provider {settings.crm_provider!r} passed Settings validation")

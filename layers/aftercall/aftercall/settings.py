@@ -10,7 +10,7 @@ from aftercall.errors import ConfigurationError
 
 #: DLQ retention (14 days) plus a 7-day replay window: a replayed event still finds its record.
 DEFAULT_RETENTION_SECONDS = (14 + 7) * 24 * 3600
-CRM_PROVIDERS = ("hubspot", "salesforce", "zendesk")
+CRM_PROVIDERS = ("hubspot", "salesforce", "zendesk", "webhook")
 
 
 @dataclass(frozen=True)
