@@ -23,6 +23,7 @@ from aftercall.deadline import Deadline
 from aftercall.errors import (
     ConfigurationError,
     CrmCredentialsError,
+    CrmRequestError,
     CrmUnavailableError,
     UnknownContactError,
 )
@@ -448,6 +449,17 @@ def test_an_email_with_a_quote_cannot_change_the_query(org: FakeSalesforce, sale
     (task,) = org.tasks_for(note.conversation_id)
     assert task["WhoId"] == contact_id
     assert "Email = 'o\\'brien@example.com'" in person_query("Contact", note.customer)
+
+
+def test_a_refused_lookup_does_not_echo_the_customers_details(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
+    # Given Salesforce refuses the lookup quoting the query, as it does for MALFORMED_QUERY
+    echo = f"\nEmail = '{CUSTOMER_EMAIL}'\n^\nERROR at Row:1:Column:40\nunexpected token: {CUSTOMER_PHONE}"
+    org.add_fault("status", path=QUERY, status=400, body=[{"message": echo, "errorCode": "MALFORMED_QUERY"}])
+    # When the summary is logged
+    with pytest.raises(CrmRequestError) as raised:
+        salesforce.log_summary(_note(customer=Customer(CUSTOMER_PHONE, CUSTOMER_EMAIL)), _call())
+    # Then the error keeps the code and drops the quoted phone and email
+    assert str(raised.value) == "salesforce refused the Contact lookup query: HTTP 400 (MALFORMED_QUERY)"
 
 
 def test_phone_variants_cover_e164_digits_and_the_nanp_display_format() -> None:

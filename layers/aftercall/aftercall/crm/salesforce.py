@@ -68,6 +68,7 @@ DEFAULT_LEAD_STATUS: dict[str, str] = {
 CASE_PRIORITY = {"LOW": "Low", "MEDIUM": "Medium", "HIGH": "High", "URGENT": "High"}
 
 _API_VERSION = re.compile(r"^v\d{2,3}\.\d$")
+_ERROR_CODE = re.compile(r"\(([A-Z][A-Z_]+):")
 _CUSTOM_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}__c$")
 
 
@@ -186,9 +187,19 @@ class SalesforceCrm:
         if cached:
             return cached
         soql = person_query(sobject, customer)
-        body = self._http().request(
-            "GET", f"{self._setup().data_path}/query", call, params={"q": soql}, safe_to_retry=True
-        )
+        try:
+            body = self._http().request(
+                "GET", f"{self._setup().data_path}/query", call, params={"q": soql}, safe_to_retry=True
+            )
+        except CrmRequestError as exc:
+            # Salesforce quotes the failing part of a query, which holds the phone or email: keep
+            # only its error code.
+            code = _ERROR_CODE.search(str(exc))
+            raise CrmRequestError(
+                f"salesforce refused the {sobject} lookup query: HTTP {exc.status}"
+                + (f" ({code.group(1)})" if code else ""),
+                exc.status,
+            ) from None
         records = (body or {}).get("records") or []
         if not records:
             return None
