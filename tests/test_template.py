@@ -43,16 +43,28 @@ def test_both_failure_paths_reach_the_one_failed_events_queue(expanded: dict[str
     )
 
 
-def test_queue_policy_lets_only_the_rule_send(expanded: dict[str, Any]) -> None:
+def test_queue_policy_lets_only_our_rules_send(expanded: dict[str, Any]) -> None:
     policy = expanded["FailedEventsQueuePolicy"]["Properties"]["PolicyDocument"]
     allows = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
-    # Then the only Allow is SendMessage for EventBridge, conditioned on this rule's ARN
+    # Then the only Allow is SendMessage for EventBridge, conditioned on our rules' ARNs: the
+    # Conversation Ended rule, and the Connect rule when the stack has one
     assert len(allows) == 1
     (allow,) = allows
     assert allow["Principal"] == {"Service": "events.amazonaws.com"}
     assert allow["Action"] == "sqs:SendMessage"
     assert allow["Condition"] == {
-        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EndHandlerConversationEnded", "Arn"]}}
+        "ArnEquals": {
+            "aws:SourceArn": [
+                {"Fn::GetAtt": ["EndHandlerConversationEnded", "Arn"]},
+                {
+                    "Fn::If": [
+                        "HasConnectInstance",
+                        {"Fn::GetAtt": ["ConnectIngestFunctionContactDisconnected", "Arn"]},
+                        {"Ref": "AWS::NoValue"},
+                    ]
+                },
+            ]
+        }
     }
     # And plain-HTTP access is denied
     denies = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
