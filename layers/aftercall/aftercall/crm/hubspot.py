@@ -9,13 +9,13 @@ that the adapter searches for before creating again after an attempt that may ha
 from __future__ import annotations
 
 import html
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import CrmCall, CrmRecord, Customer, Disposition, SummaryNote, SupportTicket
 from aftercall.crm.http import CrmHttpClient
+from aftercall.crm.lookups import SharedLookups
 from aftercall.errors import CrmAmbiguousError, CrmUnavailableError, UnknownContactError
 from aftercall.privacy import mask_email, mask_phone
 
@@ -36,8 +36,7 @@ class HubSpotCrm:
     def __init__(self, credentials: SecretCredentials, base_url: str = DEFAULT_BASE_URL, **http: Any) -> None:
         self._credentials = credentials
         self.http = CrmHttpClient(self.name, base_url, self._auth, **http)
-        self._contacts: dict[Customer, str] = {}
-        self._contacts_lock = threading.Lock()
+        self._contacts: SharedLookups[Customer] = SharedLookups()
 
     def _auth(self, force: bool) -> Mapping[str, str]:
         return {"Authorization": f"Bearer {self._credentials.get(force)['access_token']}"}
@@ -88,11 +87,11 @@ class HubSpotCrm:
     # --- helpers ---------------------------------------------------------------------------------
 
     def find_contact(self, customer: Customer, call: CrmCall) -> str:
-        """The contact id for the customer's phone or email; cached per warm process."""
-        with self._contacts_lock:
-            cached = self._contacts.get(customer)
-        if cached:
-            return cached
+        """The contact id for the customer's phone or email; cached per warm process, and searched
+        once when the conversation's actions ask at the same time (see :mod:`aftercall.crm.lookups`)."""
+        return self._contacts.get(customer, lambda: self._search_contact(customer, call), call.deadline.remaining())
+
+    def _search_contact(self, customer: Customer, call: CrmCall) -> str:
         groups = [
             {"filters": [{"propertyName": prop, "operator": "EQ", "value": value}]}
             for prop, value in (("phone", customer.phone), ("mobilephone", customer.phone), ("email", customer.email))
@@ -112,12 +111,7 @@ class HubSpotCrm:
             raise UnknownContactError(
                 f"no HubSpot contact with phone {mask_phone(customer.phone)} or email {mask_email(customer.email)}"
             )
-        contact_id = str(results[0]["id"])
-        with self._contacts_lock:
-            if len(self._contacts) > 1024:  # bound the warm cache
-                self._contacts.clear()
-            self._contacts[customer] = contact_id
-        return contact_id
+        return str(results[0]["id"])
 
     def _create_once(self, kind: str, prop: str, token: str, payload: dict[str, Any], call: CrmCall) -> str:
         """Create a note/ticket unless one carrying ``token`` exists; safe after a half-done attempt."""
