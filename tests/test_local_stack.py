@@ -12,6 +12,7 @@ import os
 import random
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import boto3
 import pytest
 
 from aftercall.crm.hubspot import marker
+from aftercall.ingest.signatures import sign_generic
 from aftercall_ops.generate import conversation
 from aftercall_ops.local import LocalStack
 from aftercall_ops.template import load_template, stack_spec
@@ -52,6 +54,17 @@ def end_function(conv):
     raise KeyError("caller_name")
 '''
 
+#: An End function that plans a follow-up SMS in an hour and a notification to the team.
+FOLLOWS_UP = '''
+"""Test End function: a follow-up SMS in an hour, and a notification."""
+from datetime import UTC, datetime, timedelta
+
+
+def end_function(conv):
+    conv.actions.schedule_follow_up(datetime.now(UTC) + timedelta(hours=1), "Thanks for calling us today.")
+    conv.actions.notify("Call ended", {"conversation": conv.id})
+'''
+
 #: An End function that does not even import.
 BROKEN = "def end_function(conv)\n    pass\n"
 
@@ -61,6 +74,21 @@ def new_detail(environment: str = "sandbox", **state: Any) -> dict[str, Any]:
     detail = conversation(random.Random(uuid.uuid4().int), random.randrange(10**6), environment=environment)
     detail["state"].update(state)
     return detail
+
+
+def envelope(detail: dict[str, Any], source: str) -> dict[str, Any]:
+    """The event as EventBridge delivers it (for direct invocations)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Conversation Ended",
+        "source": source,
+        "account": "123456789012",
+        "time": "2026-11-25T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail,
+    }
 
 
 def put_event(stack: LocalStack, detail: dict[str, Any], source: str | None = None) -> str:
@@ -154,7 +182,7 @@ def test_resources_are_created_from_the_template(stack: LocalStack) -> None:
     assert int(queue["Attributes"]["MessageRetentionPeriod"]) == spec.failed_events_retention_seconds
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    assert json.loads(secret["SecretString"]) == {"access_token": stack.crm.token}
+    assert json.loads(secret["SecretString"])["access_token"] == stack.crm.token
     assert len(stack.crm.contacts) >= 200  # every customer of the synthetic directory
 
 
@@ -260,17 +288,7 @@ def test_the_invoke_endpoint_returns_the_handler_result(stack: LocalStack, monke
         monkeypatch.setenv(key, value)
     lambda_client = boto3.session.Session().client("lambda")
     detail = new_detail()
-    event = {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Conversation Ended",
-        "source": stack.outputs["EventSource"],
-        "account": "123456789012",
-        "time": "2026-11-25T10:00:00Z",
-        "region": "us-east-1",
-        "resources": [],
-        "detail": detail,
-    }
+    event = envelope(detail, stack.outputs["EventSource"])
 
     # When the event is handed to the function directly (replay --mode invoke)
     answer = lambda_client.invoke(FunctionName=stack.outputs["EndHandlerFunctionName"], Payload=json.dumps(event))
@@ -288,17 +306,7 @@ def test_the_invoke_endpoint_reports_a_function_error_like_lambda(stack: LocalSt
     # Given a CRM that fails every request, and the function addressed by its ARN
     stack.crm.add_fault("status", status=503)
     lambda_client = stack.client("lambda")
-    event = {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Conversation Ended",
-        "source": stack.outputs["EventSource"],
-        "account": "123456789012",
-        "time": "2026-11-25T10:00:00Z",
-        "region": "us-east-1",
-        "resources": [],
-        "detail": new_detail(),
-    }
+    event = envelope(new_detail(), stack.outputs["EventSource"])
 
     # When it is invoked synchronously
     answer = lambda_client.invoke(FunctionName=stack.outputs["EndHandlerFunctionArn"], Payload=json.dumps(event))
@@ -312,6 +320,32 @@ def test_the_invoke_endpoint_reports_a_function_error_like_lambda(stack: LocalSt
     # And another function name is not ours
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
         lambda_client.invoke(FunctionName="someone-elses-function", Payload=b"{}")
+
+
+def test_a_signed_webhook_to_the_ingest_url_ends_as_a_crm_note(stack: LocalStack) -> None:
+    # Given the stack's ingest URL and the generic scheme's signing key from its secret
+    signing_key = json.loads(
+        stack.client("secretsmanager").get_secret_value(SecretId=stack.outputs["IngestSecretArn"])["SecretString"]
+    )["generic"]
+    detail = new_detail()
+    body = json.dumps(detail).encode()
+
+    # When a sender POSTs a signed Conversation Ended detail to it
+    request = urllib.request.Request(
+        stack.outputs["IngestUrl"] + "generic",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", **sign_generic(body, signing_key, int(time.time()))},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        status, answer = response.status, json.loads(response.read())
+
+    # Then the function URL accepts it, and the whole loop (bus, rule, EndHandler) writes the CRM note
+    assert status == 200, answer
+    assert answer["status"] == "accepted"
+    assert answer["conversation_id"] == detail["conversation_id"]
+    stack.wait_idle(timeout=60)
+    assert len(stack.crm.notes_for(marker(detail["conversation_id"]))) == 1
 
 
 def test_the_rule_follows_the_template_parameters(tmp_path: Path) -> None:
@@ -443,3 +477,44 @@ def test_an_end_function_that_does_not_import_is_reported_as_lambdas_init_error(
         assert outcome.error["errorType"] == "Runtime.ImportModuleError"
         assert outcome.error["errorMessage"].startswith("Unable to import module 'app'")
         assert local.worker_pids() == []  # nothing stays warm after a failed init
+
+
+def test_follow_ups_and_notifications_reach_the_local_resources_and_the_follow_up_function(tmp_path: Path) -> None:
+    # Given an End function that schedules a follow-up SMS and notifies the team
+    end_function = tmp_path / "follows_up.py"
+    end_function.write_text(FOLLOWS_UP)
+    with LocalStack(
+        "aftercall-test-follow-up",
+        {"Stage": "live"},
+        workers=1,
+        end_function=str(end_function),
+        state_dir=tmp_path / "state",
+    ) as local:
+        detail = new_detail("live")
+
+        # When the End function runs for a conversation
+        outcome = local.invoke(envelope(detail, local.outputs["EventSource"]))
+
+        # Then both actions succeeded against the stack's own schedule group and topic
+        assert outcome.ok, outcome.error
+        actions = outcome.result["actions"]
+        assert {name: action["status"] for name, action in actions.items()} == {
+            "follow_up:sms": "done",
+            "notification:team": "done",
+        }
+        scheduler = local.client("scheduler")
+        group = local.outputs["FollowUpScheduleGroupName"]
+        (summary,) = scheduler.list_schedules(GroupName=group)["Schedules"]
+        schedule = scheduler.get_schedule(GroupName=group, Name=summary["Name"])
+        follow_up_function = local.outputs["FollowUpFunctionName"]
+        assert schedule["Target"]["Arn"].endswith(":function:" + follow_up_function)
+
+        # And when the schedule's payload is handed to the FollowUp function (as Scheduler would, or replay)
+        answer = local.client("lambda").invoke(FunctionName=follow_up_function, Payload=schedule["Target"]["Input"])
+
+        # Then that function runs in its own environment and sends the SMS
+        assert answer["StatusCode"] == 200
+        assert "FunctionError" not in answer, answer["Payload"].read()
+        sent = json.loads(answer["Payload"].read())
+        assert sent["kind"] == "sms"
+        assert local.counts(follow_up_function)["succeeded"] == 1

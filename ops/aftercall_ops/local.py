@@ -23,6 +23,7 @@ cloud cannot drift apart:
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import heapq
 import itertools
@@ -31,16 +32,18 @@ import logging
 import math
 import os
 import re
+import secrets as secrets_module
 import select
 import shlex
 import signal
+import string
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
@@ -78,6 +81,9 @@ RECEIVE_WAIT_SECONDS = 1
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024
 ASYNC_PAYLOAD_LIMIT = 256 * 1024
 DELIVERY_TARGET_ID = "EndHandlerDelivery"
+#: Logical ids the local stack treats specially: the function the rule feeds, the secret with the CRM token.
+END_HANDLER = "EndHandler"
+CRM_SECRET = "CrmSecret"  # noqa: S105 - a logical id in template.yaml, not a secret
 
 #: Names a moto server in this process already uses: moto's state is per process, not per server.
 _CLAIMS: dict[str, str] = {}
@@ -90,6 +96,10 @@ def _now_iso() -> str:
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _function_arn(name: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
 
 
 # --- invocation results ---------------------------------------------------------------------------
@@ -406,49 +416,233 @@ class _SyncRequest:
 _Job = _AsyncEvent | _SyncRequest
 
 
-# --- template values the local stack needs besides the StackSpec -----------------------------------
+# --- resources from the template -------------------------------------------------------------------
+
+#: Resource types the local stack creates in moto or names locally. Others (alarms, KMS keys, log
+#: groups, the layer, policies, subscriptions, the dashboard) have no local use and are skipped;
+#: a reference to one from the functions' environment or the outputs is an error that names it.
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+FUNCTION_URL_TYPE = "AWS::Lambda::Url"
+_NAME_PROPERTIES = {
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::SNS::Topic": "TopicName",
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::SecretsManager::Secret": "Name",
+    "AWS::Events::EventBus": "Name",
+    "AWS::Scheduler::ScheduleGroup": "Name",
+    "AWS::IAM::Role": "RoleName",
+    **dict.fromkeys(FUNCTION_TYPES, "FunctionName"),
+    FUNCTION_URL_TYPE: "FunctionName",
+}
+_QUEUE_ATTRIBUTES = ("MessageRetentionPeriod", "VisibilityTimeout", "DelaySeconds", "MaximumMessageSize")
+_SUB_REFERENCE = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?\}")
+
+
+class _LocalResources:
+    """Physical names and attributes of the template's resources as created locally (Ref and GetAtt)."""
+
+    def __init__(self, stack_name: str) -> None:
+        self.stack_name = stack_name
+        self.refs: dict[str, str] = {}
+        self.attributes: dict[str, dict[str, str]] = {}
+
+    def add(self, logical_id: str, ref: str, **attributes: str) -> None:
+        self.refs[logical_id] = ref
+        self.attributes[logical_id] = attributes
+
+    def value(self, resolved: Any, where: str) -> str:
+        """A value the template resolver left with resource references, with the local names filled in."""
+        if isinstance(resolved, bool):
+            return "true" if resolved else "false"
+        if isinstance(resolved, str | int | float):
+            return self._substitute(str(resolved), where)
+        if isinstance(resolved, dict) and len(resolved) == 1:
+            ((key, arg),) = resolved.items()
+            if key == "Ref" and isinstance(arg, str):
+                return self._lookup(arg, None, where)
+            if key == "Fn::GetAtt" and isinstance(arg, list) and len(arg) == 2:
+                return self._lookup(str(arg[0]), str(arg[1]), where)
+        raise RuntimeError(f"{where}: the local stack cannot resolve {resolved!r} (did template.yaml change?)")
+
+    def _substitute(self, text: str, where: str) -> str:
+        return _SUB_REFERENCE.sub(lambda match: self._lookup(match[1], match[2], where), text)
+
+    def _lookup(self, logical_id: str, attribute: str | None, where: str) -> str:
+        if logical_id not in self.refs:
+            raise RuntimeError(
+                f"{where} refers to {logical_id}, which the local stack does not create "
+                "(did template.yaml change? teach aftercall_ops.local about it)"
+            )
+        if attribute is None:
+            return self.refs[logical_id]
+        if attribute not in self.attributes[logical_id]:
+            raise RuntimeError(f"{where} wants {logical_id}.{attribute}, which the local stack does not know")
+        return self.attributes[logical_id][attribute]
 
 
 @dataclass(frozen=True)
-class _TemplateExtras:
-    """Further values read from template.yaml (never copied by hand)."""
+class _PlannedResource:
+    """A template resource the local stack makes, with its physical name."""
 
+    logical_id: str
+    kind: str
+    name: str
+    properties: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _FunctionConfig:
+    """One Lambda function of the template, as the local stack runs it."""
+
+    logical_id: str
+    name: str
+    arn: str
     handler: str
     code_dir: Path
+    timeout: float
     memory_mb: int
     log_level: str
     log_group_name: str
-    failed_queue_visibility: int
-    table_properties: dict[str, Any]
-    secret_name: str
-    alarm_topic_name: str
-    output_keys: tuple[str, ...]
-    description: str
+    environment: dict[str, str]
+    concurrency: int
+    log_path: Path
+    end_function: Path | None = None
 
-    @classmethod
-    def read(cls, template: dict[str, Any], parameters: Mapping[str, str], stack_name: str) -> _TemplateExtras:
-        resolver = Resolver(template, dict(parameters), stack_name)
-        resources = template["Resources"]
-        function = resources["EndHandler"]["Properties"]
-        table = resources["IdempotencyTable"]["Properties"]
-        return cls(
-            handler=str(function["Handler"]),
-            code_dir=PROJECT_ROOT / str(function["CodeUri"]),
-            memory_mb=int(resolver.value(function.get("MemorySize", 128))),
-            log_level=str(resolver.value(function["LoggingConfig"]["ApplicationLogLevel"])),
-            log_group_name=str(resolver.value(resources["EndHandlerLogGroup"]["Properties"]["LogGroupName"])),
-            failed_queue_visibility=int(resources["FailedEventsQueue"]["Properties"].get("VisibilityTimeout", 30)),
-            table_properties={
-                "AttributeDefinitions": table["AttributeDefinitions"],
-                "KeySchema": table["KeySchema"],
-                "BillingMode": table["BillingMode"],
-                "ttl_attribute": table.get("TimeToLiveSpecification", {}).get("AttributeName"),
-            },
-            secret_name=str(resolver.value(resources["CrmSecret"]["Properties"]["Name"])),
-            alarm_topic_name=str(resolver.value(resources["AlarmTopic"]["Properties"]["TopicName"])),
-            output_keys=tuple(template.get("Outputs", {})),
-            description=" ".join(str(template.get("Description", "aftercall")).split()),
+
+# --- one function's execution environments and the jobs waiting for them ----------------------------
+
+
+class _FunctionPool:
+    """A function's environments (one process each, one per unit of concurrency) and its job queue.
+
+    Jobs wait in a heap by the time they may start (a retry waits out its delay there without
+    holding an environment); a slot thread per environment takes the next due job.
+    """
+
+    def __init__(
+        self,
+        config: _FunctionConfig,
+        launch_env: Mapping[str, str],
+        stopping: threading.Event,
+        run: Callable[[_FunctionPool, _Job, _ExecutionEnvironment], None],
+        recover: Callable[[_Job, Exception], None],
+    ) -> None:
+        self.config = config
+        self.platform_log = _PlatformLog(config.log_path)
+        self._stopping = stopping
+        self._run = run
+        self._recover = recover
+        self.cond = threading.Condition()
+        self.heap: list[tuple[float, int, _Job]] = []
+        self._seq = itertools.count()
+        self.in_flight = 0
+        self.counts = dict.fromkeys(
+            ("invocations", "succeeded", "failed_attempts", "timeouts", "sent_to_dlq", "dlq_write_failures"), 0
         )
+        command = [sys.executable, "-m", "aftercall_ops.local_worker", "--handler", config.handler]
+        if config.end_function is not None:
+            command += ["--end-function", str(config.end_function)]
+        self.environments = [
+            _ExecutionEnvironment(
+                f"{config.name}-{index}",
+                _Launch(
+                    command=tuple(command),
+                    env={
+                        **launch_env,
+                        "AWS_LAMBDA_LOG_STREAM_NAME": f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]local{index:02d}",
+                    },
+                    cwd=config.code_dir,
+                    log_path=config.log_path,
+                    init_timeout=INIT_TIMEOUT_SECONDS,
+                ),
+                self.platform_log,
+            )
+            for index in range(config.concurrency)
+        ]
+        self.threads = [
+            threading.Thread(target=self._slot_loop, args=(environment,), name=environment.name, daemon=True)
+            for environment in self.environments
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def push(self, not_before: float, job: _Job) -> None:
+        with self.cond:
+            heapq.heappush(self.heap, (not_before, next(self._seq), job))
+            self.cond.notify_all()
+
+    def count(self, name: str) -> None:
+        with self.cond:
+            self.counts[name] += 1
+
+    def due_backlog(self) -> int:
+        with self.cond:
+            now = time.monotonic()
+            return sum(1 for due, _, _ in self.heap if due <= now)
+
+    def abort(self) -> None:
+        """Stop taking jobs and kill what runs (the stack is stopping)."""
+        with self.cond:
+            self.cond.notify_all()
+        for environment in self.environments:
+            environment.kill()
+
+    def join(self) -> list[_Job]:
+        """Wait for the slot threads, close the environments; returns the jobs that never ran."""
+        for thread in self.threads:
+            if thread.ident is not None:
+                thread.join(timeout=15)
+                if thread.is_alive():
+                    log.warning("thread %s did not stop within 15 s", thread.name)
+        for environment in self.environments:
+            environment.close()
+        self.platform_log.close()
+        with self.cond:
+            left = [job for _, _, job in self.heap]
+            self.heap.clear()
+        return left
+
+    def _slot_loop(self, environment: _ExecutionEnvironment) -> None:
+        """One unit of concurrency: takes due jobs one at a time and runs them in its environment."""
+        while True:
+            with self.cond:
+                job: _Job | None = None
+                while not self._stopping.is_set():
+                    now = time.monotonic()
+                    if self.heap and self.heap[0][0] <= now:
+                        job = heapq.heappop(self.heap)[2]
+                        self.in_flight += 1
+                        break
+                    self.cond.wait(min(0.5, self.heap[0][0] - now) if self.heap else 0.5)
+                if job is None:
+                    return
+            try:
+                self._run(self, job, environment)
+            except Exception as exc:
+                # A bug of ours must not kill this slot or strand the job: report it, hand the job back.
+                log.exception("the local dispatcher failed while running a job; the environment is reset")
+                environment.close()
+                self._recover(job, exc)
+            finally:
+                with self.cond:
+                    self.in_flight -= 1
+                    self.cond.notify_all()
+
+    def execute(self, environment: _ExecutionEnvironment, payload: Any, request_id: str) -> InvocationOutcome | None:
+        """One attempt; None when the stack is stopping (the attempt was aborted, not failed)."""
+        self.count("invocations")
+        outcome = environment.invoke(payload, request_id, self.config.arn, self.config.timeout)
+        if self._stopping.is_set() and not outcome.ok:
+            return None
+        if outcome.ok:
+            self.count("succeeded")
+        else:
+            self.count("failed_attempts")
+            if outcome.timed_out:
+                self.count("timeouts")
+        return outcome
 
 
 # --- the Lambda Invoke endpoint -------------------------------------------------------------------
@@ -459,6 +653,7 @@ _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?
 class _InvokeServer(ThreadingHTTPServer):
     daemon_threads = True
     stack: LocalStack
+    function: str  # the function a function URL server serves ("" for the Invoke API)
 
 
 class _InvokeHandler(BaseHTTPRequestHandler):
@@ -484,7 +679,8 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         stack = self.server.stack
         qualifier = parse_qs(parts.query).get("Qualifier", [None])[0]
         name = unquote(match["name"])
-        if not stack.is_function(name, qualifier):
+        function = stack.function_named(name, qualifier)
+        if function is None:
             self._error(404, "ResourceNotFoundException", f"Function not found: {stack.function_arn_for(name)}")
             return
         invocation_type = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
@@ -510,16 +706,23 @@ class _InvokeHandler(BaseHTTPRequestHandler):
                     "Request must be smaller than 262144 bytes for the InvokeAsync operation",
                 )
                 return
+            if function != stack.function_name:
+                self._error(
+                    400,
+                    "InvalidParameterValueException",
+                    "the local stack runs Event invocations only for the EndHandler",
+                )
+                return
             request_id = stack.invoke_async(payload)
             self._send(202, b"", {"x-amzn-RequestId": request_id})
         elif invocation_type == "RequestResponse":
-            self._invoke_sync(stack, payload)
+            self._invoke_sync(stack, payload, function)
         else:
             self._error(400, "InvalidParameterValueException", f"Unsupported invocation type {invocation_type!r}")
 
-    def _invoke_sync(self, stack: LocalStack, payload: Any) -> None:
+    def _invoke_sync(self, stack: LocalStack, payload: Any, function: str) -> None:
         try:
-            outcome = stack.invoke(payload)
+            outcome = stack.invoke(payload, function=function)
         except (TimeoutError, RuntimeError) as exc:
             self._error(503, "ServiceException", f"local stack could not run the function: {exc}")
             return
@@ -553,6 +756,117 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+class _FunctionUrlHandler(BaseHTTPRequestHandler):
+    """A Lambda function URL: any request becomes a payload-2.0 event, the result becomes the answer."""
+
+    protocol_version = "HTTP/1.1"
+    server: _InvokeServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("function URL: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > SYNC_PAYLOAD_LIMIT:
+            self.close_connection = True
+            self._answer(413, {"content-type": "application/json"}, b'{"Message":"Request Entity Too Large"}')
+            return
+        body = self.rfile.read(length) if length else b""
+        try:
+            outcome = self.server.stack.invoke(self._event(body), function=self.server.function)
+        except (TimeoutError, RuntimeError):
+            self._answer(503, {"content-type": "application/json"}, b'{"Message":"Service Unavailable"}')
+            return
+        if not outcome.ok:
+            self._answer(502, {"content-type": "application/json"}, b'{"Message":"Internal Server Error"}')
+            return
+        self._answer(*_function_url_response(outcome.result))
+
+    def _event(self, body: bytes) -> dict[str, Any]:
+        """The event Lambda builds for a function URL request (payload format 2.0)."""
+        parts = urlsplit(self.path)
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        content_type = headers.get("content-type", "")
+        textual = content_type.startswith("text/") or any(
+            kind in content_type for kind in ("json", "xml", "x-www-form-urlencoded", "javascript")
+        )
+        try:
+            text = body.decode("utf-8") if textual else None
+        except UnicodeDecodeError:
+            text = None
+        now = datetime.now(UTC)
+        url_id = f"local{self.server.server_address[1]}"
+        event: dict[str, Any] = {
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": parts.path or "/",
+            "rawQueryString": parts.query,
+            "headers": headers,
+            "requestContext": {
+                "accountId": "anonymous",
+                "apiId": url_id,
+                "domainName": f"{url_id}.lambda-url.{REGION}.on.aws",
+                "domainPrefix": url_id,
+                "http": {
+                    "method": self.command,
+                    "path": parts.path or "/",
+                    "protocol": self.request_version,
+                    "sourceIp": self.client_address[0],
+                    "userAgent": headers.get("user-agent", ""),
+                },
+                "requestId": str(uuid.uuid4()),
+                "routeKey": "$default",
+                "stage": "$default",
+                "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "timeEpoch": int(now.timestamp() * 1000),
+            },
+            "isBase64Encoded": text is None and bool(body),
+        }
+        if parts.query:
+            event["queryStringParameters"] = {key: ",".join(values) for key, values in parse_qs(parts.query).items()}
+        if body:
+            event["body"] = text if text is not None else base64.b64encode(body).decode()
+        return event
+
+    def _answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            if key.lower() != "content-length":
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _function_url_response(result: Any) -> tuple[int, dict[str, str], bytes]:
+    """Lambda's translation of a handler result into the function URL's HTTP answer."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        return 200, {"content-type": "application/json"}, json.dumps(result).encode()
+    body = result.get("body") or ""
+    raw = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode()
+    headers = {str(key): str(value) for key, value in (result.get("headers") or {}).items()}
+    headers.setdefault("content-type", "application/json")
+    return int(result["statusCode"]), headers, raw
+
+
 # --- the stack --------------------------------------------------------------------------------------
 
 
@@ -561,6 +875,8 @@ class LocalStack:
 
     Use as a context manager (or ``start()``/``stop()``). ``env`` is what a client process needs
     to talk to it, ``outputs`` are the stack outputs as ``describe_stacks`` returns them.
+    ``workers``, ``function_timeout`` and ``end_function`` apply to the EndHandler; every other
+    function of the template can be invoked synchronously through the Invoke endpoint.
     """
 
     def __init__(
@@ -584,11 +900,11 @@ class LocalStack:
                     f"parameter {name} points at a real CRM; the local stack always uses its fake CRM "
                     "and a secret of its own, so leave it empty"
                 )
-        template = load_template()
-        self.spec: StackSpec = stack_spec(stack_name, self.parameters, template)
+        self._template = load_template()
+        self.spec: StackSpec = stack_spec(stack_name, self.parameters, self._template)
+        self._resolver = Resolver(self._template, self.parameters, stack_name)
         #: Every template parameter with the value this stack uses (defaults filled in).
-        self.template_parameters: dict[str, str] = Resolver(template, self.parameters, stack_name).parameters
-        self._extras = _TemplateExtras.read(template, self.parameters, stack_name)
+        self.template_parameters: dict[str, str] = dict(self._resolver.parameters)
         self.workers = self.spec.reserved_concurrency if workers is None else workers
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
@@ -597,17 +913,21 @@ class LocalStack:
         )
         if self.function_timeout <= 0:
             raise ValueError("function_timeout must be positive")
+        self._timeout_overridden = function_timeout is not None
         self.retry_delays = DEFAULT_RETRY_DELAYS if retry_delays is None else tuple(retry_delays)
         if any(delay < 0 for delay in self.retry_delays):
             raise ValueError("retry delays must not be negative")
         self.max_retries = self.spec.function_max_retry_attempts
         self.max_event_age = float(self.spec.function_max_event_age_seconds if max_event_age is None else max_event_age)
-        self.end_function = Path(end_function or self._extras.code_dir / "end_function.py").resolve()
+        end_handler = self._template["Resources"][END_HANDLER]["Properties"]
+        default_end_function = PROJECT_ROOT / str(end_handler["CodeUri"]) / "end_function.py"
+        self.end_function = Path(end_function or default_end_function).resolve()
         if not self.end_function.is_file():
             raise FileNotFoundError(f"end_function module not found: {self.end_function}")
         self.moto_port = moto_port
-        self.function_name = f"{stack_name}-EndHandler"
-        self.function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_name}"
+        self._planned = self._plan_resources()
+        self.function_name = next(p.name for p in self._planned if p.logical_id == END_HANDLER)
+        self.function_arn = _function_arn(self.function_name)
         self.delivery_queue_name = f"{stack_name}-delivery"
         self._requested_state_dir = state_dir
 
@@ -628,20 +948,16 @@ class LocalStack:
         self._moto: Any = None
         self._clients: dict[str, Any] = {}
         self._teardown: list[tuple[str, str]] = []
-        self._platform_log: _PlatformLog | None = None
-        self._environments: list[_ExecutionEnvironment] = []
-        self._threads: list[threading.Thread] = []
-        self._invoke_server: _InvokeServer | None = None
-        self._invoke_thread: threading.Thread | None = None
-
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Job]] = []
-        self._seq = itertools.count()
+        self._resources = _LocalResources(stack_name)
+        self._pools: dict[str, _FunctionPool] = {}
+        #: Each function's JSON log file (``log_path`` is the EndHandler's).
+        self.log_paths: dict[str, Path] = {}
+        self._poller: threading.Thread | None = None
+        self._http_servers: list[tuple[_InvokeServer, threading.Thread]] = []
+        #: Function URLs, by function name (the IngestFunction's, for vendor webhooks).
+        self.function_urls: dict[str, str] = {}
+        self._held_lock = threading.Lock()
         self._held: dict[str, _AsyncEvent] = {}  # message id -> event being worked on
-        self._in_flight = 0
-        self._counts = dict.fromkeys(
-            ("invocations", "succeeded", "failed_attempts", "timeouts", "sent_to_dlq", "dlq_write_failures"), 0
-        )
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -670,9 +986,12 @@ class LocalStack:
                     phone=customer.phone, email=customer.email, properties={"firstname": first, "lastname": last}
                 )
             self._create_resources()
+            self._create_rule()
+            self._start_functions()
+            self.outputs = self._create_cloudformation_stack()
             self._start_invoke_server()
             self.env = self._client_env()
-            self._start_dispatcher()
+            self._start_poller()
         except BaseException:
             self.stop()
             raise
@@ -684,46 +1003,34 @@ class LocalStack:
         if not self._started:
             return
         self._stopping.set()
-        with self._cond:
-            self._cond.notify_all()
-        for environment in self._environments:
-            environment.kill()
-        for thread in self._threads:
-            thread.join(timeout=15)
-            if thread.is_alive():
-                log.warning("thread %s did not stop within 15 s", thread.name)
-        self._threads.clear()
-        for environment in self._environments:
-            environment.close()
-        self._environments.clear()
-        with self._cond:
-            jobs = [job for _, _, job in self._heap]
-            self._heap.clear()
+        for server, thread in self._http_servers:  # no new requests from here on
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+        self._http_servers.clear()
+        for pool in self._pools.values():
+            pool.abort()
+        if self._poller is not None:
+            self._poller.join(timeout=15)
+            self._poller = None
+        for pool in self._pools.values():
+            for job in pool.join():
+                if isinstance(job, _SyncRequest) and not job.future.done():
+                    job.future.set_exception(RuntimeError("the local stack stopped"))
+        self._pools.clear()
+        with self._held_lock:
             self._held.clear()
-        for job in jobs:
-            if isinstance(job, _SyncRequest) and not job.future.done():
-                job.future.set_exception(RuntimeError("the local stack stopped"))
-        if self._invoke_server is not None:
-            self._invoke_server.shutdown()
-            self._invoke_server.server_close()
-            self._invoke_server = None
-        if self._invoke_thread is not None:
-            self._invoke_thread.join(timeout=5)
-            self._invoke_thread = None
         self._delete_resources()
         self.crm.stop()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
-        if self._platform_log is not None:
-            self._platform_log.close()
-            self._platform_log = None
         self._release_names()
         self._started = False
 
     def _claim_names(self) -> None:
         """moto keeps one state per process: refuse a second live stack that would share names."""
-        names = [f"stack {self.stack_name}", f"event bus {self.spec.bus_name}", f"secret {self._extras.secret_name}"]
+        names = [f"stack {self.stack_name}", *(f"{p.kind} {p.name}" for p in self._planned)]
         with _CLAIMS_LOCK:
             taken = [name for name in names if name in _CLAIMS]
             if taken:
@@ -747,9 +1054,12 @@ class LocalStack:
         else:
             self.state_dir = self._requested_state_dir
             self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.state_dir / "end-handler.log"
+        self.log_path = self._log_path(END_HANDLER)
         self.log_path.touch()
-        self._platform_log = _PlatformLog(self.log_path)
+
+    def _log_path(self, logical_id: str) -> Path:
+        name = "end-handler" if logical_id == END_HANDLER else re.sub(r"(?<!^)(?=[A-Z])", "-", logical_id).lower()
+        return self.state_dir / f"{name}.log"
 
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -770,72 +1080,148 @@ class LocalStack:
             retries={"total_max_attempts": 2, "mode": "standard"},
             max_pool_connections=max(10, self.workers + 4),
         )
-        for service in ("events", "sqs", "dynamodb", "secretsmanager", "cloudformation"):
+        for service in ("events", "sqs", "sns", "dynamodb", "secretsmanager", "scheduler", "cloudformation"):
             self._clients[service] = session.client(service, endpoint_url=self.moto_url, config=config)
 
     # --- resources -------------------------------------------------------------------------------
 
+    def _plan_resources(self) -> list[_PlannedResource]:
+        """The template's resources the local stack makes, with their physical names (as CloudFormation
+        would name them, minus the random suffix), honouring the template's conditions."""
+        planned = []
+        for logical_id, resource in self._template["Resources"].items():
+            condition = resource.get("Condition")
+            if condition is not None and not self._resolver.conditions[condition]:
+                continue
+            kind = str(resource["Type"])
+            name_property = _NAME_PROPERTIES.get(kind)
+            if name_property is None:
+                continue  # no local use (alarms, keys, log groups, policies, ...)
+            properties = resource.get("Properties", {})
+            if name_property in properties:
+                name = str(self._resolver.value(properties[name_property]))
+            else:
+                name = f"{self.stack_name}-{logical_id}"
+            planned.append(_PlannedResource(logical_id, kind, name, properties))
+            if kind in FUNCTION_TYPES and "FunctionUrlConfig" in properties:
+                # SAM's FunctionUrlConfig makes `<Function>Url` (AWS::Lambda::Url); served on its own port.
+                planned.append(_PlannedResource(f"{logical_id}Url", FUNCTION_URL_TYPE, name, properties))
+        buses = {p.name for p in planned if p.kind == "AWS::Events::EventBus"}
+        if self.spec.bus_name != "default" and self.spec.bus_name not in buses:
+            # ExistingEventBusName: in AWS it exists already; locally it has to be made all the same.
+            planned.append(_PlannedResource("", "AWS::Events::EventBus", self.spec.bus_name, {}))
+        return planned
+
     def _create_resources(self) -> None:
-        spec, extras = self.spec, self._extras
-        events = self._clients["events"]
-        dynamodb, secrets = self._clients["dynamodb"], self._clients["secretsmanager"]
-
-        if spec.bus_name != "default":
-            try:
-                events.create_event_bus(Name=spec.bus_name)
-            except ClientError as exc:
-                if _error_code(exc) != "ResourceAlreadyExistsException":
-                    raise
-            self._teardown.append(("bus", spec.bus_name))
-
-        self.failed_events_queue_url = self._fresh_queue(
-            spec.failed_events_queue_name,
-            {
-                "MessageRetentionPeriod": str(spec.failed_events_retention_seconds),
-                "VisibilityTimeout": str(extras.failed_queue_visibility),
-            },
-        )
+        for planned in self._planned:
+            self._create(planned)
+        self.failed_events_queue_url = self._resources.refs["FailedEventsQueue"]
         self.delivery_queue_url = self._fresh_queue(
             self.delivery_queue_name, {"VisibilityTimeout": str(DELIVERY_VISIBILITY_SECONDS)}
         )
-        failed_arn = self._queue_arn(self.failed_events_queue_url)
-        delivery_arn = self._queue_arn(self.delivery_queue_url)
 
-        table_name = f"{self.stack_name}-IdempotencyTable"
-        with contextlib.suppress(dynamodb.exceptions.ResourceNotFoundException):
-            dynamodb.delete_table(TableName=table_name)  # left over from a stack that died in this process
-        table = extras.table_properties
-        dynamodb.create_table(
-            TableName=table_name,
-            AttributeDefinitions=table["AttributeDefinitions"],
-            KeySchema=table["KeySchema"],
-            BillingMode=table["BillingMode"],
-        )
-        self._teardown.append(("table", table_name))
-        if table["ttl_attribute"]:
-            dynamodb.update_time_to_live(
-                TableName=table_name, TimeToLiveSpecification={"AttributeName": table["ttl_attribute"], "Enabled": True}
-            )
+    def _create(self, planned: _PlannedResource) -> None:
+        """Create one resource in moto (or just name it, for functions and roles) and record Ref/GetAtt."""
+        kind, name, properties, resources = planned.kind, planned.name, planned.properties, self._resources
+        clients = self._clients
+        if kind == "AWS::SQS::Queue":
+            attributes = {
+                key: str(self._resolver.value(properties[key])) for key in _QUEUE_ATTRIBUTES if key in properties
+            }
+            url = self._fresh_queue(name, attributes)
+            resources.add(planned.logical_id, url, Arn=self._queue_arn(url), QueueName=name, QueueUrl=url)
+        elif kind == "AWS::SNS::Topic":
+            arn = str(clients["sns"].create_topic(Name=name)["TopicArn"])
+            self._teardown.append(("topic", arn))
+            resources.add(planned.logical_id, arn, TopicArn=arn, TopicName=name)
+        elif kind == "AWS::DynamoDB::Table":
+            dynamodb = clients["dynamodb"]
+            with contextlib.suppress(dynamodb.exceptions.ResourceNotFoundException):
+                dynamodb.delete_table(TableName=name)  # left over from a stack that died in this process
+            table = dynamodb.create_table(
+                TableName=name,
+                AttributeDefinitions=self._resolver.value(properties["AttributeDefinitions"]),
+                KeySchema=self._resolver.value(properties["KeySchema"]),
+                BillingMode=str(self._resolver.value(properties.get("BillingMode", "PAY_PER_REQUEST"))),
+            )["TableDescription"]
+            self._teardown.append(("table", name))
+            ttl = properties.get("TimeToLiveSpecification", {})
+            if ttl.get("AttributeName"):
+                dynamodb.update_time_to_live(
+                    TableName=name, TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True}
+                )
+            resources.add(planned.logical_id, name, Arn=str(table["TableArn"]))
+        elif kind == "AWS::SecretsManager::Secret":
+            secrets = clients["secretsmanager"]
+            with contextlib.suppress(secrets.exceptions.ResourceNotFoundException):
+                secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+            value = self._secret_value(planned)
+            arn = str(secrets.create_secret(Name=name, Description="aftercall local stack", SecretString=value)["ARN"])
+            self._teardown.append(("secret", name))
+            resources.add(planned.logical_id, arn, Id=arn)
+        elif kind == "AWS::Events::EventBus":
+            if name != "default":
+                try:
+                    clients["events"].create_event_bus(Name=name)
+                except ClientError as exc:
+                    if _error_code(exc) != "ResourceAlreadyExistsException":
+                        raise
+                self._teardown.append(("bus", name))
+            arn = f"arn:aws:events:{REGION}:{ACCOUNT_ID}:event-bus/{name}"
+            if planned.logical_id:
+                resources.add(planned.logical_id, name, Arn=arn, Name=name)
+        elif kind == "AWS::Scheduler::ScheduleGroup":
+            scheduler = clients["scheduler"]
+            # moto answers deleting a missing group with a 500 (KeyError), so look first.
+            with contextlib.suppress(scheduler.exceptions.ResourceNotFoundException):
+                scheduler.get_schedule_group(Name=name)
+                scheduler.delete_schedule_group(Name=name)
+            arn = str(scheduler.create_schedule_group(Name=name)["ScheduleGroupArn"])
+            self._teardown.append(("schedule group", name))
+            resources.add(planned.logical_id, name, Arn=arn)
+        elif kind == "AWS::IAM::Role":
+            # Nothing local assumes roles (moto's Scheduler never fires): the ARN is all anyone reads.
+            resources.add(planned.logical_id, name, Arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{name}", RoleId=name)
+        elif kind in FUNCTION_TYPES:
+            resources.add(planned.logical_id, name, Arn=_function_arn(name))
+        elif kind == FUNCTION_URL_TYPE:
+            pass  # served once the function runs (see _start_functions)
+        else:
+            raise AssertionError(f"unplanned resource type {kind}")
 
-        secret_value = json.dumps({"access_token": self.crm.token})
-        with contextlib.suppress(secrets.exceptions.ResourceNotFoundException):
-            secrets.delete_secret(SecretId=extras.secret_name, ForceDeleteWithoutRecovery=True)
-        secret_arn = str(
-            secrets.create_secret(
-                Name=extras.secret_name,
-                Description="aftercall local stack: the fake CRM's access token",
-                SecretString=secret_value,
-            )["ARN"]
-        )
-        self._teardown.append(("secret", extras.secret_name))
+    def _secret_value(self, planned: _PlannedResource) -> str:
+        """The secret as CloudFormation would make it (generated key included); the CRM secret gets the
+        fake CRM's token, so the handler authenticates against it exactly as against the real CRM."""
+        properties = planned.properties
+        if "SecretString" in properties:
+            value: Any = str(self._resolver.value(properties["SecretString"]))
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        else:
+            generate = self._resolver.value(properties.get("GenerateSecretString", {}))
+            value = json.loads(generate.get("SecretStringTemplate") or "{}") if generate else {}
+            alphabet = string.ascii_letters + string.digits
+            if generate and not generate.get("ExcludePunctuation"):
+                alphabet += "!#$%&()*+,-.:;<=>?@[]^_{|}~"
+            generated = "".join(secrets_module.choice(alphabet) for _ in range(int(generate.get("PasswordLength", 32))))
+            if generate and generate.get("GenerateStringKey"):
+                value[str(generate["GenerateStringKey"])] = generated
+            elif generate:
+                value = generated
+        if planned.logical_id == CRM_SECRET:
+            value = {**(value if isinstance(value, dict) else {}), "access_token": self.crm.token}
+        return value if isinstance(value, str) else json.dumps(value)
 
-        rule_arn = events.put_rule(
+    def _create_rule(self) -> None:
+        """The template's rule, pattern and retry policy as they are; only the target is the delivery queue."""
+        spec, events = self.spec, self._clients["events"]
+        events.put_rule(
             Name=spec.rule_name,
             EventBusName=spec.bus_name,
             EventPattern=json.dumps(spec.event_pattern),
             State="ENABLED",
             Description="Conversation Ended events to the EndHandler (locally: to the delivery queue)",
-        )["RuleArn"]
+        )
         self._teardown.append(("rule", spec.rule_name))
         answer = events.put_targets(
             Rule=spec.rule_name,
@@ -843,40 +1229,19 @@ class LocalStack:
             Targets=[
                 {
                     "Id": DELIVERY_TARGET_ID,
-                    "Arn": delivery_arn,
+                    "Arn": self._queue_arn(self.delivery_queue_url),
                     # Without a transformer moto's SQS deliveries lack `account`; this delivers the whole event.
                     "InputTransformer": {"InputPathsMap": {}, "InputTemplate": "<aws.events.event.json>"},
                     "RetryPolicy": {
                         "MaximumRetryAttempts": spec.rule_max_retry_attempts,
                         "MaximumEventAgeInSeconds": spec.rule_max_event_age_seconds,
                     },
-                    "DeadLetterConfig": {"Arn": failed_arn},
+                    "DeadLetterConfig": {"Arn": self._resources.attributes["FailedEventsQueue"]["Arn"]},
                 }
             ],
         )
         if answer.get("FailedEntryCount"):
             raise RuntimeError(f"moto refused the rule target: {answer.get('FailedEntries')}")
-
-        self.function_environment = self._function_environment(
-            {"IdempotencyTable": table_name, "FailedEventsQueue": self.failed_events_queue_url, "CrmSecret": secret_arn}
-        )
-        self.outputs = self._create_cloudformation_stack(
-            {
-                "Stage": spec.stage,
-                "EventSource": spec.event_source,
-                "EventBusName": spec.bus_name,
-                "ConversationEndedRuleName": spec.rule_name,
-                "FailedEventsQueueUrl": self.failed_events_queue_url,
-                "FailedEventsQueueArn": failed_arn,
-                "EndHandlerFunctionName": self.function_name,
-                "EndHandlerFunctionArn": self.function_arn,
-                # Replay waits longer than this: round an override for tests up to whole seconds.
-                "EndHandlerTimeoutSeconds": str(math.ceil(self.function_timeout)),
-                "IdempotencyTableName": table_name,
-                "CrmSecretArn": secret_arn,
-            }
-        )
-        log.debug("rule %s on bus %s", rule_arn, spec.bus_name)
 
     def _fresh_queue(self, name: str, attributes: dict[str, str]) -> str:
         """An empty queue with these attributes (one left over in this process is replaced)."""
@@ -886,9 +1251,7 @@ class LocalStack:
         except ClientError as exc:
             if "NonExistentQueue" not in _error_code(exc):
                 raise
-        url = str(
-            sqs.create_queue(QueueName=name, Attributes={**attributes, "SqsManagedSseEnabled": "true"})["QueueUrl"]
-        )
+        url = str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
         self._teardown.append(("queue", url))
         return url
 
@@ -896,29 +1259,37 @@ class LocalStack:
         attributes = self._clients["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return str(attributes["Attributes"]["QueueArn"])
 
-    def _create_cloudformation_stack(self, values: dict[str, str]) -> dict[str, str]:
+    def _create_cloudformation_stack(self) -> dict[str, str]:
         """Register the stack in moto so ``describe_stacks`` resolves ``--stack NAME`` as in AWS.
 
-        One cheap real resource (the alarm topic, as in the template); every other output is literal.
+        The template's Outputs, each resolved to its local value; the one resource is a marker
+        parameter (CloudFormation wants one resource, and the real ones exist already).
         """
-        expected = set(self._extras.output_keys)
-        known = {*values, "AlarmTopicArn"}
-        if expected != known:
-            raise RuntimeError(
-                "template.yaml's Outputs changed; teach the local stack about "
-                f"{sorted(expected - known)} / drop {sorted(known - expected)}"
-            )
+        outputs: dict[str, str] = {}
+        for key, output in self._template.get("Outputs", {}).items():
+            condition = output.get("Condition")
+            if condition is not None and not self._resolver.conditions[condition]:
+                continue
+            outputs[key] = self._resources.value(self._resolver.value(output["Value"]), f"output {key}")
+        if self._timeout_overridden and "EndHandlerTimeoutSeconds" in outputs:
+            # Replay waits longer than this: an override (tests) is rounded up to whole seconds.
+            outputs["EndHandlerTimeoutSeconds"] = str(math.ceil(self.function_timeout))
+        description = " ".join(str(self._template.get("Description", "aftercall")).split())
         template = {
             "AWSTemplateFormatVersion": "2010-09-09",
-            "Description": f"{self._extras.description} (local stack)",
+            "Description": f"{description} (local stack)"[:1024],
             "Parameters": {name: {"Type": "String"} for name in self.template_parameters},
             "Resources": {
-                "AlarmTopic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": self._extras.alarm_topic_name}}
+                "LocalStackMarker": {
+                    "Type": "AWS::SSM::Parameter",
+                    "Properties": {
+                        "Name": f"/aftercall/local/{self.stack_name}",
+                        "Type": "String",
+                        "Value": "this stack runs on the aftercall local stack (moto)",
+                    },
+                }
             },
-            "Outputs": {
-                **{key: {"Value": value} for key, value in values.items()},
-                "AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
-            },
+            "Outputs": {key: {"Value": value} for key, value in outputs.items()},
         }
         cloudformation = self._clients["cloudformation"]
         with contextlib.suppress(ClientError):
@@ -933,22 +1304,6 @@ class LocalStack:
         self._teardown.append(("stack", self.stack_name))
         stack = cloudformation.describe_stacks(StackName=self.stack_name)["Stacks"][0]
         return {item["OutputKey"]: item["OutputValue"] for item in stack.get("Outputs", [])}
-
-    def _function_environment(self, resources: Mapping[str, str]) -> dict[str, str]:
-        """The template's EndHandler environment, with local values for the resources it references."""
-        environment: dict[str, str] = {}
-        for key, value in self.spec.function_environment.items():
-            if isinstance(value, dict):
-                ref = str(value.get("Ref"))
-                if ref not in resources:
-                    raise RuntimeError(
-                        f"template.yaml's EndHandler environment {key} refers to {value}, "
-                        "which the local stack does not create"
-                    )
-                value = resources[ref]
-            environment[key] = str(value)
-        environment["CRM_BASE_URL"] = self.crm.url
-        return environment
 
     def _delete_resources(self) -> None:
         """Best effort: leave moto as we found it, so a later stack in this process starts clean."""
@@ -973,10 +1328,79 @@ class LocalStack:
             clients["dynamodb"].delete_table(TableName=name)
         elif kind == "queue":
             clients["sqs"].delete_queue(QueueUrl=name)
+        elif kind == "topic":
+            clients["sns"].delete_topic(TopicArn=name)
+        elif kind == "schedule group":
+            clients["scheduler"].delete_schedule_group(Name=name)
         elif kind == "bus":
             clients["events"].delete_event_bus(Name=name)
         else:
             raise AssertionError(f"unknown resource kind {kind}")
+
+    # --- the functions ------------------------------------------------------------------------------
+
+    def _function_config(self, logical_id: str, name: str) -> _FunctionConfig:
+        """How the template runs this function, with local values (and the overrides for the EndHandler)."""
+        resolver, resources = self._resolver, self._resources
+        properties = {
+            **self._template.get("Globals", {}).get("Function", {}),
+            **self._template["Resources"][logical_id]["Properties"],
+        }
+        is_end_handler = logical_id == END_HANDLER
+        variables = properties.get("Environment", {}).get("Variables", {})
+        environment = {
+            key: resources.value(resolver.value(value), f"{logical_id}'s environment variable {key}")
+            for key, value in variables.items()
+        }
+        if is_end_handler:
+            environment["CRM_BASE_URL"] = self.crm.url
+        reserved = properties.get("ReservedConcurrentExecutions")
+        logging_config = properties.get("LoggingConfig", {})
+        log_group = resolver.value(logging_config.get("LogGroup", f"/aws/lambda/{name}"))
+        if isinstance(log_group, dict) and log_group.get("Ref") in self._template["Resources"]:
+            log_group = resolver.value(self._template["Resources"][log_group["Ref"]]["Properties"]["LogGroupName"])
+        return _FunctionConfig(
+            logical_id=logical_id,
+            name=name,
+            arn=_function_arn(name),
+            handler=str(properties["Handler"]),
+            code_dir=PROJECT_ROOT / str(properties["CodeUri"]),
+            timeout=self.function_timeout if is_end_handler else float(resolver.value(properties.get("Timeout", 3))),
+            memory_mb=int(resolver.value(properties.get("MemorySize", 128))),
+            log_level=str(resolver.value(logging_config.get("ApplicationLogLevel", "INFO"))),
+            log_group_name=str(log_group),
+            environment=environment,
+            # Other functions only serve direct invocations and function URLs here: two environments at most.
+            concurrency=self.workers if is_end_handler else min(2, int(resolver.value(reserved or 1))),
+            log_path=self._log_path(logical_id),
+            end_function=self.end_function if is_end_handler else None,
+        )
+
+    def _start_functions(self) -> None:
+        for planned in self._planned:
+            if planned.kind not in FUNCTION_TYPES:
+                continue
+            config = self._function_config(planned.logical_id, planned.name)
+            pool = _FunctionPool(config, self._worker_env(config), self._stopping, self._run_job, self._recover)
+            self._pools[config.name] = pool
+            self.log_paths[config.name] = config.log_path
+        self.function_environment = dict(self._end_handler.config.environment)
+        for pool in self._pools.values():
+            pool.start()
+        for planned in self._planned:
+            if planned.kind == FUNCTION_URL_TYPE:
+                url = self._serve(_FunctionUrlHandler, f"{planned.logical_id}", function=planned.name)
+                self.function_urls[planned.name] = url
+                self._resources.add(
+                    planned.logical_id,
+                    _function_arn(planned.name),
+                    FunctionUrl=url,
+                    FunctionArn=_function_arn(planned.name),
+                )
+
+    @property
+    def _end_handler(self) -> _FunctionPool:
+        return self._pools[self.function_name]
 
     # --- environments for clients and for the function ----------------------------------------------
 
@@ -993,7 +1417,7 @@ class LocalStack:
             "AFTERCALL_FAKE_CRM_URL": self.crm.url,
         }
 
-    def _worker_env(self, index: int) -> dict[str, str]:
+    def _worker_env(self, config: _FunctionConfig) -> dict[str, str]:
         """A Lambda-like environment: the template's variables, Lambda's own, and moto as AWS."""
         inherited = {
             key: value
@@ -1005,16 +1429,15 @@ class LocalStack:
             python_path.append(os.environ["PYTHONPATH"])
         return {
             **inherited,
-            **self.function_environment,
-            "AWS_LAMBDA_FUNCTION_NAME": self.function_name,
+            **config.environment,
+            "AWS_LAMBDA_FUNCTION_NAME": config.name,
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self._extras.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": self._extras.log_group_name,
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]local{index:02d}",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": config.log_group_name,
             "AWS_LAMBDA_LOG_FORMAT": "JSON",
-            "AWS_LAMBDA_LOG_LEVEL": self._extras.log_level,
-            "LAMBDA_TASK_ROOT": str(self._extras.code_dir),
-            "_HANDLER": self._extras.handler,
+            "AWS_LAMBDA_LOG_LEVEL": config.log_level,
+            "LAMBDA_TASK_ROOT": str(config.code_dir),
+            "_HANDLER": config.handler,
             "AWS_ENDPOINT_URL": self.moto_url,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
@@ -1032,57 +1455,30 @@ class LocalStack:
     # --- dispatcher ---------------------------------------------------------------------------------
 
     def _start_invoke_server(self) -> None:
-        server = _InvokeServer(("127.0.0.1", 0), _InvokeHandler)
+        self.invoke_url = self._serve(_InvokeHandler, "invoke").rstrip("/")
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], label: str, function: str = "") -> str:
+        """An HTTP server of ours on a free loopback port; returns its base URL (ending in ``/``)."""
+        server = _InvokeServer(("127.0.0.1", 0), handler)
         server.stack = self
-        self._invoke_server = server
-        self.invoke_url = f"http://127.0.0.1:{server.server_address[1]}"
-        self._invoke_thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"{self.stack_name}-invoke", daemon=True
+        server.function = function
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"{self.stack_name}-{label}", daemon=True
         )
-        self._invoke_thread.start()
+        thread.start()
+        self._http_servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}/"
 
-    def _start_dispatcher(self) -> None:
-        assert self._platform_log is not None
-        for index in range(self.workers):
-            launch = _Launch(
-                command=(
-                    sys.executable,
-                    "-m",
-                    "aftercall_ops.local_worker",
-                    "--handler",
-                    self._extras.handler,
-                    "--end-function",
-                    str(self.end_function),
-                ),
-                env=self._worker_env(index),
-                cwd=self._extras.code_dir,
-                log_path=self.log_path,
-                init_timeout=INIT_TIMEOUT_SECONDS,
-            )
-            environment = _ExecutionEnvironment(f"env-{index}", launch, self._platform_log)
-            self._environments.append(environment)
-            thread = threading.Thread(
-                target=self._slot_loop, args=(environment,), name=f"{self.stack_name}-slot-{index}", daemon=True
-            )
-            self._threads.append(thread)
-        self._threads.append(threading.Thread(target=self._poll_loop, name=f"{self.stack_name}-poller", daemon=True))
-        for thread in self._threads:
-            thread.start()
-
-    def _push(self, not_before: float, job: _Job) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (not_before, next(self._seq), job))
-            self._cond.notify_all()
+    def _start_poller(self) -> None:
+        self._poller = threading.Thread(target=self._poll_loop, name=f"{self.stack_name}-poller", daemon=True)
+        self._poller.start()
 
     def _poll_loop(self) -> None:
         """Long-poll the delivery queue while there is room; keep held messages invisible."""
-        sqs = self._clients["sqs"]
+        sqs, pool = self._clients["sqs"], self._end_handler
         while not self._stopping.is_set():
             self._renew_visibility()
-            with self._cond:
-                now = time.monotonic()
-                backlog = sum(1 for due, _, _ in self._heap if due <= now)
-            if backlog >= self.workers:  # every environment has work waiting: let them catch up
+            if pool.due_backlog() >= self.workers:  # every environment has work waiting: let them catch up
                 self._stopping.wait(0.05)
                 continue
             try:
@@ -1103,7 +1499,7 @@ class LocalStack:
 
     def _accept(self, message: Mapping[str, Any]) -> None:
         message_id = str(message["MessageId"])
-        with self._cond:
+        with self._held_lock:
             known = self._held.get(message_id)
             if known is not None:  # seen again after its visibility lapsed: keep the one job, new handle
                 known.receipt_handle = str(message["ReceiptHandle"])
@@ -1122,16 +1518,14 @@ class LocalStack:
             sent_ms=int(message.get("Attributes", {}).get("SentTimestamp") or time.time() * 1000),
             invisible_until=time.monotonic() + DELIVERY_VISIBILITY_SECONDS,
         )
-        with self._cond:
+        with self._held_lock:
             self._held[message_id] = event
-        self._push(time.monotonic(), event)
+        self._end_handler.push(time.monotonic(), event)
 
     def _renew_visibility(self) -> None:
-        with self._cond:
+        with self._held_lock:
             now = time.monotonic()
-            due = [
-                event for event in self._held.values() if event.invisible_until - now < DELIVERY_VISIBILITY_SECONDS / 2
-            ]
+            due = [e for e in self._held.values() if e.invisible_until - now < DELIVERY_VISIBILITY_SECONDS / 2]
         for event in due:
             try:
                 self._clients["sqs"].change_message_visibility(
@@ -1143,68 +1537,32 @@ class LocalStack:
             except (ClientError, BotoCoreError) as exc:
                 log.warning("could not keep the message for %s invisible: %s", event.label, exc)
 
-    def _slot_loop(self, environment: _ExecutionEnvironment) -> None:
-        """One unit of concurrency: takes due jobs one at a time and runs them in its environment."""
-        while True:
-            with self._cond:
-                job: _Job | None = None
-                while not self._stopping.is_set():
-                    now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
-                        job = heapq.heappop(self._heap)[2]
-                        self._in_flight += 1
-                        break
-                    self._cond.wait(min(0.5, self._heap[0][0] - now) if self._heap else 0.5)
-                if job is None:
-                    return
-            try:
-                if isinstance(job, _SyncRequest):
-                    self._run_sync(job, environment)
-                else:
-                    self._run_async(job, environment)
-            except Exception as exc:
-                # A bug of ours must not kill this slot or strand the job: report it, hand the job back.
-                log.exception("the local dispatcher failed while running a job; the environment is reset")
-                environment.close()
-                if isinstance(job, _SyncRequest):
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                else:
-                    self._release(job, delay=5)
-            finally:
-                with self._cond:
-                    self._in_flight -= 1
-                    self._cond.notify_all()
-
-    def _execute(self, environment: _ExecutionEnvironment, payload: Any, request_id: str) -> InvocationOutcome | None:
-        """One attempt; None when the stack is stopping (the attempt was aborted, not failed)."""
-        self._count("invocations")
-        outcome = environment.invoke(payload, request_id, self.function_arn, self.function_timeout)
-        if self._stopping.is_set() and not outcome.ok:
-            return None
-        if outcome.ok:
-            self._count("succeeded")
+    def _run_job(self, pool: _FunctionPool, job: _Job, environment: _ExecutionEnvironment) -> None:
+        if isinstance(job, _SyncRequest):
+            outcome = pool.execute(environment, job.payload, job.request_id)
+            if outcome is None:
+                job.future.set_exception(RuntimeError("the local stack stopped during the invocation"))
+            else:
+                job.future.set_result(outcome)
         else:
-            self._count("failed_attempts")
-            if outcome.timed_out:
-                self._count("timeouts")
-        return outcome
+            self._run_async(pool, job, environment)
 
-    def _run_sync(self, job: _SyncRequest, environment: _ExecutionEnvironment) -> None:
-        outcome = self._execute(environment, job.payload, job.request_id)
-        if outcome is None:
-            job.future.set_exception(RuntimeError("the local stack stopped during the invocation"))
+    def _recover(self, job: _Job, exc: Exception) -> None:
+        """After a bug of ours while running ``job``: fail the caller, or hand the event back to the queue."""
+        if isinstance(job, _SyncRequest):
+            if not job.future.done():
+                job.future.set_exception(exc)
         else:
-            job.future.set_result(outcome)
+            self._release(job, delay=5)
 
-    def _run_async(self, event: _AsyncEvent, environment: _ExecutionEnvironment) -> None:
+    def _run_async(self, pool: _FunctionPool, event: _AsyncEvent, environment: _ExecutionEnvironment) -> None:
         age = time.time() - event.sent_ms / 1000
         if age > self.max_event_age:
             log.error("%s: %.0f s old, over MaximumEventAgeInSeconds (%.0f)", event.label, age, self.max_event_age)
-            self._give_up(event, "EventAgeExceeded")
+            self._give_up(pool, event, "EventAgeExceeded")
             return
         event.attempts += 1
-        outcome = self._execute(environment, event.payload, event.request_id)
+        outcome = pool.execute(environment, event.payload, event.request_id)
         if outcome is None:  # stopping: the message stays in the delivery queue, nothing is lost
             return
         if outcome.ok:
@@ -1226,10 +1584,10 @@ class LocalStack:
                 outcome.error_summary,
                 delay,
             )
-            self._push(time.monotonic() + delay, event)
+            pool.push(time.monotonic() + delay, event)
         else:
             log.error("%s: attempt %d of %d failed (%s)", event.label, event.attempts, total, outcome.error_summary)
-            self._give_up(event, "RetriesExhausted")
+            self._give_up(pool, event, "RetriesExhausted")
 
     def on_failure_record(self, event: _AsyncEvent, condition: str) -> dict[str, Any]:
         """Lambda's ``OnFailure`` destination record, field for field."""
@@ -1249,13 +1607,13 @@ class LocalStack:
             record["responsePayload"] = event.last_failure.error
         return record
 
-    def _give_up(self, event: _AsyncEvent, condition: str) -> None:
+    def _give_up(self, pool: _FunctionPool, event: _AsyncEvent, condition: str) -> None:
         """Write the OnFailure record, then (only then) delete the delivery message."""
         record = self.on_failure_record(event, condition)
         try:
             self._clients["sqs"].send_message(QueueUrl=self.failed_events_queue_url, MessageBody=json.dumps(record))
         except (ClientError, BotoCoreError) as exc:
-            self._count("dlq_write_failures")
+            pool.count("dlq_write_failures")
             log.error(
                 "%s: could not write the OnFailure record (%s); the event stays in the delivery queue and runs again",
                 event.label,
@@ -1263,7 +1621,7 @@ class LocalStack:
             )
             self._release(event, delay=5)
             return
-        self._count("sent_to_dlq")
+        pool.count("sent_to_dlq")
         log.error("%s: sent to the failed-events queue (%s, %d attempts)", event.label, condition, event.attempts)
         self._finish(event)
 
@@ -1274,11 +1632,11 @@ class LocalStack:
             log.warning(
                 "%s: could not delete the delivery message (%s); it will run again (idempotent)", event.label, exc
             )
-        with self._cond:
+        with self._held_lock:
             self._held.pop(event.message_id, None)
 
     def _release(self, event: _AsyncEvent, delay: int) -> None:
-        with self._cond:
+        with self._held_lock:
             self._held.pop(event.message_id, None)
         try:
             self._clients["sqs"].change_message_visibility(
@@ -1289,42 +1647,49 @@ class LocalStack:
                 "%s: could not release the delivery message (%s); it reappears after its timeout", event.label, exc
             )
 
-    def _count(self, name: str) -> None:
-        with self._cond:
-            self._counts[name] += 1
-
     # --- the public API the CLI and the tests use ------------------------------------------------------
 
-    def invoke(self, payload: Any, timeout: float | None = None) -> InvocationOutcome:
-        """A synchronous (RequestResponse) invocation, sharing the environments with async events."""
+    def invoke(self, payload: Any, timeout: float | None = None, *, function: str | None = None) -> InvocationOutcome:
+        """A synchronous (RequestResponse) invocation of the EndHandler (or ``function``, by name).
+
+        It shares the environments with async events but goes ahead of queued ones: the caller waits.
+        """
         if not self._started or self._stopping.is_set():
             raise RuntimeError("the local stack is not running")
+        pool = self._pools.get(function or self.function_name)
+        if pool is None:
+            raise ValueError(f"no function {function!r} in this stack; it has {', '.join(self._pools)}")
         request = _SyncRequest(payload=payload)
-        self._push(0.0, request)  # ahead of queued async work: the caller is waiting
-        wait = timeout if timeout is not None else INIT_TIMEOUT_SECONDS + self.function_timeout + 10
+        pool.push(0.0, request)
+        wait = timeout if timeout is not None else INIT_TIMEOUT_SECONDS + pool.config.timeout + 10
         try:
             return request.future.result(timeout=wait)
         except FutureTimeoutError:
             raise TimeoutError(f"no environment became free to run the invocation within {wait:.0f} s") from None
 
     def invoke_async(self, payload: Any) -> str:
-        """An ``Event`` invocation: queued like an EventBridge delivery; returns the message id."""
+        """An ``Event`` invocation of the EndHandler: queued like an EventBridge delivery; returns the message id."""
         answer = self._clients["sqs"].send_message(QueueUrl=self.delivery_queue_url, MessageBody=json.dumps(payload))
         return str(answer["MessageId"])
 
-    def is_function(self, name: str, qualifier: str | None = None) -> bool:
-        """Whether ``name`` (name, ARN or partial ARN, optionally qualified) is our EndHandler."""
+    def function_named(self, name: str, qualifier: str | None = None) -> str | None:
+        """Which of our functions ``name`` (name, ARN or partial ARN, optionally qualified) is, if any."""
         base = name.split("function:", 1)[1] if "function:" in name else name
         base, _, inline_qualifier = base.partition(":")
-        qualifiers = {q for q in (inline_qualifier, qualifier) if q}
-        if name.startswith("arn:") and name != self.function_arn and not name.startswith(self.function_arn + ":"):
-            return False
-        return base == self.function_name and qualifiers <= {"$LATEST"}
+        if not {q for q in (inline_qualifier, qualifier) if q} <= {"$LATEST"}:
+            return None
+        if name.startswith("arn:") and not name.startswith(_function_arn(base)):
+            return None  # another region or account
+        return base if base in self._pools else None
+
+    def is_function(self, name: str, qualifier: str | None = None) -> bool:
+        """Whether ``name`` is the EndHandler (by name, ARN or partial ARN)."""
+        return self.function_named(name, qualifier) == self.function_name
 
     def function_arn_for(self, name: str) -> str:
         if name.startswith("arn:"):
             return name
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name.split('function:')[-1]}"
+        return _function_arn(name.split("function:")[-1])
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Block until the delivery queue is empty and nothing runs or waits for a retry."""
@@ -1340,17 +1705,20 @@ class LocalStack:
             time.sleep(0.05)
 
     def _pending(self) -> list[str]:
-        with self._cond:
-            retries = sum(1 for _, _, job in self._heap if isinstance(job, _AsyncEvent) and job.attempts > 0)
-            queued = len(self._heap) - retries
-            in_flight = self._in_flight
+        in_flight = retries = queued = 0
+        for pool in self._pools.values():
+            with pool.cond:
+                waiting_retries = sum(1 for _, _, job in pool.heap if isinstance(job, _AsyncEvent) and job.attempts)
+                retries += waiting_retries
+                queued += len(pool.heap) - waiting_retries
+                in_flight += pool.in_flight
         pending = []
         if in_flight:
             pending.append(f"{in_flight} invocation(s) in flight")
         if retries:
             pending.append(f"{retries} retry(ies) pending")
         if queued:
-            pending.append(f"{queued} event(s) waiting for a free environment")
+            pending.append(f"{queued} invocation(s) waiting for a free environment")
         attributes = self._clients["sqs"].get_queue_attributes(
             QueueUrl=self.delivery_queue_url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -1363,25 +1731,32 @@ class LocalStack:
             pending.append(f"{invisible} delivery message(s) not yet deleted")
         return pending
 
-    def counts(self) -> dict[str, int]:
-        """Invocation counters: invocations, succeeded, failed_attempts, sent_to_dlq, in_flight, and more."""
-        with self._cond:
-            counts = dict(self._counts)
-            counts["in_flight"] = self._in_flight
+    def counts(self, function: str | None = None) -> dict[str, int]:
+        """The EndHandler's (or ``function``'s) counters: invocations, succeeded, failed_attempts,
+        timeouts, sent_to_dlq, in_flight, retries_pending, cold_starts."""
+        pool = self._pools.get(function or self.function_name)
+        if pool is None:
+            return {}
+        with pool.cond:
+            counts = dict(pool.counts)
+            counts["in_flight"] = pool.in_flight
             counts["retries_pending"] = sum(
-                1 for _, _, job in self._heap if isinstance(job, _AsyncEvent) and job.attempts > 0
+                1 for _, _, job in pool.heap if isinstance(job, _AsyncEvent) and job.attempts
             )
-        counts["cold_starts"] = sum(environment.starts for environment in self._environments)
+        counts["cold_starts"] = sum(environment.starts for environment in pool.environments)
         return counts
 
-    def worker_pids(self) -> list[int]:
-        """Process ids of the execution environments running now (warm ones)."""
-        return [pid for pid in (environment.pid for environment in self._environments) if pid is not None]
+    def worker_pids(self, function: str | None = None) -> list[int]:
+        """Process ids of the EndHandler's (or ``function``'s) warm execution environments."""
+        pool = self._pools.get(function or self.function_name)
+        environments = pool.environments if pool is not None else []
+        return [pid for pid in (environment.pid for environment in environments) if pid is not None]
 
-    def log_records(self) -> list[dict[str, Any]]:
-        """Every JSON line in the function's log so far (Powertools, EMF, platform lines)."""
+    def log_records(self, function: str | None = None) -> list[dict[str, Any]]:
+        """Every JSON line in the EndHandler's (or ``function``'s) log so far: Powertools, EMF, platform."""
+        path = self.log_paths.get(function or self.function_name, self.log_path)
         records = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
                 if isinstance(record, dict):
