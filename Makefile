@@ -6,15 +6,19 @@ SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM := $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
+IAC_VENV := .venv-iac
+CHECKOV_VERSION := 3.3.30
+CFN_LINT_SERVERLESS_VERSION := 0.3.6
+CFN_LINT_VERSION := 1.58.0
 export SAM_CLI_TELEMETRY := 0
 # sam validate --lint runs offline; it only needs a region to be named.
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help setup demo test lint typecheck cfn-lint sam-validate pytest build bench clean
+.PHONY: help setup demo test lint typecheck cfn-lint sam-validate iac-check pytest build bench clean
 
 help:
 	@echo "make demo   - run the whole pipeline locally (no AWS account, no Docker)"
-	@echo "make test   - lint, type-check, validate the template, run every test"
+	@echo "make test   - lint, type-check, validate and security-check the template, run every test"
 	@echo "make build  - sam build (needs a python3.13 on PATH, e.g. PYENV_VERSION=3.13.0)"
 	@echo "make bench  - run the benchmarks in bench/"
 
@@ -33,7 +37,16 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 	@touch $@
 
-setup: $(VENV)/.installed $(SAM_VENV)/.installed
+# checkov pins its own dependencies (boto3 among them): it gets an environment of its own too,
+# with the serverless cfn-lint rules.
+$(IAC_VENV)/.installed:
+	$(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION) \
+		cfn-lint-serverless==$(CFN_LINT_SERVERLESS_VERSION) cfn-lint==$(CFN_LINT_VERSION)
+	@touch $@
+
+setup: $(VENV)/.installed $(SAM_VENV)/.installed $(IAC_VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m aftercall_ops.demo
@@ -51,10 +64,17 @@ cfn-lint: $(VENV)/.installed
 sam-validate: $(SAM_VENV)/.installed
 	$(SAM) validate --lint --template template.yaml
 
+# Least privilege and encryption, offline: checkov's CloudFormation checks and the serverless rules.
+# Every skip is justified next to it, in the resource's Metadata in template.yaml.
+iac-check: $(IAC_VENV)/.installed
+	BC_SKIP_MAPPING=TRUE $(IAC_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact \
+		--skip-download
+	$(IAC_VENV)/bin/cfn-lint -t template.yaml -a cfn_lint_serverless.rules
+
 pytest: $(VENV)/.installed
 	$(BIN)/pytest -n 2 -q
 
-test: lint typecheck cfn-lint sam-validate pytest
+test: lint typecheck cfn-lint sam-validate iac-check pytest
 
 build: $(SAM_VENV)/.installed
 	@command -v python3.13 >/dev/null || { echo "sam build needs python3.13 on PATH (try: PYENV_VERSION=3.13.0 make build)"; exit 2; }
@@ -64,4 +84,4 @@ bench: $(VENV)/.installed
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .local-stack
+	rm -rf $(VENV) $(SAM_VENV) $(IAC_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .local-stack
