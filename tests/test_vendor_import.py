@@ -18,6 +18,7 @@ from aftercall.ingest.common import Normalised
 from aftercall.ingest.normalise import normalise
 from aftercall.ingest.service import IngestService, IngestSettings
 from aftercall_ops import emit, vendor_import
+from aftercall_ops.cli import app
 from aftercall_ops.emit import EmitInputError, RawItem
 from end_function import end_function
 from tests.ops_support import OpsTarget
@@ -174,9 +175,51 @@ def test_the_demo_reports_a_platform_the_secret_lacks(ops_target: OpsTarget) -> 
 
 
 def run(*args: str) -> Any:
-    return CliRunner().invoke(
-        __import__("aftercall_ops.cli", fromlist=["app"]).app,
-        list(args),
-        env={"COLUMNS": "200"},
-        catch_exceptions=False,
+    """The CLI in-process, as an operator runs it."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"}, catch_exceptions=False)
+
+
+def test_emit_from_a_vendor_file_puts_the_mapped_event_on_the_stacks_bus(ops_target: OpsTarget) -> None:
+    # Given a Vapi end-of-call report saved from the vendor's logs
+    path = SAMPLES / "vapi_end_of_call_report.json"
+    # When it is emitted with --from vapi against the stack
+    result = run("emit", "--stack", ops_target.stack_name, "--from", "vapi", str(path), "--json")
+    # Then one event was accepted, carrying exactly what ingest maps the payload to (stage from the stack)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["accepted"] == 1
+    (event,) = ops_target.delivered()
+    assert event["detail"] == mapped("vapi", json.loads(path.read_text()))
+
+
+def test_emit_from_lists_skipped_payloads_and_refuses_broken_files(ops_target: OpsTarget, tmp_path: Path) -> None:
+    analyzed = json.loads((SAMPLES / "retell_call_analyzed.json").read_text())
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps([{"event": "call_started", "call": analyzed["call"]}, analyzed]))
+    result = run("emit", "--stack", ops_target.stack_name, "--from", "retell", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert "skipped" in result.stderr
+    assert "call_started" in result.stderr
+    assert len(ops_target.delivered()) == 1
+    # A file that is not JSON (the Connect sample as published) is refused, nothing sent
+    broken = run(
+        "emit", "--stack", ops_target.stack_name, "--from", "connect", str(PUBLISHED / "connect_disconnected.jsonc")
     )
+    assert broken.exit_code == 2
+    assert "line 37, column 9" in broken.stderr
+    assert ops_target.delivered() == []
+
+
+def test_emit_from_only_takes_vendor_platforms(ops_target: OpsTarget) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "emit",
+            "--stack",
+            ops_target.stack_name,
+            "--from",
+            "generic",
+            str(SAMPLES / "generic_conversation_ended.json"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--from" in result.stderr

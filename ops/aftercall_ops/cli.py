@@ -25,6 +25,7 @@ from rich.table import Table
 from aftercall_ops import emit as emit_logic
 from aftercall_ops import replay as replay_logic
 from aftercall_ops import status as status_logic
+from aftercall_ops import vendor_import
 from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Aws, Target, TargetError, describe_aws_error, resolve_target
 
 EXIT_OK = 0
@@ -223,6 +224,15 @@ def emit(
         int | None,
         typer.Option(help="With --generate: random seed, for repeatable runs.", rich_help_panel="Synthetic events"),
     ] = None,
+    from_platform: Annotated[
+        vendor_import.VendorPlatform | None,
+        typer.Option(
+            "--from",
+            help="The files hold payloads saved from this platform (its webhooks, or Connect contact events): "
+            "map each to a Conversation Ended detail exactly as ingest does (docs/ingest.md).",
+            rich_help_panel="Vendor payloads",
+        ),
+    ] = None,
     stack: StackOption = None,
     bus: Annotated[
         str | None, typer.Option(help="Event bus name or ARN (instead of --stack).", rich_help_panel="Target")
@@ -280,6 +290,11 @@ def emit(
                 items.extend(emit_logic.read_file(path))
         if read_stdin:
             items.extend(emit_logic.read_stream(sys.stdin))
+        if from_platform is not None:
+            imported = vendor_import.convert(from_platform.value, items, env)
+            for note in imported.skipped:
+                err.print(f"[yellow]{escape(note)}[/]")
+            items = imported.items
         if generate is not None:
             items.extend(
                 emit_logic.generated(
