@@ -10,8 +10,8 @@ and then answering 500 (the ambiguous case), added latency, and a global rate li
 The server, fault rules, request log and generic admin endpoints live in
 :mod:`aftercall_ops.fake_http`, shared with the other fakes. Faults and seed data can be set
 from Python (:class:`FakeCrm`) or over HTTP through the unauthenticated ``/__admin/``
-endpoints, so another process (the CLI, a demo, the local stack) can flip them while it runs. ``python -m aftercall_ops.fake_crm --port 0`` runs it standalone
-and prints its URL.
+endpoints, so another process (the CLI, a demo, the local stack) can flip them while it runs.
+``python -m aftercall_ops.fake_crm --port 0`` runs it standalone and prints its URL.
 
 Admin endpoints (no auth):
 
