@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = "1.0"
 DETAIL_TYPE = "Conversation Ended"
@@ -26,6 +27,9 @@ MAX_EVENT_BYTES = 256 * 1024
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]{2,}$")
+#: What an ISO 8601 date-time starts with; pydantic alone would also take a bare number (or a
+#: string of digits) as Unix time, which the contract does not allow.
+ISO_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 #: Conversation ids end up in DynamoDB keys, schedule names and CRM idempotency keys.
 CONVERSATION_ID = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 
@@ -98,7 +102,15 @@ def _email(value: str | None) -> str | None:
     return value.strip().lower()
 
 
+def _iso_date_time(value: Any) -> Any:
+    """Let only ISO 8601 text (or a datetime, from Python callers) through to the datetime parser."""
+    if isinstance(value, datetime) or (isinstance(value, str) and ISO_DATE_TIME.match(value)):
+        return value
+    raise ValueError("must be an ISO 8601 date-time with a time zone, such as 2026-11-25T10:00:00Z")
+
+
 PhoneNumber = Annotated[str | None, AfterValidator(_phone)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_date_time)]
 EmailAddress = Annotated[str | None, AfterValidator(_email)]
 
 
@@ -112,9 +124,10 @@ class ConversationEndedDetail(BaseModel):
     environment: Environment = Field(description="Which stage the conversation ran in.")
     channel: Channel
     direction: Direction
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
-    duration_seconds: float = Field(ge=0, le=7 * 24 * 3600)
+    started_at: Timestamp
+    ended_at: Timestamp
+    # strict: a number, not a numeric string or a boolean (pydantic would coerce both)
+    duration_seconds: float = Field(ge=0, le=7 * 24 * 3600, strict=True)
     caller: PhoneNumber = Field(default=None, description="E.164 number of the calling party.")
     callee: PhoneNumber = Field(default=None, description="E.164 number of the called party.")
     customer_email: EmailAddress = Field(default=None, description="The customer's email, for chat.")
