@@ -51,8 +51,13 @@ def describe_validation_error(exc: ValidationError) -> str:
     """Name every bad field and why, without echoing its value (it may be personal data)."""
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in error["loc"]) or "event"
-        problems.append(f"{location}: {error['msg']}")
+        loc = error["loc"]
+        if loc[:2] == ("detail", "state"):
+            loc = loc[:2]  # below state the location is made of the user's own keys: data, not field names
+        location = ".".join(str(part) for part in loc) or "event"
+        problem = f"{location}: {error['msg']}"
+        if problem not in problems:
+            problems.append(problem)
     return "; ".join(problems)
 
 
