@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,23 @@ from datetime import UTC, datetime, timedelta
 def end_function(conv):
     conv.actions.schedule_follow_up(datetime.now(UTC) + timedelta(hours=1), "Thanks for calling us today.")
     conv.actions.notify("Call ended", {"conversation": conv.id})
+'''
+
+#: An End function that signals it started, then holds until the test releases it.
+HOLDS = '''
+"""Test End function: runs until the test lets it finish."""
+import time
+from pathlib import Path
+
+
+def end_function(conv):
+    Path(conv.state.get("started_marker")).write_text("started")
+    release = Path(conv.state.get("release_marker"))
+    for _ in range(600):
+        if release.exists():
+            break
+        time.sleep(0.05)
+    conv.actions.log_summary({"conversation_id": conv.id})
 '''
 
 #: An End function that does not even import.
@@ -518,3 +535,42 @@ def test_follow_ups_and_notifications_reach_the_local_resources_and_the_follow_u
         sent = json.loads(answer["Payload"].read())
         assert sent["kind"] == "sms"
         assert local.counts(follow_up_function)["succeeded"] == 1
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_duplicate_that_arrives_while_the_original_runs_is_retried_after_it_not_parked(tmp_path: Path) -> None:
+    # Given an End function that holds until released, and two environments
+    end_function = tmp_path / "holds.py"
+    end_function.write_text(HOLDS)
+    started, release = tmp_path / "started", tmp_path / "release"
+    with LocalStack(
+        "aftercall-test-duplicate",
+        {"Stage": "live"},
+        workers=2,
+        retry_delays=(0.05, 0.1),
+        end_function=str(end_function),
+        state_dir=tmp_path / "state",
+    ) as local:
+        detail = new_detail("live", started_marker=str(started), release_marker=str(release))
+        put_event(local, detail)
+        wait_for(started.exists, "the original invocation to start")
+
+        # When the platform emits the same conversation again while the original still runs
+        put_event(local, detail)
+        wait_for(lambda: local.counts()["failed_attempts"] == 1, "the duplicate to find the original in progress")
+        release.write_text("go")
+        local.wait_idle(timeout=60)
+
+        # Then its retry waited for the original (as Lambda's minute-long delays do) and found it done
+        counts = local.counts()
+        assert counts["sent_to_dlq"] == 0
+        assert counts["succeeded"] == 2
+        assert counts["invocations"] == 3
+        assert len(local.crm.notes_for(marker(detail["conversation_id"]))) == 1

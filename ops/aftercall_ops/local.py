@@ -5,9 +5,10 @@ Why it exists: the handler, the CLI and the tests must run against the same shap
 an account. Everything is taken from ``template.yaml`` through :func:`stack_spec`, so local and
 cloud cannot drift apart:
 
-* moto in server mode on 127.0.0.1 holds the bus, the rule (with the template's pattern), the
-  failed-events queue, the idempotency table, the CRM secret and a CloudFormation stack whose
-  outputs have the template's output keys, so ``--stack NAME`` resolves as in AWS;
+* moto in server mode on 127.0.0.1 holds the template's resources that have a local use (bus,
+  queues, table, secrets, topics, schedule group), the rule with the template's pattern, and a
+  CloudFormation stack whose outputs are the template's Outputs resolved to the local values, so
+  ``--stack NAME`` resolves as in AWS;
 * moto cannot run Lambda, so the rule targets an SQS "delivery" queue (with an input transformer
   that delivers the whole event, ``account`` included), and a dispatcher gives the real
   ``functions/end_handler/app.py`` Lambda's async semantics: one process per unit of reserved
@@ -15,7 +16,11 @@ cloud cannot drift apart:
   in the failed-events queue in the exact AWS shape;
 * a fake HubSpot (:class:`FakeCrm`) seeded with :data:`aftercall_ops.generate.CUSTOMERS`;
 * a Lambda ``Invoke`` endpoint for ``aftercall replay --mode invoke`` (boto3 honours
-  ``AWS_ENDPOINT_URL_LAMBDA``).
+  ``AWS_ENDPOINT_URL_LAMBDA``) that runs any of the template's functions, and each function URL
+  (``FunctionUrlConfig``) served on a loopback port of its own.
+
+Not emulated: rules of other functions (EventBridge Scheduler never fires in moto, the Connect
+rule has no source locally); invoke those functions directly instead.
 
 ``python -m aftercall_ops.local`` (or :func:`serve`) runs it in a terminal until Ctrl-C.
 """
@@ -396,6 +401,8 @@ class _AsyncEvent:
     attempts: int = 0
     last_failure: InvocationOutcome | None = None
     invisible_until: float = 0.0
+    #: A retry also waits for the invocations that were running when its attempt failed (see _FunctionPool).
+    after_invocation: int = -1
 
     @property
     def label(self) -> str:
@@ -536,6 +543,8 @@ class _FunctionPool:
         self.heap: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()
         self.in_flight = 0
+        self._running: set[int] = set()
+        self._invocation_ids = itertools.count()
         self.counts = dict.fromkeys(
             ("invocations", "succeeded", "failed_attempts", "timeouts", "sent_to_dlq", "dlq_write_failures"), 0
         )
@@ -610,12 +619,12 @@ class _FunctionPool:
             with self.cond:
                 job: _Job | None = None
                 while not self._stopping.is_set():
-                    now = time.monotonic()
-                    if self.heap and self.heap[0][0] <= now:
-                        job = heapq.heappop(self.heap)[2]
+                    job = self._take_due(time.monotonic())
+                    if job is not None:
                         self.in_flight += 1
                         break
-                    self.cond.wait(min(0.5, self.heap[0][0] - now) if self.heap else 0.5)
+                    wake = min((due for due, _, _ in self.heap), default=math.inf) - time.monotonic()
+                    self.cond.wait(min(0.5, max(wake, 0.01)))
                 if job is None:
                     return
             try:
@@ -630,10 +639,44 @@ class _FunctionPool:
                     self.in_flight -= 1
                     self.cond.notify_all()
 
+    def _take_due(self, now: float) -> _Job | None:
+        """The next job whose time has come (call with ``cond`` held).
+
+        Real Lambda retries after about 1 and 2 minutes, by which time the invocations that were
+        running when the attempt failed have long finished (a duplicate of a conversation in
+        progress then finds it done). Locally the delays are a fraction of a second, so a retry
+        also waits for those invocations to end; otherwise duplicates racing each other would end
+        in the failed-events queue here and not in AWS.
+        """
+        oldest_running = min(self._running, default=math.inf)
+        for entry in sorted(self.heap):
+            due, _, job = entry
+            if due > now:
+                return None
+            if isinstance(job, _AsyncEvent) and job.after_invocation >= oldest_running:
+                continue
+            self.heap.remove(entry)
+            heapq.heapify(self.heap)
+            return job
+        return None
+
+    def newest_running(self) -> int:
+        """The newest invocation running now (-1 for none): a retry scheduled now waits for it."""
+        with self.cond:
+            return max(self._running, default=-1)
+
     def execute(self, environment: _ExecutionEnvironment, payload: Any, request_id: str) -> InvocationOutcome | None:
         """One attempt; None when the stack is stopping (the attempt was aborted, not failed)."""
         self.count("invocations")
-        outcome = environment.invoke(payload, request_id, self.config.arn, self.config.timeout)
+        with self.cond:
+            token = next(self._invocation_ids)
+            self._running.add(token)
+        try:
+            outcome = environment.invoke(payload, request_id, self.config.arn, self.config.timeout)
+        finally:
+            with self.cond:
+                self._running.discard(token)
+                self.cond.notify_all()
         if self._stopping.is_set() and not outcome.ok:
             return None
         if outcome.ok:
@@ -1584,6 +1627,7 @@ class LocalStack:
                 outcome.error_summary,
                 delay,
             )
+            event.after_invocation = pool.newest_running()
             pool.push(time.monotonic() + delay, event)
         else:
             log.error("%s: attempt %d of %d failed (%s)", event.label, event.attempts, total, outcome.error_summary)
@@ -1799,7 +1843,9 @@ def _instructions(stack: LocalStack) -> Iterator[str]:
     yield f"#     curl -s -X POST {url}/__admin/faults -H 'Content-Type: application/json' -d '{fault}'"
     yield f"#   back to normal:  curl -s -X DELETE {url}/__admin/faults"
     yield f"#   what it holds:   curl -s {url}/__admin/state"
-    yield f"# End function JSON logs: {stack.log_path}"
+    for function, function_url in stack.function_urls.items():
+        yield f"# Function URL of {function}: {function_url}"
+    yield f"# JSON logs of the functions: {stack.state_dir}/*.log (End function: {stack.log_path.name})"
     yield (
         f"# {stack.workers} environment(s), timeout {stack.function_timeout:g} s, "
         f"{stack.max_retries} retries after {', '.join(f'{d:g}' for d in stack.retry_delays) or '0'} s."
