@@ -114,7 +114,8 @@ def test_concurrent_actions_share_one_contact_lookup(stack: LocalStack) -> None:
 
 
 def test_a_failed_shared_lookup_fails_each_action_and_the_retry_looks_up_again(stack: LocalStack) -> None:
-    # Given the CRM refuses the first contact search
+    # Given the CRM refuses the first contact search, after a while (so every action waits on it)
+    stack.crm.add_fault("latency", method="POST", path=SEARCH, ms=LATENCY_MS)
     stack.crm.add_fault("status", method="POST", path=SEARCH, status=400, times=1)
     event = outbound_call_ended()
     runtime = stack.runtime()
