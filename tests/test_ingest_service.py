@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aftercall import aws
+from aftercall.errors import ConfigurationError
 from aftercall.ingest import signatures
 from aftercall.ingest.common import Normalised
 from aftercall.ingest.errors import IngestUnavailableError
@@ -708,3 +709,44 @@ def test_the_outputs_give_the_url_and_the_secret() -> None:
     outputs = load_template()["Outputs"]
     assert outputs["IngestUrl"]["Value"] == {"Fn::GetAtt": ["IngestFunctionUrl", "FunctionUrl"]}
     assert outputs["IngestSecretArn"]["Value"] == {"Ref": "IngestSigningSecret"}
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+def test_settings_come_from_the_environment_the_template_sets() -> None:
+    env = {
+        "STAGE": "live",
+        "EVENT_BUS_NAME": "aftercall-live",
+        "EVENT_SOURCE": "acme.voice",
+        "INGEST_SECRET_ID": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aftercall/live/ingest",
+        "FAILED_EVENTS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+        "INGEST_SECRET_MAX_AGE": "60",
+    }
+    settings = IngestSettings.from_env(env)
+    assert (settings.stage, settings.bus_name, settings.event_source) == ("live", "aftercall-live", "acme.voice")
+    assert settings.secret_max_age == 60
+    assert IngestSettings.from_env({"STAGE": "sandbox", "EVENT_BUS_NAME": "b"}).secret_id is None
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"EVENT_BUS_NAME": "b"}, "STAGE"),
+        ({"STAGE": "prod", "EVENT_BUS_NAME": "b"}, "STAGE='prod'"),
+        ({"STAGE": "live"}, "EVENT_BUS_NAME"),
+        ({"STAGE": "live", "EVENT_BUS_NAME": "b", "INGEST_MAX_BODY_BYTES": "1MB"}, "INGEST_MAX_BODY_BYTES"),
+    ],
+)
+def test_a_missing_or_malformed_setting_is_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        IngestSettings.from_env(env)
+
+
+def test_header_names_are_matched_ignoring_case() -> None:
+    body = b'{"a":1}'
+    headers = {name.upper(): value for name, value in signatures.sign_generic(body, "s", int(time.time())).items()}
+    event = {"rawPath": "/generic", "requestContext": {"http": {"method": "post"}}, "headers": headers, "body": "x"}
+    request = WebhookRequest.from_function_url(event)
+    assert request.method == "POST"
+    assert set(request.headers) == {"x-aftercall-signature"}
