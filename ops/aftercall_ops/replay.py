@@ -229,7 +229,10 @@ class _Pass:
         self.stop = threading.Event()
         self.seen: set[str] = set()
         self.handed_back_event_ids: set[str] = set()
-        self.held: dict[str, str] = {}  # message id -> latest receipt handle, not deleted yet
+        # message id -> every receipt handle it was received with, until deleted. Normally one; a
+        # message received again (its visibility ran out, or a server that hands one message to two
+        # concurrent receives, as moto does) has several, and only the newest one works.
+        self.held: dict[str, list[str]] = {}
         self.deleted: set[str] = set()
         self.budget = options.limit
         self.receives = 0
@@ -298,7 +301,9 @@ class _Pass:
             in_flight = frozenset(self.puts_in_flight)
             for message in messages:
                 if message.message_id not in self.deleted:  # every undeleted message is released at the end
-                    self.held[message.message_id] = message.receipt_handle
+                    handles = self.held.setdefault(message.message_id, [])
+                    if message.receipt_handle not in handles:
+                        handles.append(message.receipt_handle)
                 if message.message_id not in self.seen:
                     self.seen.add(message.message_id)
                     fresh.append(message)
@@ -426,36 +431,46 @@ class _Pass:
                 self.record(message, "failed-again", result.detail)
 
     def delete(self, messages: Sequence[FailedEvent]) -> dict[str, str]:
-        """DeleteMessageBatch in tens; returns message id -> error for those not deleted."""
-        errors: dict[str, str] = {}
-        for start in range(0, len(messages), SQS_BATCH):
-            chunk = messages[start : start + SQS_BATCH]
-            with self.lock:
-                handles = {m.message_id: self.held.get(m.message_id, m.receipt_handle) for m in chunk}
-            entries = [{"Id": str(i), "ReceiptHandle": handles[m.message_id]} for i, m in enumerate(chunk)]
+        """DeleteMessageBatch, ten entries a call; returns message id -> error for those not deleted.
+
+        A message with several receipt handles is deleted with each (the newest one is the one that
+        counts, and which one is newest is not known when receives overlap).
+        """
+        with self.lock:
+            pairs = [(m.message_id, h) for m in messages for h in self.held.get(m.message_id, [m.receipt_handle])]
+        failures: dict[str, list[str]] = {}
+        attempts: dict[str, int] = {}
+        for start in range(0, len(pairs), SQS_BATCH):
+            chunk = pairs[start : start + SQS_BATCH]
+            for message_id, _ in chunk:
+                attempts[message_id] = attempts.get(message_id, 0) + 1
+            entries = [{"Id": str(i), "ReceiptHandle": handle} for i, (_, handle) in enumerate(chunk)]
             try:
                 response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                for message in chunk:
-                    errors[message.message_id] = describe_aws_error(exc) or str(exc)
+                for message_id, _ in chunk:
+                    failures.setdefault(message_id, []).append(describe_aws_error(exc) or str(exc))
                 continue
             for failed in response.get("Failed", []):
-                message = chunk[int(failed["Id"])]
-                errors[message.message_id] = f"{failed.get('Code')}: {failed.get('Message', '')}"
-            with self.lock:
-                for message in chunk:
-                    if message.message_id not in errors:
-                        self.held.pop(message.message_id, None)
-                        self.deleted.add(message.message_id)
+                message_id = chunk[int(failed["Id"])][0]
+                failures.setdefault(message_id, []).append(f"{failed.get('Code')}: {failed.get('Message', '')}")
+        # A message is deleted if any of its handles was accepted.
+        errors = {mid: reasons[-1] for mid, reasons in failures.items() if len(reasons) >= attempts[mid]}
+        with self.lock:
+            for message in messages:
+                if message.message_id not in errors:
+                    self.held.pop(message.message_id, None)
+                    self.deleted.add(message.message_id)
         return errors
 
     def release(self) -> None:
-        """Make every held message visible again (ChangeMessageVisibilityBatch 0), in tens."""
+        """Make every held message visible again (ChangeMessageVisibilityBatch 0), ten entries a call."""
         with self.lock:
-            held = list(self.held.items())
+            pairs = [(message_id, handle) for message_id, handles in self.held.items() for handle in handles]
+            several = {message_id for message_id, handles in self.held.items() if len(handles) > 1}
             self.held.clear()
-        for start in range(0, len(held), SQS_BATCH):
-            chunk = held[start : start + SQS_BATCH]
+        for start in range(0, len(pairs), SQS_BATCH):
+            chunk = pairs[start : start + SQS_BATCH]
             entries = [
                 {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0} for i, (_, handle) in enumerate(chunk)
             ]
@@ -468,9 +483,9 @@ class _Pass:
                 )
                 continue
             for failed in response.get("Failed", []):
-                if failed.get("Code") in _GONE:
-                    continue
                 message_id = chunk[int(failed["Id"])][0]
+                if failed.get("Code") in _GONE or message_id in several:
+                    continue  # already visible, or an outdated handle of a message released by its newest one
                 self.report.release_failures.append(
                     f"message {message_id} stays invisible until its visibility timeout: "
                     f"{failed.get('Code')}: {failed.get('Message', '')}"
