@@ -346,6 +346,8 @@ def machine() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # Other work on the machine skews the figures (the ratio, measured side by side, least).
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -376,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"fan-out: 4 independent actions, fake CRM latency {args.latency_ms:g} ms, {args.runs} runs, medians "
-        f"(nproc {summary['machine']['nproc']}, Python {summary['machine']['python']})"
+        f"(nproc {summary['machine']['nproc']}, Python {summary['machine']['python']}, "
+        f"load average {summary['machine']['load_average_1m']})"
     )
     for scenario, figures in results.items():
         requests = figures["crm_requests_per_conversation"]
