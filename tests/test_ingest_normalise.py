@@ -415,6 +415,23 @@ def test_a_long_transcript_is_cut_and_flagged() -> None:
     assert platform["transcript_truncated"] is True
 
 
+def test_the_transcript_gives_way_when_state_would_exceed_the_contracts_limit() -> None:
+    # Given a call whose collected data fills most of the 200 KB state budget, plus a long transcript
+    payload = sample("retell_call_analyzed.json")
+    payload["call"]["collected_dynamic_variables"] = {"notes": "x" * 180_000}
+    payload["call"]["transcript"] = "Agent: hello\n" * 3_000
+    state = mapped("retell", payload)["state"]
+    # Then the collected data is kept whole and the transcript is dropped, saying so
+    assert len(state["notes"]) == 180_000
+    assert "transcript" not in state["_platform"]
+    assert state["_platform"]["transcript_dropped"] is True
+    # And collected data alone over the budget is refused, naming the limit
+    payload["call"]["collected_dynamic_variables"] = {"notes": "x" * 210_000}
+    error = refused("retell", payload)
+    assert error.reason == "invalid_detail"
+    assert "state" in error.message
+
+
 @pytest.mark.parametrize(
     ("platform", "payload", "field"),
     [

@@ -20,7 +20,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from aftercall.ingest.errors import PayloadError
-from aftercall.models.event import CONVERSATION_ID, E164, SCHEMA_VERSION, ConversationEndedDetail, EndedReason
+from aftercall.models.event import (
+    CONVERSATION_ID,
+    E164,
+    MAX_STATE_BYTES,
+    SCHEMA_VERSION,
+    ConversationEndedDetail,
+    EndedReason,
+)
 
 #: Key under ``state`` holding what the platform reported about the call (never flattened).
 PLATFORM_KEY = "_platform"
@@ -205,7 +212,13 @@ def build_detail(
     if duration < 0:
         raise invalid("duration", "zero or positive")
     full_state = dict(state)
-    full_state[PLATFORM_KEY] = {"name": platform, **compact(platform_info)}
+    info = {"name": platform, **compact(platform_info)}
+    full_state[PLATFORM_KEY] = info
+    if "transcript" in info and json_size(full_state) > MAX_STATE_BYTES:
+        # The transcript is the one thing that can go: the vendor keeps it, the recording URL points at it.
+        info.pop("transcript")
+        info.pop("transcript_truncated", None)
+        info["transcript_dropped"] = True
     detail: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "conversation_id": conversation_id,

@@ -213,7 +213,7 @@ def _error(error: IngestError) -> IngestResponse:
 
 
 def _entry_size(entry: Mapping[str, Any]) -> int:
-    """As EventBridge counts it for the 256 KB limit (Source, DetailType, Detail, Resources)."""
+    """As EventBridge counts it for the 256 KB limit (Source, DetailType and Detail; ingest sends no Resources)."""
     return sum(len(str(entry.get(key) or "").encode("utf-8")) for key in ("Source", "DetailType", "Detail"))
 
 
