@@ -134,8 +134,11 @@ def conversations(
     details: list[dict[str, Any]] = []
     for index in range(count):
         roll = rng.random()
-        if details and roll < duplicates:
-            details.append(dict(rng.choice(details)))
+        if roll < duplicates:
+            if details:
+                details.append(dict(rng.choice(details)))
+            else:  # nothing to duplicate yet: the first one is an ordinary conversation
+                details.append(conversation(rng, index, environment=environment))
         elif roll < duplicates + invalid:
             details.append(invalid_conversation(rng, index, environment=environment))
         else:
