@@ -1620,7 +1620,7 @@ class LocalStack:
             delays = self.retry_delays or (0.0,)
             delay = delays[min(event.attempts - 1, len(delays) - 1)]
             log.warning(
-                "%s: attempt %d of %d failed (%s); retrying in %.1f s",
+                "%s: attempt %d of %d failed (%s); retrying in %g s",
                 event.label,
                 event.attempts,
                 total,
