@@ -32,6 +32,7 @@ from aftercall.errors import (
     CrmRequestError,
     CrmUnavailableError,
 )
+from aftercall.privacy import redact
 
 #: ``auth(force_refresh)`` returns the headers that authenticate a request.
 AuthHeaders = Callable[[bool], Mapping[str, str]]
@@ -287,5 +288,7 @@ def _short(response: requests.Response) -> str:
     if isinstance(code, dict):  # Zendesk nests {"title", "message"} under "error" sometimes
         message = message or code.get("message") or code.get("title")
         code = None
-    text = ": ".join(str(part) for part in (code, message) if part)
+    # CRMs quote rejected values back ("Email jane@example.com is invalid"): mask them, since this
+    # text reaches the logs, the action ledger and the failed-events queue.
+    text = redact(": ".join(str(part) for part in (code, message) if part))
     return f"({text[:200]})" if text else ""
