@@ -145,6 +145,8 @@ class Samples:
             "slowest_action": statistics.mode(self.slowest_action),
             "over_slowest": round(over, 3),
             "meets_target": ratio >= TARGET_RATIO and over <= TARGET_OVER_SLOWEST,
+            "meets_ratio_target": ratio >= TARGET_RATIO,
+            "meets_over_slowest_target": over <= TARGET_OVER_SLOWEST,
             "crm_requests_per_conversation": {
                 mode: statistics.median(counts) for mode, counts in self.crm_requests.items() if counts
             },
