@@ -6,11 +6,18 @@ loopback) is all a test or ``aftercall local`` needs; nothing here knows about i
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import boto3
 from botocore.config import Config
+
+# At DEBUG the SDK logs every request and response body (the CRM secret, events with phone numbers)
+# and urllib3 every URL (a Salesforce query holds the caller's number). LogLevel DEBUG in the
+# template is for aftercall's own logs: these stay at INFO whatever the function's log level.
+for _library in ("boto3", "botocore", "s3transfer", "urllib3"):
+    logging.getLogger(_library).setLevel(logging.INFO)
 
 _CLIENT_CONFIG = Config(
     connect_timeout=3,

@@ -7,6 +7,7 @@ everything here is plain Python that tests drive against the local stack.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,10 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
@@ -45,6 +49,9 @@ from aftercall.reporting import record_actions, record_conversation
 from aftercall.settings import Settings
 
 EndFunction = Callable[[Conversation], object]
+
+#: Stop waiting for a twin invocation when less than this is left of our own time budget.
+TWIN_WAIT_MARGIN_SECONDS = 5.0
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -136,7 +143,7 @@ class EndHandlerRuntime:
         )
         ran: list[bool] = []
         try:
-            report: dict[str, Any] = self._process_once(
+            report = self._process_waiting_for_twin(
                 detail=detail.model_dump(mode="json"),
                 model=detail,
                 end_function=end_function,
@@ -154,6 +161,26 @@ class EndHandlerRuntime:
             metrics.add_metric(name="DuplicateConversations", unit=MetricUnit.Count, value=1)
             return {**report, "duplicate": True}
         return report
+
+    def _process_waiting_for_twin(self, *, deadline: Deadline, **kwargs: Any) -> dict[str, Any]:
+        """Process once; if a twin event of this conversation is in progress elsewhere, wait for it.
+
+        A duplicate emission (or a replayed copy) can arrive while its twin is still running.
+        Failing it would only send it round Lambda's retries and possibly into the failed-events
+        queue; waiting (bounded by this invocation's deadline) returns the twin's stored result, or
+        processes the conversation here if the twin failed and released it.
+        """
+        delay = 0.1
+        while True:
+            try:
+                report: dict[str, Any] = self._process_once(deadline=deadline, **kwargs)
+                return report
+            except IdempotencyAlreadyInProgressError:
+                if deadline.remaining() < TWIN_WAIT_MARGIN_SECONDS + delay:
+                    raise
+                logger.info("another invocation is processing this conversation; waiting for it to finish")
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _process(
         self,
