@@ -70,16 +70,19 @@ class _Everything(logging.Handler):
 
 
 @pytest.fixture
-def everything(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
-    """Every line written while the test runs: the runtime's logs, all INFO+ logs, stdout, stderr."""
+def everything(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """Every line written while the test runs: the runtime's logs, all logs at the function's log
+    level (``request.param``, default INFO as the template deploys it), stdout and stderr."""
+    level = getattr(request, "param", logging.INFO)
     buffer = io.StringIO()
     runtime_handler = logging.StreamHandler(buffer)
     runtime_handler.setFormatter(runtime_logger.registered_formatter)
     runtime = logging.getLogger(runtime_logger.name)
     root = logging.getLogger()
     catch_all = _Everything(buffer)
-    previous_level = root.level
-    root.setLevel(logging.INFO)  # Lambda's root logger at the template's default ApplicationLogLevel
+    previous_levels = (root.level, runtime.level)
+    root.setLevel(level)  # what Lambda does with the template's LoggingConfig ApplicationLogLevel
+    runtime.setLevel(level)  # and Powertools with POWERTOOLS_LOG_LEVEL
     runtime.addHandler(runtime_handler)
     runtime.addHandler(catch_all)
     root.addHandler(catch_all)
@@ -92,7 +95,8 @@ def everything(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]
     root.removeHandler(catch_all)
     runtime.removeHandler(catch_all)
     runtime.removeHandler(runtime_handler)
-    root.setLevel(previous_level)
+    root.setLevel(previous_levels[0])
+    runtime.setLevel(previous_levels[1])
 
 
 def _raw_forms(phone: str, email: str) -> list[str]:
@@ -156,10 +160,13 @@ def _run_mix(stack: LocalStack) -> tuple[list[dict[str, Any]], list[str]]:
 NEW_TOKEN = f"pat-na1-rotated-{uuid.uuid4().hex}"
 
 
+@pytest.mark.parametrize("everything", [logging.INFO, logging.DEBUG], ids=["INFO", "DEBUG"], indirect=True)
 def test_a_realistic_mix_logs_no_secret_and_no_raw_phone_or_email(
     stack: LocalStack, everything: Callable[[], str]
 ) -> None:
-    # Given the CRM's current token, and a mix of conversations with personal data everywhere
+    # Given the CRM's current token, a mix of conversations with personal data everywhere, and the
+    # function's log level at the template's default (INFO) or at LogLevel DEBUG (the AWS SDK
+    # logs request and response bodies at DEBUG)
     old_token = stack.crm.token
     # When the mix runs through one warm runtime
     reports, raised = _run_mix(stack)
