@@ -564,13 +564,17 @@ def test_a_duplicate_that_arrives_while_the_original_runs_is_retried_after_it_no
 
         # When the platform emits the same conversation again while the original still runs
         put_event(local, detail)
-        wait_for(lambda: local.counts()["failed_attempts"] == 1, "the duplicate to find the original in progress")
+        wait_for(lambda: local.counts()["invocations"] == 2, "the duplicate to start while the original runs")
         release.write_text("go")
         local.wait_idle(timeout=60)
 
-        # Then its retry waited for the original (as Lambda's minute-long delays do) and found it done
+        # Then the duplicate waited for its twin inside its own invocation and found it done:
+        # no failed attempt, nothing parked, one note
         counts = local.counts()
         assert counts["sent_to_dlq"] == 0
+        assert counts["failed_attempts"] == 0
         assert counts["succeeded"] == 2
-        assert counts["invocations"] == 3
+        assert counts["invocations"] == 2
         assert len(local.crm.notes_for(marker(detail["conversation_id"]))) == 1
+        duplicate_reports = [r for r in local.log_records() if "waiting for it to finish" in str(r.get("message"))]
+        assert duplicate_reports, "the duplicate should have logged that it waited for its twin"
