@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from aftercall.crm.base import (
     DISPOSITIONS,
@@ -29,10 +29,14 @@ from aftercall.crm.base import (
 )
 from aftercall.deadline import Deadline
 from aftercall.errors import ConfigurationError
-from aftercall.follow_ups import FOLLOW_UP_KINDS, FollowUp, FollowUpKind, FollowUpScheduler, parse_follow_up_time
 from aftercall.ledger import ActionLedger
 from aftercall.models.event import E164, EMAIL, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
+
+if TYPE_CHECKING:
+    # Imported when a follow-up is planned: its payload model costs every cold start a few
+    # milliseconds (bench/coldstart.py), and most End functions never schedule one.
+    from aftercall.follow_ups import FollowUpKind, FollowUpScheduler
 
 #: Summary fields taken from ``conv.state`` when the End function passes no summary of its own.
 SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
@@ -132,6 +136,8 @@ class ActionPlan:
         ``to`` defaults to the customer's phone (sms, callback) or email (email). ``key`` tells
         apart several follow-ups of one kind (default: the kind).
         """
+        from aftercall.follow_ups import FOLLOW_UP_KINDS, FollowUp, parse_follow_up_time
+
         if kind not in FOLLOW_UP_KINDS:
             raise ValueError(f"schedule_follow_up: kind must be one of {', '.join(FOLLOW_UP_KINDS)}, not {kind!r}")
         when = parse_follow_up_time(at)

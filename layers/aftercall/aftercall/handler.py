@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
@@ -39,7 +39,6 @@ from aftercall.errors import (
     InvalidEventError,
 )
 from aftercall.failures import park, rejection_record
-from aftercall.follow_ups import FollowUpScheduler
 from aftercall.ledger import ActionLedger
 from aftercall.models.event import ConversationEndedDetail, ConversationEndedEvent
 from aftercall.notifications import Notifier
@@ -47,6 +46,9 @@ from aftercall.observability import logger, metrics
 from aftercall.privacy import mask_email, mask_phone
 from aftercall.reporting import record_actions, record_conversation
 from aftercall.settings import Settings
+
+if TYPE_CHECKING:
+    from aftercall.follow_ups import FollowUpScheduler
 
 EndFunction = Callable[[Conversation], object]
 
@@ -115,6 +117,8 @@ class EndHandlerRuntime:
             return self._crm
 
     def follow_ups(self) -> FollowUpScheduler:
+        from aftercall.follow_ups import FollowUpScheduler  # only End functions that schedule follow-ups load it
+
         s = self.settings
         return FollowUpScheduler(
             s.follow_up_schedule_group, s.follow_up_target_arn, s.scheduler_role_arn, s.follow_up_dead_letter_arn

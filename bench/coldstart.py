@@ -1,0 +1,190 @@
+"""Benchmark: cold start of the End function against a bare boto3 handler, side by side in one run.
+
+Every run is a FRESH PROCESS (``bench/_lambda_child.py``, started with ``python -S``) that imports
+a handler and processes one event on the local stack (moto server and fake HubSpot on loopback,
+started here; the environment is the template's, with ``AWS_ENDPOINT_URL`` pointing at moto and
+tracing on as with ``Tracing: Active``):
+
+* ``ours``: ``functions/end_handler/app.py`` with the seed End function, on one unresolved support
+  call (idempotency record, CRM secret, contact search, a note and a ticket, two ledger entries);
+* ``baseline``: ``bench/_baseline_handler.py``, which imports boto3, makes a DynamoDB client and
+  does one ``put_item``;
+* ``ours_uncompiled``: ours again, but every module of the layer (its requirement closure, botocore
+  included, and the ``aftercall`` package) compiles from source and never uses ``__pycache__``.
+  That is how a layer built with ``BuildMethod: python3.13`` runs on Lambda: the builder ships no
+  ``.pyc`` files, ``/opt`` is read-only, and aws-xray-sdk drags its own botocore into the layer,
+  which shadows the runtime's. The layer's Makefile fixes both (see docs/performance.md).
+
+The variants alternate (their order rotates every round) after one untimed warm-up each; the
+parent times each process from spawn to its report (``wall``), the child reports its own
+``perf_counter`` deltas for the import and the first invocation. Medians are printed, with the
+ratio to the baseline. Nothing here asserts a speed; the target (at most 2x the baseline) is
+reported as met or missed.
+
+    python bench/coldstart.py [--runs 7] [--json] [--profile-imports] [--no-uncompiled]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from _lambda_stack import (
+    BENCH_DIR,
+    FUNCTION_DIR,
+    LAYER_DIR,
+    BenchStack,
+    ChildRun,
+    machine,
+    median,
+    requirement_closure,
+    run_child,
+    site_dirs,
+    support_events,
+    top_level_paths,
+    write_events,
+)
+
+TARGET_RATIO = 2.0
+OURS = "app.lambda_handler"
+BASELINE = "_baseline_handler.lambda_handler"
+EXPECTED = {"ours": "processed", "ours_uncompiled": "processed", "baseline": "stored"}
+
+
+def layer_sources() -> list[str]:
+    """Where the layer's modules live in this environment: the aftercall package and its requirements."""
+    paths = [str(LAYER_DIR / "aftercall")]
+    for distribution in requirement_closure():
+        paths += top_level_paths(distribution)
+    return paths
+
+
+def summarise(runs: Sequence[ChildRun]) -> dict[str, Any]:
+    return {
+        "wall_ms": round(median([r.wall_ms for r in runs]), 1),
+        "startup_ms": round(median([r.report["startup_ms"] for r in runs]), 1),
+        "import_ms": round(median([r.report["import_ms"] for r in runs]), 1),
+        "first_invoke_ms": round(median([r.report["first_invoke_ms"] for r in runs]), 1),
+        "runs_wall_ms": [round(r.wall_ms, 1) for r in runs],
+    }
+
+
+def import_profile(log_text: str, top: int = 15) -> list[tuple[str, float]]:
+    """Self time of ``-X importtime`` lines summed by top-level package, largest first (ms)."""
+    totals: dict[str, float] = {}
+    for line in log_text.splitlines():
+        match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s+(\S+)", line)
+        if match:
+            package = match[2].split(".")[0]
+            totals[package] = totals.get(package, 0.0) + int(match[1]) / 1000
+    ranked = sorted(totals.items(), key=lambda item: item[1], reverse=True)[:top]
+    return [(name, round(ms, 1)) for name, ms in ranked]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per variant (default 7)")
+    parser.add_argument("--seed", type=int, default=6, help="seed of the generated conversations")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--profile-imports", action="store_true", help="one more run of ours with -X importtime")
+    parser.add_argument("--no-uncompiled", action="store_true", help="skip the layer-without-bytecode variant")
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 50:
+        parser.error("--runs must be between 1 and 50")
+
+    variants = ["ours", "baseline"] + ([] if args.no_uncompiled else ["ours_uncompiled"])
+    site = site_dirs()
+    paths = {
+        "ours": [str(FUNCTION_DIR), str(LAYER_DIR), *site],
+        "ours_uncompiled": [str(FUNCTION_DIR), str(LAYER_DIR), *site],
+        "baseline": [str(BENCH_DIR), *site],
+    }
+    extra = {"ours": [], "baseline": [], "ours_uncompiled": [f"--no-bytecode-under={p}" for p in layer_sources()]}
+    handlers = {"ours": OURS, "ours_uncompiled": OURS, "baseline": BASELINE}
+    results: dict[str, list[ChildRun]] = {name: [] for name in variants}
+    profile: list[tuple[str, float]] = []
+
+    with BenchStack() as stack, tempfile.TemporaryDirectory(prefix="aftercall-coldstart-") as tmp:
+        env = stack.lambda_env()
+        events = iter(support_events((args.runs + 2) * len(variants), seed=args.seed))
+
+        def one(variant: str, label: str, *, flags: Sequence[str] = (), keep_log: bool = False) -> ChildRun:
+            events_file = write_events(Path(tmp) / f"{label}.jsonl", [next(events)])
+            run = run_child(
+                handlers[variant],
+                paths[variant],
+                events_file,
+                env,
+                extra=extra[variant],
+                python_flags=flags,
+                function_timeout_s=stack.timeout_s,
+                keep_log=keep_log,
+            )
+            statuses = run.report["statuses"]
+            if statuses != {EXPECTED[variant]: 1}:
+                raise RuntimeError(f"{variant} did not process its event: {statuses} {run.report['errors']}")
+            return run
+
+        for variant in variants:  # untimed: bytecode caches written, files in the page cache
+            one(variant, f"warmup-{variant}")
+        for round_index in range(args.runs):
+            shift = round_index % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                results[variant].append(one(variant, f"{variant}-{round_index}"))
+                if not args.json:
+                    print(f"  run {round_index + 1}: {variant:<16} {results[variant][-1].wall_ms:8.1f} ms", flush=True)
+        if args.profile_imports:
+            profiled = one("ours", "profile", flags=["-X", "importtime"], keep_log=True)
+            profile = import_profile(profiled.log_text)
+
+    summary = {name: summarise(runs) for name, runs in results.items()}
+    ours, baseline = summary["ours"]["wall_ms"], summary["baseline"]["wall_ms"]
+    output: dict[str, Any] = {
+        "benchmark": "coldstart",
+        "runs": args.runs,
+        "ours_ms": ours,
+        "baseline_ms": baseline,
+        "ratio": round(ours / baseline, 2),
+        "target_ratio": TARGET_RATIO,
+        "target_met": ours / baseline <= TARGET_RATIO,
+        "import_ms": {name: s["import_ms"] for name, s in summary.items()},
+        "first_invoke_ms": {name: s["first_invoke_ms"] for name, s in summary.items()},
+        "variants": summary,
+        "memory_size_mb": stack.memory_mb,
+        "machine": machine(),
+    }
+    if "ours_uncompiled" in summary:
+        output["ours_uncompiled_ms"] = summary["ours_uncompiled"]["wall_ms"]
+        output["ratio_uncompiled"] = round(summary["ours_uncompiled"]["wall_ms"] / baseline, 2)
+    if profile:
+        output["import_profile_ms"] = dict(profile)
+
+    if args.json:
+        print(json.dumps(output))
+        return 0
+    print(f"\ncold start, median of {args.runs} fresh processes each (spawn → handler result):")
+    print(f"  {'variant':<16} {'wall':>9} {'startup':>9} {'import':>9} {'1st invoke':>11} {'vs baseline':>11}")
+    for name, s in summary.items():
+        print(
+            f"  {name:<16} {s['wall_ms']:>7.1f}ms {s['startup_ms']:>7.1f}ms {s['import_ms']:>7.1f}ms "
+            f"{s['first_invoke_ms']:>9.1f}ms {s['wall_ms'] / baseline:>10.2f}x"
+        )
+    verdict = "met" if output["target_met"] else "MISSED"
+    print(f"ratio ours/baseline: {output['ratio']:.2f} (target ≤ {TARGET_RATIO:.1f}: {verdict})")
+    if profile:
+        print("import self time by top-level package (one -X importtime run of ours):")
+        for name, ms in profile:
+            print(f"  {name:<28} {ms:7.1f} ms")
+    m = output["machine"]
+    print(f"machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}, load {m['load_average']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
