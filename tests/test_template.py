@@ -189,6 +189,10 @@ def test_outputs_name_everything_the_operator_tools_need() -> None:
 
 
 def test_layer_builds_for_python313_arm64() -> None:
+    # sam runs layers/aftercall/Makefile, which runs build_layer.py for python3.13 on arm64
+    # (tests/test_layer_build.py; why not BuildMethod python3.13: docs/performance.md, Footprint)
     layer = load_template()["Resources"]["AftercallLayer"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
     assert layer["Properties"]["ContentUri"] == "layers/aftercall/"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
