@@ -63,6 +63,13 @@ out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _fresh_consoles() -> None:
+    """New consoles per command, so the terminal width (or $COLUMNS) is read when the command runs."""
+    global out, err
+    out = Console(highlight=False, soft_wrap=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
 class Environment(StrEnum):
     sandbox = "sandbox"
     live = "live"
@@ -107,6 +114,7 @@ class _Exit(Exception):
 @contextmanager
 def _errors(as_json: bool) -> Iterator[None]:
     """Turn the errors an operator can act on into one clear line and the right exit code."""
+    _fresh_consoles()
     try:
         yield
     except _Exit as exc:
