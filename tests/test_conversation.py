@@ -78,12 +78,41 @@ def test_the_seed_end_function_plans_a_summary_and_a_ticket_for_support_calls() 
 
 
 def test_the_seed_end_function_plans_a_disposition_for_outbound_calls() -> None:
-    # Given an outbound call
-    conv = _conversation(outbound_call_ended())
+    # Given an outbound call the prospect asked to be called back on
+    conv = _conversation(outbound_call_ended(state={"disposition": "callback_requested"}))
     # When the repo's end_function runs
     end_function(conv)
     # Then it planned a summary and the disposition
     assert [action.name for action in conv.actions.planned] == ["crm_summary", "disposition"]
+
+
+def test_the_seed_end_function_tells_the_team_about_a_hot_lead() -> None:
+    # Given an outbound call whose prospect is interested
+    conv = _conversation(outbound_call_ended(state={"disposition": "interested"}))
+    # When the repo's end_function runs
+    end_function(conv)
+    # Then the team is notified besides the summary and the disposition
+    assert [action.name for action in conv.actions.planned] == ["crm_summary", "disposition", "notification:team"]
+
+
+def test_the_seed_end_function_emails_the_information_a_prospect_asked_for() -> None:
+    # Given an outbound call whose prospect asked for more information and gave an email
+    event = outbound_call_ended(state={"disposition": "info_requested"})
+    event["detail"]["customer_email"] = "prospect@example.com"
+    conv = _conversation(event)
+    # When the repo's end_function runs
+    end_function(conv)
+    # Then an email follow-up is planned with the disposition
+    assert [action.name for action in conv.actions.planned] == ["crm_summary", "disposition", "follow_up:email"]
+
+
+def test_the_seed_end_function_schedules_a_callback_when_the_agent_asked_for_one() -> None:
+    # Given an unresolved support call that needs a callback
+    conv = _conversation(support_call_ended(state={"support_needed": False, "follow_up_required": True}))
+    # When the repo's end_function runs
+    end_function(conv)
+    # Then a callback follow-up is planned
+    assert [action.name for action in conv.actions.planned] == ["crm_summary", "follow_up:callback"]
 
 
 def test_the_default_summary_takes_known_state_keys() -> None:

@@ -389,15 +389,15 @@ def test_the_lambda_entry_point_turns_a_support_call_into_a_note_and_a_ticket(st
 
 @pytest.mark.usefixtures("app_env")
 def test_the_lambda_entry_point_records_an_outbound_disposition(stack: LocalStack) -> None:
-    # Given an outbound call whose agent recorded the lead as interested
-    event = outbound_call_ended()
+    # Given an outbound call whose prospect asked to be called back later
+    event = outbound_call_ended(state={"disposition": "callback_requested"})
     # When Lambda invokes the entry point
     result = entry_point.lambda_handler(event, lambda_context())
     # Then the contact's lead status is set, and the call is summarised
     assert result["actions"]["disposition"]["status"] == "done"
     contact = stack.crm.contact(stack.contact_id)
     assert contact is not None
-    assert contact["properties"]["hs_lead_status"] == "IN_PROGRESS"
+    assert contact["properties"]["hs_lead_status"] == "BAD_TIMING"
     assert len(stack.notes_for(_conversation_id(event))) == 1
 
 

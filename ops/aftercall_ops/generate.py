@@ -65,6 +65,7 @@ def conversation(
             "sentiment": rng.choice(("Positive", "Neutral", "Negative")),
             "resolution": "resolved" if resolved else "unresolved",
             "support_needed": not resolved,
+            "follow_up_required": not resolved and rng.random() < 0.5,
             "user_id": f"cust-{CUSTOMERS.index(customer):04d}",
             "turns": rng.randint(4, 40),
         }
@@ -73,6 +74,7 @@ def conversation(
             state["issue_description"] = f"The caller asked about {topic}; the agent could not resolve it on the call."
             state["ticket_priority"] = rng.choice(("LOW", "MEDIUM", "HIGH"))
         direction, caller, callee, agent = "inbound", customer.phone, AGENT_NUMBER, rng.choice(AGENTS[:2])
+        email = None
         reason = rng.choice(("completed", "customer_hangup", "agent_hangup"))
     else:
         disposition = rng.choice(sorted(DISPOSITIONS))
@@ -83,6 +85,7 @@ def conversation(
             "campaign": "autumn-renewals",
         }
         direction, caller, callee, agent = "outbound", AGENT_NUMBER, customer.phone, AGENTS[2]
+        email = customer.email
         reason = {"no_answer": "no_answer", "voicemail": "voicemail", "busy": "busy"}.get(disposition, "completed")
     return {
         "schema_version": SCHEMA_VERSION,
@@ -95,6 +98,7 @@ def conversation(
         "duration_seconds": float(duration),
         "caller": caller,
         "callee": callee,
+        "customer_email": email,
         "agent_id": agent,
         "ended_reason": reason,
         "state": state,
