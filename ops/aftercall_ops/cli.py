@@ -167,6 +167,15 @@ def _progress(label: str, total: int | None, enabled: bool) -> Iterator[Callable
         yield lambda n: progress.advance(task, n)
 
 
+def _columns(table: Table, names: tuple[str, ...], flexible: tuple[str, ...]) -> None:
+    """Ids and short fields stay on one line (copyable); ``flexible`` columns take the rest and wrap."""
+    for name in names:
+        if name in flexible:
+            table.add_column(name, ratio=1, overflow="fold", min_width=16)
+        else:
+            table.add_column(name, no_wrap=True)
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -343,8 +352,7 @@ def _print_emit(report: emit_logic.EmitReport, target: Target, bus: str, as_json
     )
     if report.failures:
         table = Table(title=f"{len(report.failures)} event(s) NOT accepted", title_style="bold red")
-        for column in ("origin", "conversation", "error", "attempts"):
-            table.add_column(column, no_wrap=column in ("origin", "conversation"))
+        _columns(table, ("origin", "conversation", "error", "attempts"), flexible=("origin", "error"))
         for failure in report.failures:
             table.add_row(
                 escape(failure.origin),
@@ -511,17 +519,16 @@ def _print_replay(report: replay_logic.ReplayReport, target: Target, as_json: bo
     if rows:
         title = "dry run: nothing was changed" if report.dry_run else None
         table = Table(title=title, title_style="bold cyan")
-        for column in ("conversation", "shape", "error", "age", "action", "detail"):
-            table.add_column(column, overflow="fold", no_wrap=column == "conversation")
+        _columns(table, ("conversation", "shape", "age", "outcome", "error"), flexible=("outcome", "error"))
         for outcome in rows:
             style = _ACTION_STYLE.get(outcome.action, "")
+            detail = f": {escape(_short(outcome.detail, 70))}" if outcome.detail else ""
             table.add_row(
                 escape(outcome.conversation_id or f"(message {outcome.message_id[:8]})"),
                 outcome.shape,
-                escape(_short(outcome.error, 60)),
                 _age(outcome.age_seconds),
-                f"[{style}]{outcome.action}[/]",
-                escape(_short(outcome.detail, 70)),
+                f"[{style}]{outcome.action}[/]{detail}",
+                escape(_short(outcome.error, 60)),
             )
         out.print(table)
     summary = report.summary()
@@ -614,15 +621,14 @@ def _print_status(report: status_logic.StatusReport, target: Target, as_json: bo
         out.print(table)
     if report.recent:
         table = Table(title="most recent failures")
-        for column in ("conversation", "shape", "error", "age", "attempts"):
-            table.add_column(column, overflow="fold", no_wrap=column == "conversation")
+        _columns(table, ("conversation", "shape", "age", "attempts", "error"), flexible=("error",))
         for message in report.recent:
             table.add_row(
                 escape(message.conversation_id or f"(message {message.message_id[:8]})"),
                 message.shape,
-                escape(_short(message.error, 80)),
                 _age(message.age_seconds),
                 str(message.attempts) if message.attempts is not None else "",
+                escape(_short(message.error, 80)),
             )
         out.print(table)
     for failure in report.release_failures:
