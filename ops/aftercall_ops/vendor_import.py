@@ -109,7 +109,7 @@ def load_sample(platform: str, samples_dir: Path = SAMPLES_DIR) -> Any:
     return json.loads((samples_dir / SAMPLE_FILES[platform]).read_text(encoding="utf-8"))
 
 
-def _personalise(platform: str, payload: Any, suffix: str | None, customer_phone: str | None) -> Any:
+def personalise(platform: str, payload: Any, suffix: str | None, customer_phone: str | None) -> Any:
     """A copy with a fresh call id (so a rerun is processed, not deduplicated) and the given customer."""
     payload = copy.deepcopy(payload)
     if platform == "vapi":
@@ -201,7 +201,7 @@ def ingest_demo_webhooks(
         service = IngestService(settings, events_client=events_client)
         results: list[DemoWebhook] = []
         for platform in platforms:
-            payload = _personalise(
+            payload = personalise(
                 platform, load_sample(platform), uuid.uuid4().hex[:8] if unique else None, customer_phone
             )
             if platform == "connect":
