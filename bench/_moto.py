@@ -4,13 +4,14 @@ In its own process so the server's work does not compete with the client under m
 one interpreter's GIL (in production the two are on different machines).
 
 moto's SQS does work in proportion to the queue's length for every message it touches: "now" is
-computed through datetime arithmetic for each message of the queue on each scan, and each message
-received re-reads all queue attributes (three full scans) just to check the retention period. With
-2,000 messages a single call then costs tens to hundreds of milliseconds, *per message*, and the
-cost of the calls themselves (what batching saves, and what dominates against real SQS) disappears
-under it. Unless ``fast_moto=False`` (``--moto-as-is``), the server process therefore swaps in
-``time.time()`` for moto's clock helper (same value) and reads the retention period directly
-(same check). The per-call work, and every SQS semantic, stays as moto has it; both sides of a
+computed through datetime arithmetic for each message of the queue on each scan, each message
+received re-reads all queue attributes (three full scans) just to check the retention period, and
+each message deleted rebuilds the queue's whole message list. With 2,000 messages that costs
+milliseconds *per message*, and the cost of the calls themselves (what batching saves, and what
+dominates against real SQS) disappears under it. Unless ``fast_moto=False`` (``--moto-as-is``),
+the server process therefore swaps in ``time.time()`` for moto's clock helper (same value), reads
+the retention period directly (same check) and deletes a message by removing it from the list
+(same result). The per-call work and every SQS semantic stay as moto has them; both sides of a
 comparison get the same server.
 """
 
@@ -35,6 +36,7 @@ def _speed_up_moto() -> None:
     import moto.sqs.models as sqs_models
     from moto.core.utils import unix_time as slow_time
     from moto.core.utils import unix_time_millis as slow_millis
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
 
     def unix_time(dt: Any = None) -> float:
         return time.time() if dt is None else float(slow_time(dt))
@@ -46,6 +48,21 @@ def _speed_up_moto() -> None:
         queue = self.get_queue(queue_name)
         return bool(int(queue.message_retention_period) + message.sent_timestamp / 1000 > time.time())
 
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        # moto's own rebuilds the whole message list per deleted message; this removes the one
+        # message that holds the handle (handles are unique), under the queue's lock.
+        with self._messages_lock:
+            if receipt_handle in self.deleted_messages:
+                return
+            for index, message in enumerate(self._messages):
+                if message.had_receipt_handle(receipt_handle):
+                    del self._messages[index]
+                    self.pending_messages.discard(message)
+                    self.deleted_messages.update(message.all_receipt_handles)
+                    return
+        raise ReceiptHandleIsInvalid()
+
+    sqs_models.Queue.delete_message = delete_message  # type: ignore[method-assign]
     sqs_models.unix_time = unix_time  # type: ignore[attr-defined]
     sqs_models.unix_time_millis = unix_time_millis  # type: ignore[attr-defined]
     backend = sqs_models.SQSBackend
@@ -61,9 +78,9 @@ def _serve(
 
     from aftercall_ops.moto_fixes import serialise_sqs_deletes
 
-    serialise_sqs_deletes()  # moto can lose concurrent deletes; see aftercall_ops/moto_fixes.py
     if fast_moto:
         _speed_up_moto()
+    serialise_sqs_deletes()  # moto can lose concurrent deletes; see aftercall_ops/moto_fixes.py
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
