@@ -40,6 +40,23 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
 
 
+def item_bytes(item: dict[str, Any]) -> int:
+    """An item's size by DynamoDB's rule of thumb: attribute names plus values (numbers ~1 byte per 2 digits)."""
+    size = 0
+    for name, value in item.items():
+        ((kind, data),) = value.items()
+        size += len(name.encode()) + (len(str(data)) // 2 + 1 if kind == "N" else len(str(data).encode()))
+    return size
+
+
+def table_items(stack: BenchStack) -> list[int]:
+    """Sizes of every item the run left in the idempotency table (records and action ledger)."""
+    sizes: list[int] = []
+    for page in stack.client("dynamodb").get_paginator("scan").paginate(TableName=stack.table):
+        sizes += [item_bytes(item) for item in page["Items"]]
+    return sizes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1000, help="events handled by the warm process")
@@ -71,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         crm = stack.crm_requests()
         memory_size = stack.memory_mb
+        items = table_items(stack)
 
     report = run.report
     routes: dict[str, int] = {}
@@ -118,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "crm_requests": round(crm["total"] / conversations, 3),
             "crm_requests_by_route": {r: round(n / conversations, 3) for r, n in sorted(routes.items())},
             "log_bytes": round(run.log_bytes / conversations, 1),
+            "table_items": round(len(items) / conversations, 3),
+            "table_item_bytes_mean": round(sum(items) / max(1, len(items)), 1),
+            "table_item_bytes_max": max(items, default=0),
         },
         "machine": machine(),
     }
@@ -143,7 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"CPU {output['warm_cpu_ms']['mean']} ms mean"
     )
     per = output["per_conversation"]
-    print(f"per conversation: {per['crm_requests']} CRM requests, {per['log_bytes']:.0f} log bytes; by call:")
+    print(
+        f"per conversation: {per['crm_requests']} CRM requests, {per['log_bytes']:.0f} log bytes, "
+        f"{per['table_items']} table items (mean {per['table_item_bytes_mean']:.0f} B, "
+        f"max {per['table_item_bytes_max']} B); by call:"
+    )
     for op, n in per["aws_calls"].items():
         print(f"  {op:<40} {n:6.3f}")
     for route, n in per["crm_requests_by_route"].items():
