@@ -52,6 +52,7 @@ from _lambda_stack import (
 )
 
 TARGET_RATIO = 2.0
+PROFILE_RUNS = 3
 OURS = "app.lambda_handler"
 BASELINE = "_baseline_handler.lambda_handler"
 EXPECTED = {"ours": "processed", "ours_uncompiled": "processed", "baseline": "stored"}
@@ -76,15 +77,22 @@ def summarise(runs: Sequence[ChildRun]) -> dict[str, Any]:
     }
 
 
-def import_profile(log_text: str, top: int = 15) -> list[tuple[str, float]]:
-    """Self time of ``-X importtime`` lines summed by top-level package, largest first (ms)."""
+def import_profile(log_text: str) -> dict[str, float]:
+    """Self time of ``-X importtime`` lines summed by top-level package (ms)."""
     totals: dict[str, float] = {}
     for line in log_text.splitlines():
         match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s+(\S+)", line)
         if match:
             package = match[2].split(".")[0]
             totals[package] = totals.get(package, 0.0) + int(match[1]) / 1000
-    ranked = sorted(totals.items(), key=lambda item: item[1], reverse=True)[:top]
+    return totals
+
+
+def median_profile(profiles: Sequence[dict[str, float]], top: int = 15) -> list[tuple[str, float]]:
+    """Per package, the median over the profiled runs; the ``top`` largest."""
+    packages = {name for profile in profiles for name in profile}
+    medians = {name: median([profile.get(name, 0.0) for profile in profiles]) for name in packages}
+    ranked = sorted(medians.items(), key=lambda item: item[1], reverse=True)[:top]
     return [(name, round(ms, 1)) for name, ms in ranked]
 
 
@@ -93,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7, help="timed runs per variant (default 7)")
     parser.add_argument("--seed", type=int, default=6, help="seed of the generated conversations")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--profile-imports", action="store_true", help="one more run of ours with -X importtime")
+    parser.add_argument(
+        "--profile-imports", action="store_true", help=f"{PROFILE_RUNS} more runs of ours with -X importtime"
+    )
     parser.add_argument("--no-uncompiled", action="store_true", help="skip the layer-without-bytecode variant")
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 50:
@@ -113,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with BenchStack() as stack, tempfile.TemporaryDirectory(prefix="aftercall-coldstart-") as tmp:
         env = stack.lambda_env()
-        events = iter(support_events((args.runs + 2) * len(variants), seed=args.seed))
+        events = iter(support_events((args.runs + 1) * len(variants) + PROFILE_RUNS, seed=args.seed))
 
         def one(variant: str, label: str, *, flags: Sequence[str] = (), keep_log: bool = False) -> ChildRun:
             events_file = write_events(Path(tmp) / f"{label}.jsonl", [next(events)])
@@ -141,8 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not args.json:
                     print(f"  run {round_index + 1}: {variant:<16} {results[variant][-1].wall_ms:8.1f} ms", flush=True)
         if args.profile_imports:
-            profiled = one("ours", "profile", flags=["-X", "importtime"], keep_log=True)
-            profile = import_profile(profiled.log_text)
+            profiles = [
+                import_profile(one("ours", f"profile-{n}", flags=["-X", "importtime"], keep_log=True).log_text)
+                for n in range(PROFILE_RUNS)
+            ]
+            profile = median_profile(profiles)
 
     summary = {name: summarise(runs) for name, runs in results.items()}
     ours, baseline = summary["ours"]["wall_ms"], summary["baseline"]["wall_ms"]
@@ -185,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"CPU time ours/baseline (user+system, spawn to result; steadier on a busy machine): {output['cpu_ratio']:.2f}"
     )
     if profile:
-        print("import self time by top-level package (one -X importtime run of ours):")
+        print(f"import self time by top-level package (median of {PROFILE_RUNS} -X importtime runs of ours):")
         for name, ms in profile:
             print(f"  {name:<28} {ms:7.1f} ms")
     m = output["machine"]
