@@ -81,7 +81,7 @@ build: $(SAM_VENV)/.installed
 	$(SAM) build --template template.yaml
 
 bench: $(VENV)/.installed
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done  # bench/_*.py: helpers
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(IAC_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .local-stack
