@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from aftercall.crm.hubspot import HubSpotCrm
 from aftercall.errors import ConfigurationError
+from aftercall.handler import build_crm
 from aftercall.settings import CRM_PROVIDERS, Settings
 from aftercall_ops.template import load_template
 
@@ -72,3 +74,25 @@ print(json.dumps({{"name": crm.name, "loaded": sorted(m for m in sys.modules if 
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     # Then it is that provider's adapter, and no other adapter module was imported
     assert answer == {"name": provider, "loaded": [ADAPTER_MODULES[provider]]}
+
+
+def test_the_crm_read_timeout_can_be_set_from_the_environment() -> None:
+    # Given CRM_READ_TIMEOUT_SECONDS (a CRM that is slow to answer, or a local run that wants short waits)
+    settings = Settings.from_env({**ENV, "CRM_BASE_URL": "https://crm.example", "CRM_READ_TIMEOUT_SECONDS": "2.5"})
+    # When the runtime builds its CRM adapter
+    crm = build_crm(settings)
+    # Then its HTTP client waits that long for an answer; without the variable it keeps its default
+    assert isinstance(crm, HubSpotCrm)
+    assert crm.http.read_timeout == 2.5
+    default = build_crm(Settings.from_env({**ENV, "CRM_BASE_URL": "https://crm.example"}))
+    assert isinstance(default, HubSpotCrm)
+    assert default.http.read_timeout == 10.0
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "901"])
+def test_a_crm_read_timeout_that_is_not_a_sensible_number_is_refused(value: str) -> None:
+    # Given a read timeout that is not a number, or not between 0 and the longest Lambda run
+    # When the settings are read
+    # Then the error names the variable
+    with pytest.raises(ConfigurationError, match="CRM_READ_TIMEOUT_SECONDS"):
+        Settings.from_env({**ENV, "CRM_READ_TIMEOUT_SECONDS": value})

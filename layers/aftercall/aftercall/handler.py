@@ -250,26 +250,27 @@ class EndHandlerRuntime:
 
 def build_crm(settings: Settings) -> Crm:
     """The configured CRM adapter (only the one in use is imported: keeps cold starts short)."""
+    http: dict[str, Any] = {"allow_loopback_http": settings.local_mode}
+    if settings.crm_read_timeout is not None:
+        http["read_timeout"] = settings.crm_read_timeout
     if settings.crm_provider == "hubspot":
         from aftercall.crm.hubspot import DEFAULT_BASE_URL, HubSpotCrm
 
         credentials = SecretCredentials(settings.crm_secret_id, ("access_token",), settings.secret_max_age)
-        return HubSpotCrm(
-            credentials, settings.crm_base_url or DEFAULT_BASE_URL, allow_loopback_http=settings.local_mode
-        )
+        return HubSpotCrm(credentials, settings.crm_base_url or DEFAULT_BASE_URL, **http)
     if settings.crm_provider == "salesforce":
         from aftercall.crm import salesforce
 
         credentials = SecretCredentials(settings.crm_secret_id, salesforce.SECRET_KEYS, settings.secret_max_age)
-        return salesforce.SalesforceCrm(credentials, settings.crm_base_url, allow_loopback_http=settings.local_mode)
+        return salesforce.SalesforceCrm(credentials, settings.crm_base_url, **http)
     if settings.crm_provider == "zendesk":
         from aftercall.crm import zendesk
 
         credentials = SecretCredentials(settings.crm_secret_id, zendesk.SECRET_KEYS, settings.secret_max_age)
-        return zendesk.ZendeskCrm(credentials, settings.crm_base_url, allow_loopback_http=settings.local_mode)
+        return zendesk.ZendeskCrm(credentials, settings.crm_base_url, **http)
     if settings.crm_provider == "webhook":
         from aftercall.crm import webhook
 
         credentials = SecretCredentials(settings.crm_secret_id, webhook.SECRET_KEYS, settings.secret_max_age)
-        return webhook.WebhookCrm(credentials, settings.crm_base_url, allow_loopback_http=settings.local_mode)
+        return webhook.WebhookCrm(credentials, settings.crm_base_url, **http)
     raise AssertionError(f"unreachable: provider {settings.crm_provider!r} passed Settings validation")

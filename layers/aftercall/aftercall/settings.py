@@ -32,6 +32,8 @@ class Settings:
     notifications_topic_arn: str | None = None
     #: Most actions of one conversation performed at once (None: all of them; 1: one after another).
     action_concurrency: int | None = None
+    #: Seconds to wait for the CRM's answer to one request (None: the client's default, 10 s).
+    crm_read_timeout: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -41,6 +43,18 @@ class Settings:
             value = env.get(name, "").strip()
             if not value:
                 raise ConfigurationError(f"environment variable {name} is not set (template.yaml sets it)")
+            return value
+
+        def seconds(name: str) -> float | None:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return None
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigurationError(f"environment variable {name}={raw!r} is not a number of seconds") from None
+            if not 0 < value <= 900:
+                raise ConfigurationError(f"environment variable {name}={raw!r} must be more than 0 and at most 900")
             return value
 
         def integer(name: str, default: int) -> int:
@@ -74,4 +88,5 @@ class Settings:
             follow_up_dead_letter_arn=env.get("FOLLOW_UP_DEAD_LETTER_ARN", "").strip() or None,
             notifications_topic_arn=env.get("NOTIFICATIONS_TOPIC_ARN", "").strip() or None,
             action_concurrency=integer("ACTION_CONCURRENCY", 0) or None,
+            crm_read_timeout=seconds("CRM_READ_TIMEOUT_SECONDS"),
         )
