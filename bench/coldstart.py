@@ -21,7 +21,7 @@ parent times each process from spawn to its report (``wall``), the child reports
 ratio to the baseline. Nothing here asserts a speed; the target (at most 2x the baseline) is
 reported as met or missed.
 
-    python bench/coldstart.py [--runs 7] [--json] [--profile-imports] [--no-uncompiled]
+    python bench/coldstart.py [--runs 7] [--json] [--profile-imports] [--no-uncompiled] [--compare DIR]
 """
 
 from __future__ import annotations
@@ -105,9 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile-imports", action="store_true", help=f"{PROFILE_RUNS} more runs of ours with -X importtime"
     )
     parser.add_argument("--no-uncompiled", action="store_true", help="skip the layer-without-bytecode variant")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="also time another copy of the runtime, DIR/functions/end_handler + DIR/layers/aftercall "
+        "(e.g. git archive <commit> functions layers | tar -x -C DIR): before/after a change, side by side",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 50:
         parser.error("--runs must be between 1 and 50")
+    if args.compare and not (args.compare / "layers" / "aftercall" / "aftercall").is_dir():
+        parser.error(f"--compare {args.compare}: no layers/aftercall/aftercall under it")
 
     variants = ["ours", "baseline"] + ([] if args.no_uncompiled else ["ours_uncompiled"])
     site = site_dirs()
@@ -118,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     extra = {"ours": [], "baseline": [], "ours_uncompiled": [f"--no-bytecode-under={p}" for p in layer_sources()]}
     handlers = {"ours": OURS, "ours_uncompiled": OURS, "baseline": BASELINE}
+    expected = dict(EXPECTED)
+    if args.compare:
+        variants.append("compare")
+        code = args.compare.resolve()
+        paths["compare"] = [str(code / "functions" / "end_handler"), str(code / "layers" / "aftercall"), *site]
+        extra["compare"], handlers["compare"], expected["compare"] = [], OURS, "processed"
     results: dict[str, list[ChildRun]] = {name: [] for name in variants}
     profile: list[tuple[str, float]] = []
 
@@ -131,14 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 handlers[variant],
                 paths[variant],
                 events_file,
-                env,
+                {**env, "LAMBDA_TASK_ROOT": paths[variant][0]},
                 extra=extra[variant],
                 python_flags=flags,
                 function_timeout_s=stack.timeout_s,
                 keep_log=keep_log,
             )
             statuses = run.report["statuses"]
-            if statuses != {EXPECTED[variant]: 1}:
+            if statuses != {expected[variant]: 1}:
                 raise RuntimeError(f"{variant} did not process its event: {statuses} {run.report['errors']}")
             return run
 
@@ -158,6 +173,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile = median_profile(profiles)
 
     summary = {name: summarise(runs) for name, runs in results.items()}
+
+    def paired(name: str, metric: str = "wall") -> float:
+        """Median over rounds of variant/baseline within the round: steadier when the machine's load drifts."""
+        values = [
+            (run.wall_ms / base.wall_ms)
+            if metric == "wall"
+            else (run.report["cpu_to_first_result_ms"] / base.report["cpu_to_first_result_ms"])
+            for run, base in zip(results[name], results["baseline"], strict=True)
+        ]
+        return round(median(values), 2)
+
     ours, baseline = summary["ours"]["wall_ms"], summary["baseline"]["wall_ms"]
     output: dict[str, Any] = {
         "benchmark": "coldstart",
@@ -167,16 +193,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio": round(ours / baseline, 2),
         "target_ratio": TARGET_RATIO,
         "target_met": ours / baseline <= TARGET_RATIO,
+        "ratio_paired": paired("ours"),
         "cpu_ratio": round(summary["ours"]["cpu_ms"] / summary["baseline"]["cpu_ms"], 2),
+        "cpu_ratio_paired": paired("ours", "cpu"),
         "import_ms": {name: s["import_ms"] for name, s in summary.items()},
         "first_invoke_ms": {name: s["first_invoke_ms"] for name, s in summary.items()},
         "variants": summary,
         "memory_size_mb": stack.memory_mb,
         "machine": machine(),
     }
+    if "compare" in summary:
+        output["compare_ms"] = summary["compare"]["wall_ms"]
+        output["ratio_compare"] = round(summary["compare"]["wall_ms"] / baseline, 2)
+        output["cpu_ratio_compare"] = round(summary["compare"]["cpu_ms"] / summary["baseline"]["cpu_ms"], 2)
+        output["ratio_compare_paired"] = paired("compare")
     if "ours_uncompiled" in summary:
         output["ours_uncompiled_ms"] = summary["ours_uncompiled"]["wall_ms"]
         output["ratio_uncompiled"] = round(summary["ours_uncompiled"]["wall_ms"] / baseline, 2)
+        output["cpu_ratio_uncompiled"] = round(summary["ours_uncompiled"]["cpu_ms"] / summary["baseline"]["cpu_ms"], 2)
     if profile:
         output["import_profile_ms"] = dict(profile)
 
@@ -193,10 +227,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{s['first_invoke_ms']:>9.1f}ms {s['wall_ms'] / baseline:>10.2f}x {s['cpu_ms']:>7.1f}ms"
         )
     verdict = "met" if output["target_met"] else "MISSED"
-    print(f"ratio ours/baseline: {output['ratio']:.2f} (target ≤ {TARGET_RATIO:.1f}: {verdict})")
     print(
-        f"CPU time ours/baseline (user+system, spawn to result; steadier on a busy machine): {output['cpu_ratio']:.2f}"
+        f"ratio ours/baseline: {output['ratio']:.2f} (target ≤ {TARGET_RATIO:.1f}: {verdict}); "
+        f"median of the per-round ratios: {output['ratio_paired']:.2f}"
     )
+    print(
+        f"CPU time ours/baseline (user+system, spawn to result; steadier on a busy machine): "
+        f"{output['cpu_ratio']:.2f}, per round {output['cpu_ratio_paired']:.2f}"
+    )
+    if "compare" in summary:
+        print(
+            f"compare ({args.compare}): {output['ratio_compare']:.2f}x the baseline's wall time "
+            f"(per round {output['ratio_compare_paired']:.2f}), {output['cpu_ratio_compare']:.2f}x its CPU time"
+        )
     if profile:
         print(f"import self time by top-level package (median of {PROFILE_RUNS} -X importtime runs of ours):")
         for name, ms in profile:

@@ -14,7 +14,7 @@ docs/performance.md needs: warm duration and CPU time per invocation, AWS calls 
 per conversation, log bytes per conversation. ``--diagnose`` adds tracemalloc's top allocation
 growth between event 100 and event N (slower; RSS then includes tracemalloc's own memory).
 
-    python bench/memory.py [--events 1000] [--json] [--diagnose]
+    python bench/memory.py [--events 1000] [--json] [--diagnose] [--state-kb 190]
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
 
 
+def transcript(kilobytes: int) -> list[dict[str, str]]:
+    """A call transcript of about ``kilobytes`` KB as JSON: the largest thing agents put in ``conv.state``."""
+    turn = "Could you check the second charge on my November invoice and refund it, please? " * 2
+    return [{"role": ("caller", "agent")[n % 2], "text": turn} for n in range(kilobytes * 1024 // (len(turn) + 30))]
+
+
 def item_bytes(item: dict[str, Any]) -> int:
     """An item's size by DynamoDB's rule of thumb: attribute names plus values (numbers ~1 byte per 2 digits)."""
     size = 0
@@ -63,9 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated conversations")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--diagnose", action="store_true", help="tracemalloc growth between event 100 and the last")
+    parser.add_argument(
+        "--state-kb", type=int, default=0, help="add a transcript of about this many KB to every state (max 190)"
+    )
     args = parser.parse_args(argv)
     if not 200 <= args.events <= 20_000:
         parser.error("--events must be between 200 and 20000")
+    if not 0 <= args.state_kb <= 190:
+        parser.error("--state-kb must be between 0 and 190 (the contract's state limit is 200 KB)")
 
     last = args.events
     checkpoints = sorted({1, 10, 50, 100, *range(200, last + 1, max(100, last // 10)), last})
@@ -76,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         events_file = Path(tmp) / "events.jsonl"
         with events_file.open("w", encoding="utf-8") as handle:
             for event in mixed_events(last, seed=args.seed, invalid=INVALID_SHARE):
+                if args.state_kb:
+                    event["detail"]["state"]["transcript"] = transcript(args.state_kb)
                 handle.write(json.dumps(event) + "\n")
         run = run_child(
             "app.lambda_handler",
@@ -119,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rss_curve_mb": {n: s["rss_mb"] for n, s in samples.items()},
         "gc_objects": {n: s["gc_objects"] for n, s in samples.items()},
         "memory_size_mb": memory_size,
+        "state_kb": args.state_kb,
         "import_ms": report["import_ms"],
         "import_cpu_ms": report["import_cpu_ms"],
         "first_invoke_ms": report["first_invoke_ms"],
