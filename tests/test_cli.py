@@ -132,6 +132,23 @@ def test_missing_credentials_are_a_clear_error() -> None:
     assert "no AWS credentials found" in result.stderr
 
 
+def test_an_emit_dry_run_with_a_named_bus_needs_no_aws() -> None:
+    # Given no credentials at all, and an endpoint nothing listens on
+    env: dict[str, str | None] = {
+        "AWS_ACCESS_KEY_ID": None,
+        "AWS_SECRET_ACCESS_KEY": None,
+        "AWS_SESSION_TOKEN": None,
+        "AWS_SECURITY_TOKEN": None,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
+    # When a file is checked with --dry-run
+    result = run("emit", "--bus", "b", "--environment", "sandbox", "--dry-run", "events/minimal_valid.json", env=env)
+    # Then it is checked and nothing is sent
+    assert result.exit_code == 0, result.stderr
+    assert "dry run: 1 event(s) checked" in " ".join(result.stdout.split())
+
+
 def test_a_stack_without_a_needed_output_says_which(ops_target: OpsTarget, moto_endpoint: str) -> None:
     # Given a stack that has a queue output but no function output
     name = f"partial-{uuid.uuid4().hex[:8]}"

@@ -127,6 +127,13 @@ def _errors(as_json: bool) -> Iterator[None]:
         _fail(str(exc), EXIT_USAGE, as_json)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         _fail(describe_aws_error(exc) or f"AWS call failed: {exc}", EXIT_FAILED, as_json)
+    except KeyboardInterrupt:
+        _fail(
+            "interrupted: what was already sent stays sent; running the same command again is safe "
+            "(processing is idempotent per conversation)",
+            EXIT_FAILED,
+            as_json,
+        )
 
 
 def _fail(message: str, code: int, as_json: bool) -> NoReturn:
@@ -144,13 +151,17 @@ def _target(
     bus: str | None = None,
     queue_url: str | None = None,
     function: str | None = None,
+    offline: bool = False,
 ) -> Target:
-    """Resolve the target; a --stack that only came from $AFTERCALL_STACK yields to explicit names."""
+    """Resolve the target; a --stack that only came from $AFTERCALL_STACK yields to explicit names.
+
+    ``offline``: nothing will be called with explicit names (an emit dry run), so no credentials needed.
+    """
     explicit = bus or queue_url or function
     source = ctx.get_parameter_source("stack")
     if stack and explicit and source is not None and source.name == "ENVIRONMENT":
         stack = None
-    if stack or explicit:
+    if stack or (explicit and not offline):
         aws.check()
     return resolve_target(aws, stack=stack, bus=bus, queue_url=queue_url, function=function)
 
@@ -298,7 +309,7 @@ def emit(
                 raise _Exit("nothing to emit: pass JSON files, - for JSON lines on stdin, or --generate N", EXIT_USAGE)
             read_stdin = True
         aws = Aws(region=region, profile=profile, max_pool_connections=concurrency + 2)
-        target = _target(ctx, aws, stack, bus=bus)
+        target = _target(ctx, aws, stack, bus=bus, offline=dry_run)
         bus_name = target.require_bus()
         env = environment.value if environment else target.stage
         items: list[emit_logic.RawItem] = []
@@ -673,7 +684,9 @@ def local(
     Prints the environment to export so that aftercall emit/replay/status (and the AWS CLI) talk to it.
     """
     from aftercall_ops.local import serve
+    from aftercall_ops.moto_fixes import serialise_sqs_deletes
 
+    serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
     try:
         serve(stack_name, _parameters(parameter or []), moto_port=port, workers=workers)
     except ValueError as exc:
