@@ -46,6 +46,25 @@ def transcript(kilobytes: int) -> list[dict[str, str]]:
     return [{"role": ("caller", "agent")[n % 2], "text": turn} for n in range(kilobytes * 1024 // (len(turn) + 30))]
 
 
+def metric_series(log_text: str) -> list[str]:
+    """The distinct CloudWatch metrics (name and dimension values) the EMF lines in the log create."""
+    series: set[str] = set()
+    for line in log_text.splitlines():
+        if '"_aws"' not in line:
+            continue
+        try:
+            document = json.loads(line)
+            directives = document["_aws"]["CloudWatchMetrics"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        for directive in directives:
+            for dimensions in directive.get("Dimensions", [[]]):
+                labels = ",".join(f"{d}={document.get(d)}" for d in dimensions)
+                for metric in directive.get("Metrics", []):
+                    series.add(f"{directive.get('Namespace')}/{metric['Name']}[{labels}]")
+    return sorted(series)
+
+
 def item_bytes(item: dict[str, Any]) -> int:
     """An item's size by DynamoDB's rule of thumb: attribute names plus values (numbers ~1 byte per 2 digits)."""
     size = 0
@@ -98,12 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra=extra,
             function_timeout_s=stack.timeout_s,
             timeout_s=max(600.0, last * 2.0),
+            keep_log=True,
         )
         crm = stack.crm_requests()
         memory_size = stack.memory_mb
         items = table_items(stack)
 
     report = run.report
+    series = metric_series(run.log_text)
     routes: dict[str, int] = {}
     for route, count in crm["by_route"].items():  # PATCH /crm/v3/objects/contacts/1042 → .../{id}
         key = re.sub(r"/\d+(?=/|$)", "/{id}", route)
@@ -150,10 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "crm_requests": round(crm["total"] / conversations, 3),
             "crm_requests_by_route": {r: round(n / conversations, 3) for r, n in sorted(routes.items())},
             "log_bytes": round(run.log_bytes / conversations, 1),
+            "emf_lines": round(run.log_text.count('"_aws"') / conversations, 2),
             "table_items": round(len(items) / conversations, 3),
             "table_item_bytes_mean": round(sum(items) / max(1, len(items)), 1),
             "table_item_bytes_max": max(items, default=0),
         },
+        "metric_series": len(series),
+        "metric_series_names": series,
         "machine": machine(),
     }
     if "allocation_growth" in report:
@@ -187,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {op:<40} {n:6.3f}")
     for route, n in per["crm_requests_by_route"].items():
         print(f"  CRM {route:<36} {n:6.3f}")
+    print(f"custom metrics the EMF lines create: {len(series)} distinct series (CloudWatch bills each per month)")
     if "allocation_growth_100_to_last" in output:
         print("allocation growth (tracemalloc, event 100 → last):")
         for line in output["allocation_growth_100_to_last"]:
