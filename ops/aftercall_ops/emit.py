@@ -489,6 +489,8 @@ def send(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="emit") as pool:
         for future in [pool.submit(run, batch) for batch in all_batches]:
             future.result()
+    position = {entry.origin: index for index, entry in enumerate(entries)}
+    report.failures.sort(key=lambda failure: position.get(failure.origin, 0))  # in input order
     report.seconds = time.monotonic() - started
     return report
 
