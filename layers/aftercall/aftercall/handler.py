@@ -30,6 +30,7 @@ from aftercall.actions import ActionOutcome, ActionPlan, perform_actions
 from aftercall.conversation import Conversation
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import Crm
+from aftercall.crm.limiter import share
 from aftercall.deadline import Deadline
 from aftercall.errors import (
     ActionsFailedError,
@@ -253,6 +254,9 @@ def build_crm(settings: Settings) -> Crm:
     http: dict[str, Any] = {"allow_loopback_http": settings.local_mode}
     if settings.crm_read_timeout is not None:
         http["read_timeout"] = settings.crm_read_timeout
+    limiter = share(settings.crm_rate_limit, settings.reserved_concurrency)
+    if limiter is not None:  # this environment's share of the CRM's limit, for every CRM client in it
+        http["limiter"] = limiter
     if settings.crm_provider == "hubspot":
         from aftercall.crm.hubspot import DEFAULT_BASE_URL, HubSpotCrm
 

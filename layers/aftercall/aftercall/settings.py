@@ -34,6 +34,10 @@ class Settings:
     action_concurrency: int | None = None
     #: Seconds to wait for the CRM's answer to one request (None: the client's default, 10 s).
     crm_read_timeout: float | None = None
+    #: The CRM's request limit for the whole function, per second (None: no client-side pacing), and
+    #: the function's reserved concurrency: each execution environment paces itself to an equal share.
+    crm_rate_limit: float | None = None
+    reserved_concurrency: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +60,18 @@ class Settings:
             if not 0 < value <= 900:
                 raise ConfigurationError(f"environment variable {name}={raw!r} must be more than 0 and at most 900")
             return value
+
+        def rate(name: str) -> float | None:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return None
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigurationError(f"environment variable {name}={raw!r} is not a number") from None
+            if not 0 <= value < float("inf"):
+                raise ConfigurationError(f"environment variable {name}={raw!r} must be 0 (off) or more")
+            return value or None
 
         def integer(name: str, default: int) -> int:
             raw = env.get(name, "").strip()
@@ -89,4 +105,6 @@ class Settings:
             notifications_topic_arn=env.get("NOTIFICATIONS_TOPIC_ARN", "").strip() or None,
             action_concurrency=integer("ACTION_CONCURRENCY", 0) or None,
             crm_read_timeout=seconds("CRM_READ_TIMEOUT_SECONDS"),
+            crm_rate_limit=rate("CRM_RATE_LIMIT_PER_SECOND"),
+            reserved_concurrency=max(1, integer("RESERVED_CONCURRENCY", 1)),
         )

@@ -2,9 +2,14 @@
 
 * Connection reuse: one ``requests.Session`` per adapter, kept across warm invocations.
 * 429: waits ``Retry-After`` (seconds or HTTP date) when it fits the invocation's budget.
+* Pacing: with a :class:`~aftercall.crm.limiter.RateLimiter` (``CrmRateLimitPerSecond``), every
+  attempt waits for its slot first, and a 429 pauses the whole environment for ``Retry-After``
+  (plus up to a fifth more, so environments do not all resume at once).
 * 401: asks the credential source for fresh credentials once (secret rotation), then gives up.
 * 5xx, timeouts, resets: retried with backoff for requests that are safe to repeat; for a
   create they raise :class:`CrmAmbiguousError` so the adapter can look before creating again.
+  A create that got no answer at all (timeout, reset after sending, 504) is also noted on the
+  call (``CrmCall.unanswered_writes``): the CRM may still apply it after we stopped waiting.
 
 Auth hooks that must call the CRM themselves (Salesforce fetches an OAuth token) read the call
 in progress, and so its deadline, from :func:`current_call`.
@@ -25,6 +30,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from aftercall.crm.base import CrmCall
+from aftercall.crm.limiter import RateLimiter
 from aftercall.errors import (
     ConfigurationError,
     CrmAmbiguousError,
@@ -41,6 +47,8 @@ AuthHeaders = Callable[[bool], Mapping[str, str]]
 AttemptHeaders = Callable[[], Mapping[str, str]]
 
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+#: A paced request is not started with less time than this left in the invocation.
+MIN_REQUEST_SECONDS = 0.5
 
 _CURRENT_CALL: contextvars.ContextVar[CrmCall | None] = contextvars.ContextVar("aftercall_crm_call", default=None)
 
@@ -107,6 +115,7 @@ class CrmHttpClient:
         backoff_cap: float = 8.0,
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.crm_name = crm_name
         self.base_url = check_outbound_url(base_url, allow_loopback_http=allow_loopback_http)
@@ -117,6 +126,8 @@ class CrmHttpClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._sleep = sleep
+        #: Shared by every client of this execution environment (see aftercall.crm.limiter).
+        self.limiter = limiter
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("https://", adapter)
@@ -185,7 +196,10 @@ class CrmHttpClient:
             remaining = call.deadline.remaining()
             if remaining <= 0.05:
                 raise CrmUnavailableError(f"{self.crm_name}: no time left in this invocation for {method} {path}")
+            if self.limiter is not None:
+                remaining = self._pace(call, method, path)
             timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
+            sent_at = time.time()
             try:
                 response = self.session.request(
                     method, url, json=json, data=data, params=params, headers=headers, timeout=timeout
@@ -195,11 +209,11 @@ class CrmHttpClient:
             except requests.exceptions.ReadTimeout:
                 last_problem = f"no answer within {timeout[1]:.1f}s"
                 if not safe_to_retry:
-                    raise CrmAmbiguousError(f"{self.crm_name}: {method} {path}: {last_problem}") from None
+                    raise self._unanswered(call, sent_at, f"{method} {path}: {last_problem}") from None
             except requests.exceptions.ConnectionError as exc:
                 last_problem = f"connection failed ({type(exc).__name__})"
                 if not safe_to_retry and not _never_sent(exc):
-                    raise CrmAmbiguousError(f"{self.crm_name}: {method} {path}: {last_problem}") from None
+                    raise self._unanswered(call, sent_at, f"{method} {path}: {last_problem}") from None
             else:
                 status = response.status_code
                 if 200 <= status < 300:
@@ -215,10 +229,16 @@ class CrmHttpClient:
                     continue
                 if status == 429 or self._is_rate_limit(response):
                     last_problem = f"rate limited ({status})"
-                    self._wait(attempt, retry_after_seconds(response.headers.get("Retry-After")), call, last_problem)
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                    if self.limiter is not None:
+                        self._pause(attempt, retry_after, call, last_problem)
+                    else:
+                        self._wait(attempt, retry_after, call, last_problem)
                     continue
                 if status in RETRYABLE_STATUS:
                     last_problem = f"HTTP {status}"
+                    if not safe_to_retry and status == 504:  # a gateway gave up waiting for the CRM
+                        raise self._unanswered(call, sent_at, f"{method} {path}: {last_problem}")
                     if not safe_to_retry:
                         raise CrmAmbiguousError(f"{self.crm_name}: {method} {path}: {last_problem}")
                 else:
@@ -231,6 +251,11 @@ class CrmHttpClient:
             f"{self.crm_name}: {method} {path} failed after {self.max_attempts} attempts (last: {last_problem})"
         )
 
+    def _unanswered(self, call: CrmCall, sent_at: float, problem: str) -> CrmAmbiguousError:
+        """A write sent at ``sent_at`` got no answer: the CRM may still apply it. Noted on the call."""
+        call.unanswered_writes.append(sent_at)
+        return CrmAmbiguousError(f"{self.crm_name}: {problem}", unanswered_at=sent_at)
+
     def _is_rate_limit(self, response: requests.Response) -> bool:
         """Adapters whose CRM signals rate limits differently (Salesforce 403) override this."""
         return False
@@ -242,6 +267,29 @@ class CrmHttpClient:
                 f"{self.crm_name}: {problem}; waiting {delay:.1f}s would outlast this invocation, giving up for a retry"
             )
         self._sleep(delay)
+
+    def _pace(self, call: CrmCall, method: str, path: str) -> float:
+        """Wait for this attempt's slot under the rate limit; returns the seconds left afterwards."""
+        assert self.limiter is not None
+        wait = self.limiter.reserve(call.deadline.remaining() - MIN_REQUEST_SECONDS)
+        if wait is None:
+            raise CrmUnavailableError(
+                f"{self.crm_name}: at the configured CRM rate limit, {method} {path} could not start within "
+                "this invocation, giving up for a retry"
+            )
+        if wait > 0:
+            self._sleep(wait)
+        return call.deadline.remaining()
+
+    def _pause(self, attempt: int, retry_after: float | None, call: CrmCall, problem: str) -> None:
+        """After a 429: hold every request of this environment for ``Retry-After`` (with jitter)."""
+        assert self.limiter is not None
+        delay = (retry_after if retry_after is not None else self._backoff(attempt)) * random.uniform(1.0, 1.2)
+        self.limiter.pause(delay)
+        if delay + MIN_REQUEST_SECONDS >= call.deadline.remaining():
+            raise CrmUnavailableError(
+                f"{self.crm_name}: {problem}; waiting {delay:.1f}s would outlast this invocation, giving up for a retry"
+            )
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads retries of many concurrent invocations apart.
