@@ -7,6 +7,7 @@ holding (exactly one note, the right error), never how our functions were called
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -189,6 +190,67 @@ def test_a_create_that_never_answers_gives_up_without_writing(stack: LocalStack)
     assert stack.crm.notes == []
     assert _statuses(stack, "POST", NOTE_CREATE) == [None, None, None]  # never answered
     assert _statuses(stack, "POST", f"{NOTES}/search") == [200, 200, 200]
+
+
+def _until_the_crm_is_done(stack: LocalStack) -> None:
+    """Wait (bounded) until the fake CRM has finished every request it received, late ones included."""
+    for _ in range(200):
+        if all(r.answered is not None for r in stack.crm.requests):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the fake CRM still holds a request after 10 s")
+
+
+def test_a_create_applied_after_the_client_gave_up_is_found_not_repeated(stack: LocalStack) -> None:
+    # Given HubSpot holds the note create past the client's read timeout, then applies it
+    stack.crm.add_fault("hang", method="POST", path=NOTE_CREATE, seconds=0.8, times=1)
+    hubspot = stack.hubspot(read_timeout=0.5)
+    note = _note()
+    # When the summary is logged
+    record = hubspot.log_summary(note, _call())
+    _until_the_crm_is_done(stack)
+    # Then the adapter waited for the late write before looking, found it, and created nothing more
+    (stored,) = stack.notes_for(note.conversation_id)
+    assert record.object_id == stored["id"]
+    hung, search = stack.crm.requests_to("POST", NOTES)
+    assert (hung.path, search.path) == (NOTES, f"{NOTES}/search")
+    assert hung.answered is not None
+    assert search.received >= hung.answered
+
+
+def test_a_retry_waits_for_a_create_an_earlier_attempt_left_unanswered(stack: LocalStack) -> None:
+    # Given a first attempt whose note create got no answer, with too little time left to wait for it
+    stack.crm.add_fault("hang", method="POST", path=NOTE_CREATE, seconds=0.8, times=1)
+    hubspot = stack.hubspot(read_timeout=0.5)
+    note = _note()
+    first = _call(0.7)
+    with pytest.raises(CrmUnavailableError, match=r"may still apply it; waiting .* leaving it for a retry"):
+        hubspot.log_summary(note, first)
+    # When the action runs again at once, told when the unanswered create went out (the ledger's job)
+    (sent_at,) = first.unanswered_writes
+    again = CrmCall(deadline=Deadline.after(30), recovering=True, unanswered_write_at=sent_at)
+    record = hubspot.log_summary(note, again)
+    _until_the_crm_is_done(stack)
+    # Then it waited for the late write, found it, and created none: one note
+    (stored,) = stack.notes_for(note.conversation_id)
+    assert record.object_id == stored["id"]
+    assert _statuses(stack, "POST", NOTE_CREATE) == [201]  # the hung create, answered after the client left
+    (hung,) = stack.crm.requests_to("POST", NOTE_CREATE)
+    (search,) = stack.crm.requests_to("POST", f"{NOTES}/search")
+    assert hung.answered is not None
+    assert search.received >= hung.answered
+
+
+def test_a_500_is_an_answer_the_adapter_looks_after_at_once(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+    # Given the CRM answers the note create with 500 (it is done with the request, written or not)
+    stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=500, times=1)
+    note = _note()
+    call = _call()
+    # When the summary is logged
+    hubspot.log_summary(note, call)
+    # Then nothing is left in doubt for a later attempt, and one note exists
+    assert call.unanswered_writes == []
+    assert len(stack.notes_for(note.conversation_id)) == 1
 
 
 # --- rate limits ---------------------------------------------------------------------------------

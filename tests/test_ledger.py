@@ -84,6 +84,44 @@ def test_a_lease_that_ran_past_its_deadline_is_taken_over(ledger: ActionLedger) 
     assert (claim.done, claim.recovering, claim.attempt) == (False, True, 2)
 
 
+def test_a_lease_taken_over_tells_the_new_attempt_when_the_old_one_was_stopped(ledger: ActionLedger) -> None:
+    # Given an action claimed by an invocation that was stopped at its deadline in the middle of it
+    conversation = unique("conv")
+    stopped = Deadline.after(0.05)
+    ledger.claim(conversation, "crm_summary", stopped)
+    time.sleep(0.1)
+    # When a later invocation takes it over
+    claim = ledger.claim(conversation, "crm_summary", Deadline.after(30))
+    # Then it learns that a write may have gone out, unanswered, up to that deadline
+    assert claim.unanswered_write_at == stopped.epoch_ms / 1000
+
+
+def test_a_failure_with_an_unanswered_write_is_passed_on_to_the_next_attempt(ledger: ActionLedger) -> None:
+    # Given an attempt that sent a create, got no answer, and failed
+    conversation = unique("conv")
+    ledger.claim(conversation, "support_ticket", Deadline.after(30))
+    sent_at = time.time()
+    ledger.fail(conversation, "support_ticket", "CrmUnavailableError: no answer", unanswered_write_at=sent_at)
+    # When the retry claims it, and fails in turn without sending anything (so passes it on again)
+    retry = ledger.claim(conversation, "support_ticket", Deadline.after(30))
+    ledger.fail(conversation, "support_ticket", "CrmUnavailableError: HTTP 503", retry.unanswered_write_at)
+    third = ledger.claim(conversation, "support_ticket", Deadline.after(30))
+    # Then every later attempt knows when that create went out (to the millisecond)
+    assert retry.unanswered_write_at == pytest.approx(sent_at, abs=0.001)
+    assert third.unanswered_write_at == retry.unanswered_write_at
+
+
+def test_a_plain_failure_leaves_nothing_in_doubt(ledger: ActionLedger) -> None:
+    # Given an attempt that failed with an answer from the CRM (nothing left unanswered)
+    conversation = unique("conv")
+    ledger.claim(conversation, "support_ticket", Deadline.after(30))
+    ledger.fail(conversation, "support_ticket", "CrmUnavailableError: HTTP 503")
+    # When the retry claims it
+    claim = ledger.claim(conversation, "support_ticket", Deadline.after(30))
+    # Then it recovers (searches first) but has no unanswered write to wait for
+    assert (claim.recovering, claim.unanswered_write_at) == (True, None)
+
+
 def test_actions_of_one_conversation_are_independent(ledger: ActionLedger) -> None:
     # Given one action completed and one failed for a conversation
     conversation = unique("conv")

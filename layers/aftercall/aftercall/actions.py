@@ -253,10 +253,11 @@ def _perform_one(conversation_id: str, action: Action, ledger: ActionLedger, dea
         return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
     if claim.done:
         return ActionOutcome(action.name, "already_done", time.monotonic() - started, result=claim.result)
+    call = CrmCall(deadline=deadline, recovering=claim.recovering, unanswered_write_at=claim.unanswered_write_at)
     try:
-        result = action.perform(CrmCall(deadline=deadline, recovering=claim.recovering))
+        result = action.perform(call)
     except Exception as exc:  # noqa: BLE001 - kept as this action's failure; the others go on
-        ledger.fail(conversation_id, action.name, f"{type(exc).__name__}: {exc}")
+        ledger.fail(conversation_id, action.name, f"{type(exc).__name__}: {exc}", call.last_unanswered_write)
         return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
     ledger.complete(conversation_id, action.name, result)
     return ActionOutcome(action.name, "done", time.monotonic() - started, result=result)

@@ -44,8 +44,15 @@ class CrmUnavailableError(AftercallError):
 class CrmAmbiguousError(CrmUnavailableError):
     """A create request failed in a way that leaves open whether the CRM applied it (5xx, timeout).
 
-    Adapters answer it by looking for the object before creating it again.
+    Adapters answer it by looking for the object before creating it again. ``unanswered_at`` is
+    set when the CRM gave no answer at all (timeout, dropped connection, gateway timeout): the time
+    the request was sent (epoch seconds). The CRM may still be working on such a request, so a look
+    right away can miss what it applies a moment later.
     """
+
+    def __init__(self, message: str, *, unanswered_at: float | None = None) -> None:
+        super().__init__(message)
+        self.unanswered_at = unanswered_at
 
 
 class CrmRequestError(AftercallError):

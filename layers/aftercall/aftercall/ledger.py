@@ -4,6 +4,11 @@ It shares the idempotency table with Powertools (its keys start with ``action#``
 conditional write: it succeeds for a new action, a failed one, or one whose in-progress lease
 ran past the Lambda deadline of the invocation that held it (that invocation timed out).
 The completed item keeps the CRM object id: this is the conversation→object mapping.
+
+A claim also says when the attempt before may have left a write unanswered, which the CRM could
+still apply (``Claim.unanswered_write_at``): the time a failed attempt recorded, or the deadline
+of an attempt that was stopped mid-action. Adapters without an idempotency key wait for such a
+write to settle before they look for it (see aftercall.crm.hubspot).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class Claim:
     result: dict[str, Any] | None = None
     recovering: bool = False
     attempt: int = 1
+    #: Epoch seconds: the attempt before may have sent a write at about this time that got no answer.
+    unanswered_write_at: float | None = None
 
 
 def ledger_key(conversation_id: str, action: str) -> str:
@@ -87,7 +94,7 @@ class ActionLedger:
             return self._existing(conversation_id, action)
         old = response.get("Attributes") or {}
         attempt = int(old.get("attempt", {}).get("N", "0")) + 1
-        return Claim(done=False, recovering=bool(old), attempt=attempt)
+        return Claim(done=False, recovering=bool(old), attempt=attempt, unanswered_write_at=_unanswered_write_at(old))
 
     def _existing(self, conversation_id: str, action: str) -> Claim:
         item = self.client.get_item(
@@ -108,14 +115,23 @@ class ActionLedger:
             ExpressionAttributeValues={":completed": {"S": COMPLETED}, ":result": {"S": json.dumps(result)}},
         )
 
-    def fail(self, conversation_id: str, action: str, error: str) -> None:
-        """Release the action so the next attempt (which will search before creating) may take it."""
+    def fail(self, conversation_id: str, action: str, error: str, unanswered_write_at: float | None = None) -> None:
+        """Release the action so the next attempt (which will search before creating) may take it.
+
+        ``unanswered_write_at``: this attempt (or one before it) sent a write that got no answer at
+        about this time; the next claim passes it on.
+        """
+        update = "SET #status = :failed, #error = :error"
+        values: dict[str, Any] = {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}}
+        if unanswered_write_at is not None:
+            update += ", unanswered_write_ms = :unanswered"
+            values[":unanswered"] = {"N": str(int(unanswered_write_at * 1000))}
         self.client.update_item(
             TableName=self.table_name,
             Key={"id": {"S": ledger_key(conversation_id, action)}},
-            UpdateExpression="SET #status = :failed, #error = :error REMOVE in_progress_expiration",
+            UpdateExpression=update + " REMOVE in_progress_expiration",
             ExpressionAttributeNames={"#status": "status", "#error": "error"},
-            ExpressionAttributeValues={":failed": {"S": FAILED}, ":error": {"S": error[:1000]}},
+            ExpressionAttributeValues=values,
         )
 
     def lookup(self, conversation_id: str, action: str) -> dict[str, Any] | None:
@@ -126,3 +142,17 @@ class ActionLedger:
         if not item:
             return None
         return {key: next(iter(value.values())) for key, value in item.items()}
+
+
+def _unanswered_write_at(old: dict[str, Any]) -> float | None:
+    """When the attempt before a claim may have sent a write that got no answer (epoch seconds).
+
+    A failed attempt recorded it; an attempt whose lease expired was stopped at its deadline in
+    the middle of the action, so anything it sent went out before that deadline.
+    """
+    times = []
+    if "unanswered_write_ms" in old:
+        times.append(int(old["unanswered_write_ms"]["N"]) / 1000)
+    if old.get("status", {}).get("S") == IN_PROGRESS and "in_progress_expiration" in old:
+        times.append(int(old["in_progress_expiration"]["N"]) / 1000)
+    return max(times, default=None)

@@ -71,10 +71,26 @@ class Disposition:
 
 @dataclass(frozen=True)
 class CrmCall:
-    """Per-call context: the time budget, and whether an earlier attempt may have half-done it."""
+    """Per-call context: the time budget, and whether an earlier attempt may have half-done it.
+
+    ``unanswered_write_at`` (epoch seconds): an earlier attempt sent a write that got no answer at
+    about this time (for an attempt stopped at its deadline: that deadline), so the CRM may still
+    apply it. ``unanswered_writes`` collects the same for this attempt (the HTTP client adds to
+    it), so that the action ledger can tell the next attempt if this one fails.
+    """
 
     deadline: Deadline
     recovering: bool = False
+    unanswered_write_at: float | None = None
+    unanswered_writes: list[float] = field(default_factory=list, compare=False)
+
+    @property
+    def last_unanswered_write(self) -> float | None:
+        """When the latest write of this action, by this attempt or an earlier one, went unanswered."""
+        times = list(self.unanswered_writes)
+        if self.unanswered_write_at is not None:
+            times.append(self.unanswered_write_at)
+        return max(times, default=None)
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,20 @@ HubSpot has no idempotency key and no duplicate check for notes or tickets. Two 
 retry from writing twice: the action ledger stores the created object's id (so a completed
 action is never run again), and every note and ticket carries a marker with the conversation id
 that the adapter searches for before creating again after an attempt that may have half-done it.
+
+A create that got no answer (timeout, dropped connection) may still be applied after we stopped
+waiting, and a search right away would miss it. So before that search the adapter lets it settle:
+it waits until ``read timeout + settle_seconds`` after the create was sent (20 s by default),
+within the invocation's time, or else leaves the action for a later attempt, which waits the
+same way (the action ledger tells it when the unanswered create was sent). A create HubSpot
+applies later than that can still end up twice: see docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aftercall.credentials import SecretCredentials
@@ -33,9 +41,20 @@ def marker(conversation_id: str) -> str:
 class HubSpotCrm:
     name = "hubspot"
 
-    def __init__(self, credentials: SecretCredentials, base_url: str = DEFAULT_BASE_URL, **http: Any) -> None:
+    def __init__(
+        self,
+        credentials: SecretCredentials,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        settle_seconds: float | None = None,
+        **http: Any,
+    ) -> None:
+        """``settle_seconds``: how long after the read timeout an unanswered create may still be
+        applied and must be waited for before searching for it (default: the read timeout)."""
         self._credentials = credentials
         self.http = CrmHttpClient(self.name, base_url, self._auth, **http)
+        self.settle_seconds = self.http.read_timeout if settle_seconds is None else settle_seconds
+        self._sleep: Callable[[float], None] = http.get("sleep", time.sleep)
         self._contacts: SharedLookups[Customer] = SharedLookups()
 
     def _auth(self, force: bool) -> Mapping[str, str]:
@@ -115,16 +134,38 @@ class HubSpotCrm:
 
     def _create_once(self, kind: str, prop: str, token: str, payload: dict[str, Any], call: CrmCall) -> str:
         """Create a note/ticket unless one carrying ``token`` exists; safe after a half-done attempt."""
-        if call.recovering and (found := self._find_marked(kind, prop, token, call)):
-            return found
+        if call.recovering:
+            self._settle(kind, call.unanswered_write_at, call)
+            if found := self._find_marked(kind, prop, token, call):
+                return found
         for _ in range(_CREATE_ATTEMPTS):
             try:
                 body = self.http.request("POST", f"/crm/v3/objects/{kind}", call, json=payload, safe_to_retry=False)
                 return str(body["id"])
-            except CrmAmbiguousError:
+            except CrmAmbiguousError as exc:
+                self._settle(kind, exc.unanswered_at, call)
                 if found := self._find_marked(kind, prop, token, call):
                     return found
         raise CrmUnavailableError(f"hubspot: creating a {kind[:-1]} kept failing after {_CREATE_ATTEMPTS} attempts")
+
+    def _settle(self, kind: str, unanswered_at: float | None, call: CrmCall) -> None:
+        """Wait until a create sent at ``unanswered_at`` that got no answer can no longer be applied.
+
+        HubSpot may still be working on it; a search before it lands finds nothing and the create
+        that follows makes a second object. Gives up for a later attempt (which waits the same way)
+        when the wait, plus time for a search, does not fit in this invocation.
+        """
+        if unanswered_at is None:
+            return
+        wait = unanswered_at + self.http.read_timeout + self.settle_seconds - time.time()
+        if wait <= 0:
+            return
+        if wait + self.http.read_timeout >= call.deadline.remaining():
+            raise CrmUnavailableError(
+                f"hubspot: a {kind[:-1]} create got no answer and HubSpot may still apply it; waiting {wait:.1f}s "
+                "for it before looking would outlast this invocation, leaving it for a retry"
+            )
+        self._sleep(wait)
 
     def _find_marked(self, kind: str, prop: str, token: str, call: CrmCall) -> str | None:
         body = self.http.request(
