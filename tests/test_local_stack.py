@@ -581,3 +581,38 @@ def test_a_duplicate_that_arrives_while_the_original_runs_is_retried_after_it_no
 
 def waiting_for_twin(local: LocalStack) -> list[dict[str, Any]]:
     return [r for r in local.log_records() if "waiting for it to finish" in str(r.get("message"))]
+
+
+def test_in_flight_lists_every_event_not_finished_yet(tmp_path: Path) -> None:
+    # Given one environment busy with an event that holds, and more events arriving behind it
+    end_function = tmp_path / "holds.py"
+    end_function.write_text(HOLDS)
+    started, release = tmp_path / "started", tmp_path / "release"
+    with LocalStack(
+        "aftercall-test-in-flight",
+        {"Stage": "live"},
+        workers=1,
+        retry_delays=(0.05, 0.1),
+        end_function=str(end_function),
+        state_dir=tmp_path / "state",
+        end_handler_environment={"CRM_READ_TIMEOUT_SECONDS": "2"},
+    ) as local:
+        details = [new_detail("live", started_marker=str(started), release_marker=str(release)) for _ in range(4)]
+        put_event(local, details[0])
+        wait_for(started.exists, "the first invocation to start")
+        for detail in details[1:]:
+            put_event(local, detail)
+
+        # When the events in flight are listed (running, waiting for the environment, or still queued)
+        listed = local.in_flight()
+
+        # Then each is there once; and listing took nothing away: all are processed afterwards
+        assert sorted(event["detail"]["conversation_id"] for event in listed) == sorted(
+            detail["conversation_id"] for detail in details
+        )
+        release.write_text("go")
+        local.wait_idle(timeout=60)
+        assert local.in_flight() == []
+        assert local.counts()["succeeded"] == 4
+        # And the EndHandler got the extra environment variable it was given
+        assert local.function_environment["CRM_READ_TIMEOUT_SECONDS"] == "2"

@@ -918,8 +918,10 @@ class LocalStack:
 
     Use as a context manager (or ``start()``/``stop()``). ``env`` is what a client process needs
     to talk to it, ``outputs`` are the stack outputs as ``describe_stacks`` returns them.
-    ``workers``, ``function_timeout`` and ``end_function`` apply to the EndHandler; every other
-    function of the template can be invoked synchronously through the Invoke endpoint.
+    ``workers``, ``function_timeout``, ``end_function`` and ``end_handler_environment`` (extra
+    variables, e.g. ``CRM_READ_TIMEOUT_SECONDS`` for runs that need short CRM timeouts) apply to the
+    EndHandler; every other function of the template can be invoked synchronously through the
+    Invoke endpoint. ``crm_seed`` seeds the fake CRM's probabilistic faults.
     """
 
     def __init__(
@@ -934,6 +936,8 @@ class LocalStack:
         state_dir: Path | None = None,
         moto_port: int = 0,
         max_event_age: float | None = None,
+        end_handler_environment: Mapping[str, str] | None = None,
+        crm_seed: int = 0,
     ) -> None:
         self.stack_name = stack_name
         self.parameters = {**DEFAULT_PARAMETERS, **(parameters or {})}
@@ -978,7 +982,8 @@ class LocalStack:
         self.log_path = Path()
         self.env: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
-        self.crm = FakeCrm()
+        self.end_handler_environment = dict(end_handler_environment or {})
+        self.crm = FakeCrm(seed=crm_seed)
         self.moto_url = ""
         self.invoke_url = ""
         self.delivery_queue_url = ""
@@ -1000,6 +1005,10 @@ class LocalStack:
         #: Function URLs, by function name (the IngestFunction's, for vendor webhooks).
         self.function_urls: dict[str, str] = {}
         self._held_lock = threading.Lock()
+        #: Held by the poller from a receive until its messages are held, so :meth:`in_flight` sees
+        #: every message either in the delivery queue or held, never between the two.
+        self._intake_lock = threading.Lock()
+        self._returning: dict[str, tuple[Any, float]] = {}  # message id -> (payload, visible again at)
         self._held: dict[str, _AsyncEvent] = {}  # message id -> event being worked on
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -1063,6 +1072,7 @@ class LocalStack:
         self._pools.clear()
         with self._held_lock:
             self._held.clear()
+            self._returning.clear()
         self._delete_resources()
         self.crm.stop()
         if self._moto is not None:
@@ -1397,6 +1407,7 @@ class LocalStack:
         }
         if is_end_handler:
             environment["CRM_BASE_URL"] = self.crm.url
+            environment.update(self.end_handler_environment)
         reserved = properties.get("ReservedConcurrentExecutions")
         logging_config = properties.get("LoggingConfig", {})
         log_group = resolver.value(logging_config.get("LogGroup", f"/aws/lambda/{name}"))
@@ -1524,21 +1535,24 @@ class LocalStack:
             if pool.due_backlog() >= self.workers:  # every environment has work waiting: let them catch up
                 self._stopping.wait(0.05)
                 continue
-            try:
-                answer = sqs.receive_message(
-                    QueueUrl=self.delivery_queue_url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
-                    VisibilityTimeout=DELIVERY_VISIBILITY_SECONDS,
-                    AttributeNames=["SentTimestamp"],
-                )
-            except (ClientError, BotoCoreError) as exc:
-                if not self._stopping.is_set():
-                    log.warning("could not read the delivery queue (%s); trying again", exc)
-                    self._stopping.wait(0.5)
-                continue
-            for message in answer.get("Messages", []):
-                self._accept(message)
+            failed = False
+            with self._intake_lock:  # see in_flight(): a received message is held before the lock is let go
+                try:
+                    answer = sqs.receive_message(
+                        QueueUrl=self.delivery_queue_url,
+                        MaxNumberOfMessages=10,
+                        WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
+                        VisibilityTimeout=DELIVERY_VISIBILITY_SECONDS,
+                        AttributeNames=["SentTimestamp"],
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    answer, failed = {}, True
+                    if not self._stopping.is_set():
+                        log.warning("could not read the delivery queue (%s); trying again", exc)
+                for message in answer.get("Messages", []):
+                    self._accept(message)
+            if failed:
+                self._stopping.wait(0.5)
 
     def _accept(self, message: Mapping[str, Any]) -> None:
         message_id = str(message["MessageId"])
@@ -1682,11 +1696,15 @@ class LocalStack:
     def _release(self, event: _AsyncEvent, delay: int) -> None:
         with self._held_lock:
             self._held.pop(event.message_id, None)
+            # Invisible in the queue and held by nobody until it reappears: in_flight() still counts it.
+            self._returning[event.message_id] = (event.payload, time.monotonic() + delay)
         try:
             self._clients["sqs"].change_message_visibility(
                 QueueUrl=self.delivery_queue_url, ReceiptHandle=event.receipt_handle, VisibilityTimeout=delay
             )
         except (ClientError, BotoCoreError) as exc:
+            with self._held_lock:
+                self._returning[event.message_id] = (event.payload, event.invisible_until)
             log.warning(
                 "%s: could not release the delivery message (%s); it reappears after its timeout", event.label, exc
             )
@@ -1774,6 +1792,56 @@ class LocalStack:
         if invisible and not pending:
             pending.append(f"{invisible} delivery message(s) not yet deleted")
         return pending
+
+    def in_flight(self) -> list[Any]:
+        """Every event handed to the EndHandler and not finished yet, as a snapshot.
+
+        That is: waiting in the delivery queue (peeked: received, then made visible again at once),
+        or held by the dispatcher (waiting for an environment or a retry, or running). Taken while
+        the poller is not between a receive and holding what it received, so an event moving on
+        is seen at least once; read the outcomes (processed, failed-events queue) after this to
+        account for every event.
+        """
+        if not self._started or self._stopping.is_set():
+            raise RuntimeError("the local stack is not running")
+        sqs = self._clients["sqs"]
+        with self._intake_lock:
+            peeked: dict[str, Mapping[str, Any]] = {}
+            for _ in range(10_000):  # bounded: each receive brings new messages or ends the loop
+                batch = sqs.receive_message(
+                    QueueUrl=self.delivery_queue_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=0,
+                    VisibilityTimeout=DELIVERY_VISIBILITY_SECONDS,
+                ).get("Messages", [])
+                fresh = [message for message in batch if message["MessageId"] not in peeked]
+                peeked.update((message["MessageId"], message) for message in batch)
+                if not fresh:
+                    break
+            handles = [str(message["ReceiptHandle"]) for message in peeked.values()]
+            for start in range(0, len(handles), 10):
+                sqs.change_message_visibility_batch(
+                    QueueUrl=self.delivery_queue_url,
+                    Entries=[
+                        {"Id": str(index), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                        for index, handle in enumerate(handles[start : start + 10])
+                    ],
+                )
+            with self._held_lock:
+                held = [event.payload for event in self._held.values()]
+                now = time.monotonic()
+                for message_id, (payload, visible_at) in list(self._returning.items()):
+                    if visible_at + 1 < now:  # visible again for a while: the peek or the poller has it
+                        del self._returning[message_id]
+                    else:
+                        held.append(payload)
+        waiting = []
+        for message in peeked.values():
+            try:
+                waiting.append(json.loads(message["Body"]))
+            except ValueError:
+                waiting.append(message["Body"])
+        return waiting + held
 
     def counts(self, function: str | None = None) -> dict[str, int]:
         """The EndHandler's (or ``function``'s) counters: invocations, succeeded, failed_attempts,
