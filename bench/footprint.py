@@ -61,6 +61,7 @@ def build_layer(artifacts: Path) -> Path:
         capture_output=True,
         text=True,
         check=False,
+        timeout=1800,  # pip downloads included; a stuck build must not hang the benchmark
     )
     if completed.returncode != 0:
         raise SystemExit(f"the layer build failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}")
