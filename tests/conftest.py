@@ -80,6 +80,7 @@ def stack(moto_endpoint: str, fake_crm: FakeCrm) -> Iterator[LocalStack]:
         secret_id=create_secret(unique("aftercall/crm"), {"access_token": fake_crm.token}),
         crm=fake_crm,
         contact_id=fake_crm.contacts[0]["id"],
+        notifications_topic_arn=aws.client("sns").create_topic(Name=unique("aftercall-notifications"))["TopicArn"],
     )
     yield local
     local.delete()

@@ -368,6 +368,7 @@ def app_env(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
         "CRM_BASE_URL": stack.crm.url,
         "FAILED_EVENTS_QUEUE_URL": stack.queue_url,
         "AFTERCALL_LOCAL": "true",
+        "NOTIFICATIONS_TOPIC_ARN": stack.notifications_topic_arn or "",
     }.items():
         monkeypatch.setenv(name, value)
     entry_point._runtime = None  # a cold start: the runtime is built from this test's environment

@@ -199,7 +199,7 @@ def test_notifications_not_configured_fail_that_action_while_the_others_complete
     conversation_id = event["detail"]["conversation_id"]
     # When the handler processes the call
     with pytest.raises(ActionsFailedError) as raised:
-        stack.runtime().handle(event, lambda_context(), end_function)
+        stack.runtime(notifications_topic_arn=None).handle(event, lambda_context(), end_function)
     # Then only the notification failed, with a configuration error naming the setting ...
     assert set(raised.value.failures) == {"notification:team"}
     error = raised.value.failures["notification:team"]

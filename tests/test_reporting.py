@@ -212,7 +212,7 @@ def test_keyed_actions_are_reported_by_kind_not_by_key(stack: LocalStack, capsys
     # When the handler processes a call
     capsys.readouterr()
     with pytest.raises(ActionsFailedError):
-        stack.runtime().handle(outbound_call_ended(), lambda_context(), two_notifications)
+        stack.runtime(notifications_topic_arn=None).handle(outbound_call_ended(), lambda_context(), two_notifications)
     points = emitted(capsys.readouterr().out)
     # Then both failures are filed under one Action value (keys would multiply the metric count)
     assert _by(points, "ActionFailed", "Action") == {"notification": 2}

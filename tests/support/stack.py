@@ -86,6 +86,8 @@ class LocalStack:
     crm: FakeCrm
     contact_id: str
     stage: str = "sandbox"
+    #: The notifications topic the template always creates (the default End function notifies on hot leads).
+    notifications_topic_arn: str | None = None
     _cleanup: list[Any] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
@@ -97,6 +99,7 @@ class LocalStack:
             crm_base_url=self.crm.url,
             failed_events_queue_url=self.queue_url,
             local_mode=True,
+            notifications_topic_arn=self.notifications_topic_arn,
         )
         return replace(base, **overrides)
 
@@ -143,3 +146,6 @@ class LocalStack:
             aws.client("sqs").delete_queue(QueueUrl=self.queue_url)
         with contextlib.suppress(Exception):
             aws.client("secretsmanager").delete_secret(SecretId=self.secret_id, ForceDeleteWithoutRecovery=True)
+        if self.notifications_topic_arn:
+            with contextlib.suppress(Exception):
+                aws.client("sns").delete_topic(TopicArn=self.notifications_topic_arn)
