@@ -268,6 +268,29 @@ def test_a_hang_fault_outlasts_the_client_timeout(fake_crm: FakeCrm, http: reque
     assert response.status_code == 200
 
 
+def test_a_trickle_fault_applies_the_write_then_drips_the_body(fake_crm: FakeCrm, http: requests.Session) -> None:
+    # Given a trickle fault on note creation, a byte every 50 ms
+    fake_crm.add_fault("trickle", method="POST", path="/crm/v3/objects/notes", interval=0.05, times=1)
+    contact_id = fake_crm.contacts[0]["id"]
+    # When a note is created by a client that waits at most 0.5 s for each read
+    response = http.post(
+        f"{fake_crm.url}/crm/v3/objects/notes",
+        json=_note_for(contact_id),
+        headers=_auth(fake_crm),
+        timeout=(1, 0.5),
+        stream=True,
+    )
+    # Then the note is stored and the status arrives at once, while the body comes a byte at a time:
+    # every read gets its byte within the timeout, so the client never times out
+    assert response.status_code == 201
+    assert len(fake_crm.notes_for("aftercall-conv-1")) == 1
+    first = b"".join(response.raw.read(1) for _ in range(6))
+    assert first == b'{"id":'
+    response.close()
+    (record,) = fake_crm.requests_to("POST", "/crm/v3/objects/notes")
+    assert record.fault == "trickle"
+
+
 def test_a_latency_fault_delays_a_normal_answer(fake_crm: FakeCrm, http: requests.Session) -> None:
     # Given 50 ms of added latency
     fake_crm.add_fault("latency", ms=50)

@@ -7,7 +7,8 @@ its API (``_route``), its credentials (``_authorized``/``_unauthorized``) and it
 
 Faults (:class:`Fault`): 5xx, rate limits with ``Retry-After`` (429, or a service's own status
 such as Salesforce's 403), hanging past a client's timeout, resetting the connection, applying a
-write and then answering 500 (the ambiguous case), and added latency; plus a global rate limit.
+write and then answering 500 (the ambiguous case), added latency, and an answer whose body
+trickles in a byte at a time; plus a global rate limit.
 
 Admin endpoints every fake serves (no auth): ``GET /__admin/state``, ``GET /__admin/requests``,
 ``GET|POST|DELETE /__admin/faults``, ``POST /__admin/config`` (``{"rate_limit_per_second": 5,
@@ -37,7 +38,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, cast, get_args
 from urllib.parse import parse_qs, urlsplit
 
-FaultKind = Literal["status", "rate_limit", "hang", "reset", "after_commit_status", "latency"]
+FaultKind = Literal["status", "rate_limit", "hang", "reset", "after_commit_status", "latency", "trickle"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 #: Request headers never written to the request log (credentials).
 UNLOGGED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -73,6 +74,10 @@ class Fault:
       ``status`` (default 500): the client cannot tell whether it happened.
     * ``latency``: answer normally after ``ms`` milliseconds. Latency rules stack with the one
       other rule that may apply to the same request.
+    * ``trickle``: perform the request, send the status line and headers at once, then the body
+      one byte every ``interval`` seconds. A client whose read timeout applies to each read
+      (``requests``, urllib3) never times out while bytes keep coming: the call lasts as long as
+      the body takes, past any deadline of the caller's own.
     """
 
     kind: FaultKind
@@ -86,6 +91,7 @@ class Fault:
     seconds: float = 30.0
     then: Literal["answer", "never"] = "answer"
     ms: float = 0.0
+    interval: float = 0.5
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     applied: int = 0
 
@@ -104,6 +110,8 @@ class Fault:
             self.retry_after = f"{self.retry_after:g}" if isinstance(self.retry_after, float) else str(self.retry_after)
         if self.status is not None and not 100 <= int(self.status) <= 599:
             raise ValueError(f"status {self.status} is not an HTTP status")
+        if not self.interval > 0:
+            raise ValueError("interval must be positive")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Fault:
@@ -190,6 +198,8 @@ class Answer:
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
     text: str | None = None
+    #: Send the body one byte every this many seconds (the ``trickle`` fault).
+    trickle: float | None = None
 
 
 class Drop(Exception):
@@ -304,7 +314,16 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in answer.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if data:
+        if data and answer.trickle is not None:
+            self.wfile.flush()
+            service = self.server.service
+            for index in range(len(data)):
+                service._wait(answer.trickle)
+                if service._stopping.is_set():
+                    raise OSError("the server is stopping")  # ends the exchange; handle_error ignores it
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+        elif data:
             self.wfile.write(data)
 
     def _drop(self, how: Literal["reset", "close"]) -> None:
@@ -429,6 +448,7 @@ class FakeHttpService:
         seconds: float = 30.0,
         then: Literal["answer", "never"] = "answer",
         ms: float = 0.0,
+        interval: float = 0.5,
     ) -> Fault:
         """Add a fault rule (see :class:`Fault`); rules are tried in the order they were added."""
         fault = Fault(
@@ -443,6 +463,7 @@ class FakeHttpService:
             seconds=seconds,
             then=then,
             ms=ms,
+            interval=interval,
         )
         return self.add_faults([fault])[0]
 
@@ -670,6 +691,8 @@ class FakeHttpService:
         answer = self._route(request)
         if fault is not None and fault.kind == "after_commit_status" and 200 <= answer.status < 300:
             return Answer(fault.status or 500, fault.body if fault.body is not None else self._fault_body(fault))
+        if fault is not None and fault.kind == "trickle":
+            answer.trickle = fault.interval
         return answer
 
     def _admin(self, request: Request) -> Answer:
