@@ -66,6 +66,8 @@ class FailedEvent:
     receive_count: int | None
     problem: str | None = None
     preview: str | None = None
+    #: What ``event`` is: a Conversation Ended ``event``, or a ``follow-up`` payload (invoke mode only).
+    payload_kind: Literal["event", "follow-up"] = "event"
 
     @property
     def recognised(self) -> bool:
@@ -85,6 +87,7 @@ class FailedEvent:
             "age_seconds": round(self.age_seconds, 1) if self.age_seconds is not None else None,
             "receive_count": self.receive_count,
             "problem": self.problem,
+            "payload_kind": self.payload_kind,
         }
 
 
@@ -170,6 +173,21 @@ def _with_event(
     condition: str | None,
     attempts: int | None,
 ) -> FailedEvent:
+    if shape == "lambda-on-failure" and _looks_like_follow_up(event):
+        # The FollowUp function's failures (FailedFollowUpsQueue): replayed with --mode invoke
+        # --function <FollowUpFunctionName>, which hands the payload back to that function.
+        conversation_id = event.get("conversation_id")
+        return FailedEvent(
+            shape=shape,
+            event=event,
+            conversation_id=conversation_id if isinstance(conversation_id, str) else None,
+            error=_error_line(error_type, error_message, condition),
+            error_type=error_type,
+            condition=condition,
+            attempts=attempts,
+            payload_kind="follow-up",
+            **common,
+        )
     if not _looks_like_event(event):
         what = "requestPayload" if shape == "lambda-on-failure" else "body"
         return _unrecognised(
@@ -203,6 +221,11 @@ def _unrecognised(common: dict[str, Any], problem: str, body_text: str) -> Faile
         preview=preview,
         **common,
     )
+
+
+def _looks_like_follow_up(value: Any) -> bool:
+    """A payload EventBridge Scheduler carried to the FollowUp function (aftercall.follow_ups)."""
+    return isinstance(value, dict) and value.get("aftercall") == "follow-up" and "conversation_id" in value
 
 
 def _looks_like_event(value: Any) -> bool:

@@ -331,6 +331,8 @@ class _Pass:
                 reason = "filtered out by --conversation-id"
             elif options.error_contains and options.error_contains.lower() not in message.error.lower():
                 reason = "filtered out by --error-contains"
+            elif message.payload_kind == "follow-up" and options.mode != "invoke":
+                reason = "a follow-up payload: replay it with --mode invoke --function <FollowUpFunctionName>"
             elif self._handed_back_earlier(message):
                 reason = "its event was handed back earlier in this pass (this is that hand-back failing again)"
             if reason is None:
