@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -259,6 +260,38 @@ def test_a_slow_invoke_is_not_sent_twice(ops_target: OpsTarget) -> None:
     assert outcome.detail is not None
     assert "not retried" in outcome.detail
     assert ops_target.depth() == (1, 0)
+
+
+def test_two_records_of_one_conversation_are_never_handed_back_at_the_same_time(ops_target: OpsTarget) -> None:
+    # Given both copies of a duplicate emission in the queue among others, and a function that, like
+    # the End function with too little time left to wait, fails a copy that finds its twin running
+    (twice,) = ops_target.seed_on_failure(1)
+    ops_target.send(json.dumps(on_failure_record(twice)))
+    ops_target.seed_on_failure(4)
+    running: set[str] = set()
+    overlaps: list[str] = []
+    lock = threading.Lock()
+
+    def end_handler(event: dict[str, Any]) -> tuple[Any, str | None]:
+        conversation_id = event["detail"]["conversation_id"]
+        with lock:
+            if conversation_id in running:
+                overlaps.append(conversation_id)
+                return {"errorType": "IdempotencyAlreadyInProgressError", "errorMessage": "in progress"}, "Unhandled"
+            running.add(conversation_id)
+        time.sleep(0.3)
+        with lock:
+            running.discard(conversation_id)
+        return {"status": "processed"}, None
+
+    with LambdaEndpoint(end_handler) as endpoint:
+        # When one invoke pass runs with room for all of them at once
+        report = _invoke(ops_target, endpoint, concurrency=8)
+    # Then the two copies ran one after the other: both replayed, nothing failed again, the queue is empty
+    assert overlaps == []
+    assert report.summary() == {"replayed": 6, "failed_again": 0, "skipped": 0, "unrecognised": 0}
+    assert [call["detail"]["conversation_id"] for call in endpoint.calls].count(twice["detail"]["conversation_id"]) == 2
+    assert ops_target.depth() == (0, 0)
 
 
 def test_a_rejected_event_is_re_parked_by_the_function_and_not_replayed_again(ops_target: OpsTarget) -> None:

@@ -761,11 +761,18 @@ def _run_batches(
 
 
 def _run_invoke(state: _Pass, lam: Client, function: str, tick: Callable[[int], None]) -> None:
-    """One receiver keeps ``concurrency`` synchronous invokes busy; successes are deleted in tens."""
+    """One receiver keeps ``concurrency`` synchronous invokes busy; successes are deleted in tens.
+
+    Two messages of one conversation (both copies of a duplicate emission failed) are never handed
+    back at the same time: the second waits for the first, then finds the conversation done. Run
+    together, the second would find the first in progress and, when the function has too little
+    time left to wait for it, fail again.
+    """
     slots = threading.Semaphore(state.options.concurrency)
     done: list[tuple[FailedEvent, _HandBack]] = []
     done_lock = threading.Lock()
     last_flush = time.monotonic()
+    conversations: dict[str, threading.Lock] = {}
 
     def flush(force: bool) -> None:
         nonlocal last_flush
@@ -778,9 +785,16 @@ def _run_invoke(state: _Pass, lam: Client, function: str, tick: Callable[[int], 
         state.finish(batch)
         tick(len(batch))
 
+    def one_at_a_time(conversation_id: str | None) -> contextlib.AbstractContextManager[Any]:
+        if conversation_id is None:
+            return contextlib.nullcontext()
+        with done_lock:
+            return conversations.setdefault(conversation_id, threading.Lock())
+
     def invoke_one(message: FailedEvent) -> None:
         try:
-            result = _invoke(state, lam, function, message)
+            with one_at_a_time(message.conversation_id):
+                result = _invoke(state, lam, function, message)
             with done_lock:
                 done.append((message, result))
         finally:
