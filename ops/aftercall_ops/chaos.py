@@ -565,7 +565,17 @@ def replay_once(stack: LocalStack) -> dict[str, Any]:
         answer: dict[str, Any] = json.loads(result.stdout)
     except ValueError:
         return {"exit_code": result.returncode, "error": (result.stderr or result.stdout)[-2000:]}
-    return {"exit_code": result.returncode, "summary": answer.get("summary"), "seconds": answer.get("seconds")}
+    failed = [
+        {"conversation_id": m.get("conversation_id"), "action": m.get("action"), "detail": m.get("detail")}
+        for m in answer.get("messages") or []
+        if m.get("action") not in ("replayed", "skipped")
+    ]
+    return {
+        "exit_code": result.returncode,
+        "summary": answer.get("summary"),
+        "seconds": answer.get("seconds"),
+        "not_replayed": failed,
+    }
 
 
 # --- the run -------------------------------------------------------------------------------------
