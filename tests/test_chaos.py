@@ -19,11 +19,16 @@ CONVERSATIONS = 200
 def test_under_chaos_every_conversation_is_done_exactly_once_and_nothing_is_lost() -> None:
     # Given 200 conversations, 20% of them emitted twice (half of those at the same moment), a CRM
     # failing about 30% of requests, a token rotation midway, and a 4 s function timeout
-    logging.getLogger("aftercall_ops.local").setLevel(logging.CRITICAL)
     config = ChaosConfig(conversations=CONVERSATIONS, seed=2026)
+    dispatcher_log = logging.getLogger("aftercall_ops.local")  # narrates every failed attempt: hundreds
+    level = dispatcher_log.level
+    dispatcher_log.setLevel(logging.CRITICAL)
 
     # When they all go through the local stack, the CRM recovers, and one `aftercall replay` runs
-    report = run(config)
+    try:
+        report = run(config)
+    finally:
+        dispatcher_log.setLevel(level)
 
     # Then the chaos happened: every kind of CRM failure, 401s after the rotation, invocations
     # stopped at their deadline, failed attempts retried
