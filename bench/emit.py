@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from typing import Any
 
 from _moto import MotoProcess
-from replay import Counter, add_rule
+from replay import Counter, add_rule, side_by_side
 
 from aftercall_ops import emit
 
@@ -74,32 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     if report.accepted != args.n or naive_accepted != args.n:
         print(f"incomplete run: ours {report.accepted}, naive {naive_accepted} of {args.n}", file=sys.stderr)
         return 1
-    ours_rate, naive_rate = args.n / ours_seconds, args.n / naive_seconds
-    result = {
-        "benchmark": "emit",
-        "messages": args.n,
-        "concurrency": args.concurrency,
-        "ours_seconds": round(ours_seconds, 3),
-        "naive_seconds": round(naive_seconds, 3),
-        "ours_per_s": round(ours_rate, 1),
-        "naive_per_s": round(naive_rate, 1),
-        "ratio": round(ours_rate / naive_rate, 2),
-        "api_calls": ours_counter.calls,
-        "api_calls_per_message": round(ours_counter.calls / args.n, 3),
-        "naive_api_calls_per_message": round(naive_counter.calls / args.n, 3),
-        "moto_sped_up": not args.moto_as_is,
-        "rule_on_bus": args.with_rule,
-        "nproc": os.cpu_count(),
-        "python": platform.python_version(),
-    }
+    result = side_by_side("emit", args, ours_seconds, naive_seconds, ours_counter, naive_counter)
     if args.json:
         print(json.dumps(result))
     else:
         wiring = "a rule delivering to SQS" if args.with_rule else "no rule"
         print(f"emit of {args.n} events, moto server on loopback, bus with {wiring}")
         ours = f"ours  (batches of 10, concurrency {args.concurrency}):"
-        print(f"  {ours} {ours_rate:8.1f} events/s  ({ours_seconds:.2f} s)")
-        print(f"  naive (one PutEvents per event):        {naive_rate:8.1f} events/s  ({naive_seconds:.2f} s)")
+        print(f"  {ours} {result['ours_per_s']:8.1f} events/s  ({ours_seconds:.2f} s)")
+        print(
+            f"  naive (one PutEvents per event):        {result['naive_per_s']:8.1f} events/s  ({naive_seconds:.2f} s)"
+        )
         print(f"  ratio: {result['ratio']}x")
         print(
             f"  API calls per event: ours {result['api_calls_per_message']}, "

@@ -135,6 +135,35 @@ def naive(sqs: Any, events: Any, queue_url: str, bus: str, limit: int) -> int:
     return done
 
 
+def side_by_side(
+    benchmark: str,
+    args: argparse.Namespace,
+    ours_seconds: float,
+    naive_seconds: float,
+    ours_counter: Counter,
+    naive_counter: Counter,
+) -> dict[str, Any]:
+    """The one JSON result shape of bench/emit.py and bench/replay.py: ours vs naive, same run."""
+    ours_rate, naive_rate = args.n / ours_seconds, args.n / naive_seconds
+    return {
+        "benchmark": benchmark,
+        "messages": args.n,
+        "concurrency": args.concurrency,
+        "ours_seconds": round(ours_seconds, 3),
+        "naive_seconds": round(naive_seconds, 3),
+        "ours_per_s": round(ours_rate, 1),
+        "naive_per_s": round(naive_rate, 1),
+        "ratio": round(ours_rate / naive_rate, 2),
+        "api_calls": ours_counter.calls,
+        "api_calls_per_message": round(ours_counter.calls / args.n, 3),
+        "naive_api_calls_per_message": round(naive_counter.calls / args.n, 3),
+        "moto_sped_up": not args.moto_as_is,
+        "rule_on_bus": args.with_rule,
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--n", type=int, default=2000, help="failed events in each queue (default 2000)")
@@ -190,31 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     if ours_done != args.n or naive_done != args.n or left != (0, 0):
         print(f"incomplete run: ours {ours_done}, naive {naive_done}, left in queues {left}", file=sys.stderr)
         return 1
-    ours_rate, naive_rate = args.n / ours_seconds, args.n / naive_seconds
-    result = {
-        "benchmark": "replay (put-events mode)",
-        "messages": args.n,
-        "concurrency": args.concurrency,
-        "ours_seconds": round(ours_seconds, 3),
-        "naive_seconds": round(naive_seconds, 3),
-        "ours_per_s": round(ours_rate, 1),
-        "naive_per_s": round(naive_rate, 1),
-        "ratio": round(ours_rate / naive_rate, 2),
-        "api_calls": ours_counter.calls,
-        "api_calls_per_message": round(ours_counter.calls / args.n, 3),
-        "naive_api_calls_per_message": round(naive_counter.calls / args.n, 3),
-        "moto_sped_up": not args.moto_as_is,
-        "rule_on_bus": args.with_rule,
-        "nproc": os.cpu_count(),
-        "python": platform.python_version(),
-    }
+    result = side_by_side("replay (put-events mode)", args, ours_seconds, naive_seconds, ours_counter, naive_counter)
     if args.json:
         print(json.dumps(result))
     else:
         wiring = "a rule delivering to SQS" if args.with_rule else "no rule"
         print(f"replay of {args.n} DLQ messages (put-events mode), moto server on loopback, bus with {wiring}")
-        print(f"  ours  (batched, concurrency {args.concurrency}): {ours_rate:8.1f} msg/s  ({ours_seconds:.2f} s)")
-        print(f"  naive (receive 1, put 1, delete 1):   {naive_rate:8.1f} msg/s  ({naive_seconds:.2f} s)")
+        ours = f"ours  (batched, concurrency {args.concurrency}):"
+        print(f"  {ours} {result['ours_per_s']:8.1f} msg/s  ({ours_seconds:.2f} s)")
+        print(f"  naive (receive 1, put 1, delete 1):   {result['naive_per_s']:8.1f} msg/s  ({naive_seconds:.2f} s)")
         print(f"  ratio: {result['ratio']}x")
         print(
             f"  API calls per message: ours {result['api_calls_per_message']}, "
