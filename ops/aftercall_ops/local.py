@@ -1117,9 +1117,9 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from aftercall_ops.moto_fixes import serialise_sqs_deletes
+        from aftercall_ops import moto_fixes
 
-        serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
+        moto_fixes.apply()  # SQS deletes that lose messages, aws.* sources PutEvents must refuse; see moto_fixes.py
         # werkzeug logs every request moto serves to stderr; only its errors are worth seeing.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
