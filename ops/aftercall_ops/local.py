@@ -1455,6 +1455,13 @@ class LocalStack:
                     FunctionArn=_function_arn(planned.name),
                 )
 
+    def environment_of(self, function: str) -> dict[str, str]:
+        """The environment ``function``'s processes run with: the template's variables and Lambda's own."""
+        pool = self._pools.get(function)
+        if pool is None:
+            raise ValueError(f"no function {function!r} in this stack; it has {', '.join(self._pools)}")
+        return self._worker_env(pool.config)
+
     @property
     def _end_handler(self) -> _FunctionPool:
         return self._pools[self.function_name]
