@@ -54,8 +54,7 @@ def _status(answer: bytes) -> int:
 
 def _post(path: str, length: str, body: bytes = b"{}") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {length}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
     ).encode() + body
 
 
