@@ -120,3 +120,13 @@ def test_make_iac_check_scans_the_transformed_template() -> None:
     assert "python -m aftercall_ops.template --transformed $(TRANSFORMED)" in recipe
     assert re.search(r"checkov -f \$\(TRANSFORMED\) --framework cloudformation", recipe)
     assert re.search(r"checkov -f template\.yaml --framework cloudformation", recipe)
+
+
+def test_throttled_webhooks_raise_an_alarm(transformed: dict[str, Any]) -> None:
+    # Given the ingest function's reserved concurrency, which a flood can use up
+    alarm = transformed["IngestThrottlesAlarm"]["Properties"]
+    # Then a throttled webhook (429 to the vendor) notifies the alarm topic within five minutes
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Throttles")
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "IngestFunction"}}]
+    assert (alarm["Threshold"], alarm["Period"]) == (1, 300)
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
