@@ -335,7 +335,7 @@ class RecordingAws:
         with self._lock:
             last = self.calls[-1].params if self.calls else {}
         answer = _ANSWERS[model.name](last) if model.name in _ANSWERS else {}
-        headers = HTTPHeaders()  # type: ignore[no-untyped-call]
+        headers = HTTPHeaders()
         return AWSResponse(f"https://recorded/{model.name}", 200, headers, None), answer
 
     def follow_ups(self) -> FollowUpScheduler:
