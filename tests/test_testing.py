@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +129,16 @@ def test_every_crm_adapter_sends_its_real_requests(provider: str, expected: list
     # And the caller was looked up by their number where the CRM searches
     if provider == "zendesk":
         assert crm.requests[0].query == {"query": CUSTOMER_PHONE}
+
+
+def test_the_example_in_docs_actions_md_runs_and_passes() -> None:
+    # Given the copy-paste example of "Test your End function"
+    text = (Path(__file__).resolve().parents[1] / "docs" / "actions.md").read_text(encoding="utf-8")
+    example = text.split("## Test your End function", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "docs/actions.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    tests = [value for name, value in namespace.items() if name.startswith("test_")]
+    # When each of its tests runs, Then it passes
+    assert len(tests) == 2
+    for test in tests:
+        test()
