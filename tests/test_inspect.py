@@ -8,6 +8,7 @@ command's own check that each line belongs to the conversation is exercised too)
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -91,6 +92,10 @@ def test_a_processed_call_shows_its_record_each_action_with_its_crm_object_and_i
     assert any(text.startswith("action done action=support_ticket") for text in texts)
     other_id = other["detail"]["conversation_id"]
     assert all(other_id not in json.dumps(entry) for entry in story["timeline"])
+    # And the lines carry what the template's saved "slowest actions" query reads: action and seconds
+    done = [r for r in local.log_records() if r.get("message") == "action done"]
+    assert done
+    assert all(isinstance(r.get("seconds"), float) and r.get("action") for r in done)
 
 
 def test_a_call_whose_crm_was_down_shows_the_failed_action_and_its_failed_events_message(local: LocalStack) -> None:
@@ -113,6 +118,10 @@ def test_a_call_whose_crm_was_down_shows_the_failed_action_and_its_failed_events
     assert message["shape"] == "lambda-on-failure"
     assert any(entry["source"] == "failed-events" for entry in story["timeline"])
     assert any("crm_summary is FAILED after 3 attempt(s)" in problem for problem in story["problems"])
+    # And its error lines carry what the saved "failures by reason" query parses: "<ErrorClass>: ..."
+    failed = [r for r in local.log_records() if r.get("message") == "action failed"]
+    assert failed
+    assert all(re.match(r"^[A-Za-z]+: ", r["error"]) and r["level"] == "ERROR" for r in failed)
 
 
 def test_an_unknown_conversation_exits_1_saying_nothing_was_found(local: LocalStack) -> None:
