@@ -73,7 +73,7 @@ def _print(out: Console, found: Inspection) -> None:
     if record:
         out.print(f"  record: {record['status']}, kept until {record['expires_at']}")
     else:
-        out.print("  record: none (never processed here, or expired)")
+        out.print("  record: none (not processed: a failed attempt releases it; or it expired)")
     if found.actions:
         table = Table(title="actions (ledger)", title_justify="left")
         for column in ("action", "status", "attempts", "CRM object / result"):

@@ -288,7 +288,7 @@ def _log_line(row: list[dict[str, str]], conversation_id: str) -> dict[str, Any]
         return None
     if not isinstance(record, dict) or record.get("conversation_id") != conversation_id:
         return None
-    at = _log_time(fields.get("@timestamp"), record.get("timestamp"))
+    at = _log_time(record.get("timestamp"), fields.get("@timestamp"))  # the logger's own time is the precise one
     if at is None:
         return None
     text = str(record.get("message", ""))
@@ -297,6 +297,9 @@ def _log_line(row: list[dict[str, str]], conversation_id: str) -> dict[str, Any]
             value = record[key]
             text += f" {key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
     group = fields.get("@log", "").rsplit("/", 1)[-1]
+    request = str(record.get("function_request_id") or "")[:8]
+    if request:  # the invocation (Lambda's async retries of it keep its request id)
+        text = f"[{request}] {text}"
     return {"at": at, "level": record.get("level", ""), "text": text, "log": group}
 
 
@@ -306,8 +309,9 @@ def _log_time(insights: str | None, powertools: Any) -> datetime | None:
             continue
         if isinstance(value, int | float) or str(value).isdigit():
             return _epoch(int(value) / 1000)
+        text = str(value).replace(" ", "T", 1).replace(",", ".").replace("Z", "+00:00")  # Powertools: 12:53:13,150+0000
         try:
-            parsed = datetime.fromisoformat(str(value).replace(" ", "T").replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             continue
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
