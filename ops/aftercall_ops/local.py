@@ -1797,7 +1797,13 @@ class LocalStack:
         """Which of our functions ``name`` (name, ARN or partial ARN, optionally qualified) is, if any."""
         base = name.split("function:", 1)[1] if "function:" in name else name
         base, _, inline_qualifier = base.partition(":")
-        if not {q for q in (inline_qualifier, qualifier) if q} <= {"$LATEST"}:
+        # $LATEST, or the alias AutoPublishAlias gives (locally there is one version: the code as it is).
+        aliases = {"$LATEST"} | {
+            str(r["Properties"]["AutoPublishAlias"])
+            for r in self._template["Resources"].values()
+            if r.get("Type") in FUNCTION_TYPES and "AutoPublishAlias" in r.get("Properties", {})
+        }
+        if not {q for q in (inline_qualifier, qualifier) if q} <= aliases:
             return None
         if name.startswith("arn:") and not name.startswith(_function_arn(base)):
             return None  # another region or account

@@ -52,6 +52,8 @@ class Action:
 
     name: str
     perform: Callable[[CrmCall], dict[str, Any]]
+    #: What the End function asked for (a SummaryNote, FollowUp, ...): for tests and ``aftercall try``.
+    arguments: object = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class ActionPlan:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"log_summary: the summary must be JSON data ({exc})") from None
         note = SummaryNote(self._detail.conversation_id, self.customer, self._detail.ended_at, data)
-        self._add("crm_summary", lambda call: self._crm().log_summary(note, call).to_json())
+        self._add("crm_summary", lambda call: self._crm().log_summary(note, call).to_json(), note)
 
     def open_ticket(self, subject: str, description: str = "", priority: TicketPriority = "MEDIUM") -> None:
         """Open a support ticket for the customer."""
@@ -111,7 +113,7 @@ class ActionPlan:
         ticket = SupportTicket(
             self._detail.conversation_id, self.customer, subject.strip()[:255], description[:10_000], priority
         )
-        self._add("support_ticket", lambda call: self._crm().open_ticket(ticket, call).to_json())
+        self._add("support_ticket", lambda call: self._crm().open_ticket(ticket, call).to_json(), ticket)
 
     def log_disposition(self, disposition: str, note: str | None = None) -> None:
         """Record an outbound call's outcome on the lead (its CRM lead status)."""
@@ -121,7 +123,7 @@ class ActionPlan:
                 f"not quoted, it may be personal data); use one of {', '.join(sorted(DISPOSITIONS))}"
             )
         record = Disposition(self._detail.conversation_id, self.customer, disposition, note)
-        self._add("disposition", lambda call: self._crm().log_disposition(record, call).to_json())
+        self._add("disposition", lambda call: self._crm().log_disposition(record, call).to_json(), record)
 
     def schedule_follow_up(
         self,
@@ -161,7 +163,7 @@ class ActionPlan:
             message.strip()[:1600],
             (subject.strip()[:MAX_FOLLOW_UP_SUBJECT] or None) if subject else None,
         )
-        self._add(f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call))
+        self._add(f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call), follow_up)
 
     def notify(self, subject: str, details: Mapping[str, Any] | None = None, *, key: str = "team") -> None:
         """Publish a readable summary of this conversation to the notifications topic."""
@@ -171,7 +173,9 @@ class ActionPlan:
         lines = tuple((str(label), str(value)) for label, value in data.items())
         notification = Notification(self._detail.conversation_id, subject.strip(), lines)
         self._add(
-            f"notification:{_action_key('notify', key)}", lambda call: self._notifier().publish(notification, call)
+            f"notification:{_action_key('notify', key)}",
+            lambda call: self._notifier().publish(notification, call),
+            notification,
         )
 
     def default_summary(self) -> dict[str, Any]:
@@ -187,10 +191,10 @@ class ActionPlan:
         summary.update({key: detail.state[key] for key in SUMMARY_STATE_KEYS if key in detail.state})
         return summary
 
-    def _add(self, name: str, perform: Callable[[CrmCall], dict[str, Any]]) -> None:
+    def _add(self, name: str, perform: Callable[[CrmCall], dict[str, Any]], arguments: object) -> None:
         if name in self._actions:
             raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
-        self._actions[name] = Action(name, perform)
+        self._actions[name] = Action(name, perform, arguments)
 
 
 def _plain(data: Mapping[str, Any]) -> dict[str, Any]:

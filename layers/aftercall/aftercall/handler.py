@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 EndFunction = Callable[[Conversation], object]
 
+#: Powertools idempotency records are keyed ``<prefix>#<md5 of the conversation id>`` (aftercall inspect reads them).
+IDEMPOTENCY_KEY_PREFIX = "aftercall.conversation"
 #: Stop waiting for a twin invocation when less than this is left of our own time budget.
 TWIN_WAIT_MARGIN_SECONDS = 5.0
 
@@ -119,7 +121,7 @@ class EndHandlerRuntime:
             data_keyword_argument="detail",
             persistence_store=persistence,
             config=self.idempotency_config,
-            key_prefix="aftercall.conversation",
+            key_prefix=IDEMPOTENCY_KEY_PREFIX,
         )(self._process)
 
     def crm(self) -> Crm:
