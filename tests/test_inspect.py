@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from aftercall_ops.cli import app
 from aftercall_ops.local import LocalStack
+from aftercall_ops.stack import Aws, resolve_target
 from tests.support.events import support_call_ended
 
 
@@ -142,3 +143,20 @@ def test_an_id_the_contract_refuses_is_a_usage_error(local: LocalStack) -> None:
     # Then it is refused before any call
     assert result.exit_code == 2
     assert "is not a conversation id" in result.stdout
+
+
+def test_operator_commands_invoke_the_alias_the_rule_uses_not_latest(
+    local: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an operator's shell with the local stack's environment
+    for name, value in local.env.items():
+        monkeypatch.setenv(name, value)
+    aws = Aws()
+    # When a command resolves the stack, Then the function it invokes is qualified with the alias
+    # the rule uses (EndHandlerAliasName), not $LATEST
+    target = resolve_target(aws, stack=local.stack_name)
+    assert target.function_name == f"{local.outputs['EndHandlerFunctionName']}:current"
+    # And the local stack serves that alias like AWS does
+    answer = aws.client("lambda").invoke(FunctionName=target.function_name, Payload=json.dumps(support_call_ended()))
+    assert answer["StatusCode"] == 200
+    assert "FunctionError" not in answer
