@@ -495,6 +495,8 @@ def replay(
             visibility_timeout=visibility_timeout,
             max_seconds=max_seconds,
             function_timeout=timeout,
+            event_source=target.event_source,
+            end_function=function is None,  # --stack names the End function; --function may name another
         )
         options.check()
         kwargs: dict[str, Any] = {}

@@ -1117,9 +1117,9 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from aftercall_ops.moto_fixes import serialise_sqs_deletes
+        from aftercall_ops import moto_fixes
 
-        serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
+        moto_fixes.apply()  # SQS deletes that lose messages, aws.* sources PutEvents must refuse; see moto_fixes.py
         # werkzeug logs every request moto serves to stderr; only its errors are worth seeing.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
@@ -1454,6 +1454,13 @@ class LocalStack:
                     FunctionUrl=url,
                     FunctionArn=_function_arn(planned.name),
                 )
+
+    def environment_of(self, function: str) -> dict[str, str]:
+        """The environment ``function``'s processes run with: the template's variables and Lambda's own."""
+        pool = self._pools.get(function)
+        if pool is None:
+            raise ValueError(f"no function {function!r} in this stack; it has {', '.join(self._pools)}")
+        return self._worker_env(pool.config)
 
     @property
     def _end_handler(self) -> _FunctionPool:

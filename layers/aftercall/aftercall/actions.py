@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
 #: What the FollowUp function accepts (:class:`aftercall.follow_ups.FollowUpPayload`), checked when planned.
 MAX_FOLLOW_UP_KEY = 64
+_ACTION_KEY = re.compile(rf"^[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_FOLLOW_UP_KEY - 1}}}$")
 MAX_FOLLOW_UP_SUBJECT = 200
 
 
@@ -118,7 +119,8 @@ class ActionPlan:
         """Record an outbound call's outcome on the lead (its CRM lead status)."""
         if disposition not in DISPOSITIONS:
             raise ValueError(
-                f"log_disposition: unknown disposition {disposition!r}; use one of {', '.join(sorted(DISPOSITIONS))}"
+                f"log_disposition: unknown disposition (a {type(disposition).__name__} of {_size(disposition)}; "
+                f"not quoted, it may be personal data); use one of {', '.join(sorted(DISPOSITIONS))}"
             )
         record = Disposition(self._detail.conversation_id, self.customer, disposition, note)
         self._add("disposition", lambda call: self._crm().log_disposition(record, call).to_json(), record)
@@ -141,7 +143,7 @@ class ActionPlan:
         from aftercall.follow_ups import FOLLOW_UP_KINDS, FollowUp, parse_follow_up_time
 
         if kind not in FOLLOW_UP_KINDS:
-            raise ValueError(f"schedule_follow_up: kind must be one of {', '.join(FOLLOW_UP_KINDS)}, not {kind!r}")
+            raise ValueError(f"schedule_follow_up: kind must be one of {', '.join(FOLLOW_UP_KINDS)}")
         when = parse_follow_up_time(at)
         recipient = to or (self.customer.email if kind == "email" else self.customer.phone)
         if not recipient:
@@ -150,9 +152,7 @@ class ActionPlan:
         recipient = _follow_up_recipient(kind, recipient)
         if not message or not message.strip():
             raise ValueError("schedule_follow_up: message must not be empty")
-        name = key or kind
-        if len(name) > MAX_FOLLOW_UP_KEY:
-            raise ValueError(f"schedule_follow_up: key must be at most {MAX_FOLLOW_UP_KEY} characters")
+        name = _action_key("schedule_follow_up", key) or kind
         follow_up = FollowUp(
             self._detail.conversation_id,
             self._detail.environment,
@@ -172,7 +172,11 @@ class ActionPlan:
         data = _plain(details) if details is not None else self.default_summary()
         lines = tuple((str(label), str(value)) for label, value in data.items())
         notification = Notification(self._detail.conversation_id, subject.strip(), lines)
-        self._add(f"notification:{key}", lambda call: self._notifier().publish(notification, call), notification)
+        self._add(
+            f"notification:{_action_key('notify', key)}",
+            lambda call: self._notifier().publish(notification, call),
+            notification,
+        )
 
     def default_summary(self) -> dict[str, Any]:
         detail = self._detail
@@ -205,6 +209,27 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     return {key: plain(value) for key, value in data.items()}
+
+
+def _size(value: object) -> str:
+    """How big a value is, for an error that must not quote it."""
+    return f"{len(value)} characters" if isinstance(value, str) else "unknown size"
+
+
+def _action_key(action: str, key: str | None) -> str | None:
+    """A ``key=`` that tells actions apart: a label written in code, never data.
+
+    It names the action in logs, ledger items and schedule names, so it must not be able to carry
+    a phone number or an email address: a letter first, then letters, digits, ``_``, ``-``, ``.``.
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str) or not _ACTION_KEY.match(key):
+        raise ValueError(
+            f"{action}: key must be a label of at most {MAX_FOLLOW_UP_KEY} characters: a letter, then letters, "
+            "digits, '_', '-' or '.' (not quoted: it may be personal data)"
+        )
+    return key
 
 
 def _follow_up_recipient(kind: FollowUpKind, to: str) -> str:
