@@ -55,8 +55,16 @@ def ship_logs(stack: LocalStack) -> None:
     stream = uuid.uuid4().hex
     logs.create_log_stream(logGroupName=group, logStreamName=stream)
     now = int(time.time() * 1000)
-    events = [{"timestamp": now, "message": json.dumps(record)} for record in stack.log_records()]
+    events = [
+        {"timestamp": now, "message": json.dumps({**record, **trace_of(record)})} for record in stack.log_records()
+    ]
     logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
+
+def trace_of(record: dict[str, Any]) -> dict[str, str]:
+    """In Lambda, Powertools adds the invocation's X-Ray trace id to each line; one per invocation here."""
+    request = record.get("function_request_id")
+    return {"xray_trace_id": f"1-67891233-{request.replace('-', '')[:24]}"} if request else {}
 
 
 def inspect(stack: LocalStack, conversation_id: str) -> tuple[int, dict[str, Any]]:
@@ -95,6 +103,9 @@ def test_a_processed_call_shows_its_record_each_action_with_its_crm_object_and_i
     times = [entry["at"] for entry in story["timeline"] if entry["source"].startswith("log")]
     assert times == sorted(times)
     assert len(set(times)) > 1
+    # And the X-Ray trace of its invocation is named, to open the whole path in the console
+    (trace,) = story["xray_traces"]
+    assert trace.startswith("1-67891233-")
     other_id = other["detail"]["conversation_id"]
     assert all(other_id not in json.dumps(entry) for entry in story["timeline"])
     # And the lines carry what the template's saved "slowest actions" query reads: action and seconds
