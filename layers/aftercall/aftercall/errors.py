@@ -58,9 +58,12 @@ class CrmAmbiguousError(CrmUnavailableError):
 class CrmRequestError(AftercallError):
     """The CRM rejected a request in a way retrying will not fix (4xx other than 401/408/429)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, body: object = None) -> None:
         super().__init__(message)
         self.status = status
+        #: The CRM's decoded answer, for adapters that read it (HubSpot's "Existing ID" on a 409).
+        #: Never put in the message: it may quote personal data.
+        self.body = body
 
 
 class UnknownContactError(AftercallError):
