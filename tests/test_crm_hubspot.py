@@ -89,7 +89,7 @@ def test_a_contact_is_found_by_email_when_there_is_no_phone(stack: LocalStack, h
 def test_a_recovering_call_finds_the_note_an_earlier_attempt_made(stack: LocalStack) -> None:
     # Given a note already written for the conversation by an attempt that was then stopped at its
     # deadline (now), and HubSpot's search that shows new notes only ~2 s after they were written
-    hubspot = stack.hubspot(read_timeout=0.5, settle_seconds=2.0)
+    hubspot = stack.hubspot(read_timeout=0.5)
     note = _note()
     first = hubspot.log_summary(note, _call())
     stopped_at = time.time()
@@ -248,17 +248,18 @@ def test_a_500_is_looked_after_only_once_the_search_can_show_it(stack: LocalStac
     # Given the CRM answers the note create with 500 (written or not), and a search that shows a new
     # note only ~2 s after it was written
     stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=500, times=1)
-    hubspot = stack.hubspot(read_timeout=0.5, settle_seconds=2.0)
+    hubspot = stack.hubspot()
     note = _note()
     call = _call()
     # When the summary is logged
     hubspot.log_summary(note, call)
-    # Then the write was noted as in doubt for a later attempt, the search came after the settle
-    # window (read timeout + settle) and one note exists
-    (sent_at,) = call.unanswered_writes
+    # Then the write was noted as in doubt for a later attempt, the search came only once HubSpot's
+    # index lag had passed since the 500, and one note exists
+    assert len(call.unanswered_writes) == 1
     failed, search, created = stack.crm.requests_to("POST", NOTES)
     assert (failed.status, search.path, created.status) == (500, f"{NOTES}/search", 201)
-    assert search.time >= sent_at + 0.5 + 2.0
+    assert failed.answered is not None
+    assert search.received >= failed.answered + hubspot.search_lag_seconds
     assert len(stack.notes_for(note.conversation_id)) == 1
 
 

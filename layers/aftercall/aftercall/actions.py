@@ -29,7 +29,7 @@ from aftercall.crm.base import (
     TicketPriority,
 )
 from aftercall.deadline import Deadline
-from aftercall.errors import AftercallError, ConfigurationError, UnknownContactError
+from aftercall.errors import AftercallError, ConfigurationError, CrmUnavailableError, UnknownContactError
 from aftercall.ledger import ActionLedger
 from aftercall.models.event import E164, EMAIL, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
@@ -46,6 +46,8 @@ SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved",
 FIRST_NAME_KEYS = ("first_name", "firstname", "given_name")
 LAST_NAME_KEYS = ("last_name", "lastname", "family_name")
 FULL_NAME_KEYS = ("customer_name", "caller_name", "name")
+#: A notification is not published with less time than this left (see ``ActionPlan._publish``).
+PUBLISH_MARGIN_SECONDS = 1.0
 #: What the FollowUp function accepts (:class:`aftercall.follow_ups.FollowUpPayload`), checked when planned.
 MAX_FOLLOW_UP_KEY = 64
 MAX_FOLLOW_UP_SUBJECT = 200
@@ -178,9 +180,15 @@ class ActionPlan:
         data = _plain(details) if details is not None else self.default_summary()
         lines = tuple((str(label), str(value)) for label, value in data.items())
         notification = Notification(self._detail.conversation_id, subject.strip(), lines)
-        self._add(
-            f"notification:{key}", lambda call: self._notifier().publish(self._flag_new_lead(notification, call), call)
-        )
+        self._add(f"notification:{key}", lambda call: self._publish(notification, call))
+
+    def _publish(self, notification: Notification, call: CrmCall) -> dict[str, Any]:
+        flagged = self._flag_new_lead(notification, call)
+        if call.deadline.remaining() < PUBLISH_MARGIN_SECONDS:
+            # Published this late, the invocation could stop before the ledger records it, and the
+            # retry would publish again: leave it to the retry instead.
+            raise CrmUnavailableError("too little time left in this invocation to publish the notification once")
+        return self._notifier().publish(flagged, call)
 
     def _flag_new_lead(self, notification: Notification, call: CrmCall) -> Notification:
         """Say in the notification whether this conversation's caller is a new lead (their CRM record

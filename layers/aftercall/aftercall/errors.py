@@ -50,9 +50,11 @@ class CrmAmbiguousError(CrmUnavailableError):
     right away can miss what it applies a moment later.
     """
 
-    def __init__(self, message: str, *, unanswered_at: float | None = None) -> None:
+    def __init__(self, message: str, *, unanswered_at: float | None = None, answered_at: float | None = None) -> None:
         super().__init__(message)
         self.unanswered_at = unanswered_at
+        #: Set when the CRM did answer (a 5xx): whatever it applied, it applied before this time.
+        self.answered_at = answered_at
 
 
 class CrmRequestError(AftercallError):

@@ -31,8 +31,8 @@ from aftercall.conversation import Conversation
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import Crm
 from aftercall.crm.caller_lease import CallerLeases
-from aftercall.crm.callers import NewCallers
-from aftercall.crm.limiter import share
+from aftercall.crm.callers import NewCallers, UnknownCallerPolicy
+from aftercall.crm.limiter import SEARCH_BURST, share
 from aftercall.deadline import Deadline
 from aftercall.errors import (
     ActionsFailedError,
@@ -255,9 +255,8 @@ class EndHandlerRuntime:
 
 def new_callers(settings: Settings) -> NewCallers:
     """``UnknownCallerPolicy`` with the caller lease in the idempotency table."""
-    if settings.unknown_caller_policy == "park":
-        return NewCallers("park")
-    return NewCallers("create", CallerLeases(settings.idempotency_table))
+    policy: UnknownCallerPolicy = "park" if settings.unknown_caller_policy == "park" else "create"
+    return NewCallers(policy, CallerLeases(settings.idempotency_table))
 
 
 def build_crm(settings: Settings) -> Crm:
@@ -271,7 +270,7 @@ def build_crm(settings: Settings) -> Crm:
     if settings.crm_provider == "hubspot":
         from aftercall.crm.hubspot import DEFAULT_BASE_URL, HubSpotCrm
 
-        search_limiter = share(settings.crm_search_rate_limit, settings.reserved_concurrency)
+        search_limiter = share(settings.crm_search_rate_limit, settings.reserved_concurrency, SEARCH_BURST)
         if search_limiter is not None:  # HubSpot's separate search budget (4/s per token)
             http["search_limiter"] = search_limiter
         credentials = SecretCredentials(settings.crm_secret_id, ("access_token",), settings.secret_max_age)

@@ -10,7 +10,9 @@ mid-create does not block the caller for longer than that; the next holder then 
 create may have been sent (``Lease.unsettled_at``) and looks for it before creating again.
 
 Kept apart from the action ledger (``aftercall.ledger``) on purpose: it is keyed by caller, not by
-conversation, and outlives no conversation by much (``remember_seconds``).
+conversation, and outlives no conversation by much (``remember_seconds``). The same items share
+callers found by search between execution environments for a few minutes (``FOUND``), so a burst
+of one caller's conversations searches once.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ from aftercall.errors import CrmUnavailableError
 
 LEASED = "LEASED"
 CREATED = "CREATED"
+FOUND = "FOUND"
 #: How long a created caller's contact id is remembered: far beyond any CRM's search lag, and
 #: the per-caller create decision is made again (by searching) after it.
 DEFAULT_REMEMBER_SECONDS = 24 * 3600
+#: How long a caller's record id found by search is shared with other execution environments
+#: (saves searches, the most rate-limited requests; short, as the record may be merged or deleted).
+FOUND_SECONDS = 15 * 60
 #: Stop waiting for another conversation's create when less than this is left of our own time.
 WAIT_MARGIN_SECONDS = 2.0
 
@@ -125,10 +131,40 @@ class CallerLeases:
             item = self.client.get_item(TableName=self.table_name, Key={"id": {"S": key}}, ConsistentRead=True).get(
                 "Item", {}
             )
-            if item.get("status", {}).get("S") == CREATED and "contact_id" in item:
-                return Lease(contact_id=item["contact_id"]["S"], created_by=item.get("created_by", {}).get("S"))
+            known = _known(item, now)
+            if known is not None:
+                return known
             return None  # held by another live conversation: wait and try again
         return Lease(unsettled_at=_unsettled_at(response.get("Attributes") or {}))
+
+    def known(self, crm: str, caller_key: str) -> Lease | None:
+        """The caller's record id when one was created or found recently (one consistent read)."""
+        item = self.client.get_item(
+            TableName=self.table_name, Key={"id": {"S": lease_key(crm, caller_key)}}, ConsistentRead=True
+        ).get("Item", {})
+        return _known(item, time.time())
+
+    def remember(self, crm: str, caller_key: str, contact_id: str) -> None:
+        """Share a record id found by search with the other environments, unless a create holds the lease."""
+        now = time.time()
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"id": {"S": lease_key(crm, caller_key)}},
+                UpdateExpression="SET #status = :found, contact_id = :contact, expiration = :exp REMOVE created_by",
+                ConditionExpression="attribute_not_exists(id) OR #status = :found OR expiration < :now_s",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":found": {"S": FOUND},
+                    ":contact": {"S": contact_id},
+                    ":exp": {"N": str(int(now) + FOUND_SECONDS)},
+                    ":now_s": {"N": str(int(now))},
+                },
+            )
+        except ClientError as exc:
+            # A failed condition: a create holds or recorded this caller; that record wins.
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def record(self, crm: str, caller_key: str, contact_id: str, conversation_id: str) -> None:
         """The contact exists now (created by ``conversation_id``'s processing, or found)."""
@@ -176,6 +212,16 @@ class CallerLeases:
         if not item:
             return None
         return {key: next(iter(value.values())) for key, value in item.items()}
+
+
+def _known(item: dict[str, Any], now: float) -> Lease | None:
+    """A created or found record that has not expired (DynamoDB deletes expired items only lazily)."""
+    status = item.get("status", {}).get("S")
+    if status not in (CREATED, FOUND) or "contact_id" not in item:
+        return None
+    if int(item.get("expiration", {}).get("N", "0")) < int(now):
+        return None
+    return Lease(contact_id=item["contact_id"]["S"], created_by=item.get("created_by", {}).get("S"))
 
 
 def _unsettled_at(old: dict[str, Any]) -> float | None:

@@ -46,7 +46,8 @@ class CallerMatch:
 
 @dataclass(frozen=True)
 class NewCallers:
-    """What to do with a caller the CRM does not know (``leases`` is required for ``create``)."""
+    """What to do with a caller the CRM does not know (``leases`` is required for ``create``; with
+    ``park`` it still shares found record ids between environments)."""
 
     policy: UnknownCallerPolicy = "park"
     leases: CallerLeases | None = None
@@ -71,8 +72,9 @@ class CallerDirectory(Protocol):
         """Create the record; :class:`CrmAmbiguousError` when the CRM may or may not have made it."""
         ...
 
-    def settle(self, unanswered_at: float | None, call: CrmCall) -> None:
-        """Wait until a create sent at ``unanswered_at`` shows in search (or raise: not in this invocation)."""
+    def settle(self, unanswered_at: float | None, call: CrmCall, answered_at: float | None = None) -> None:
+        """Wait until a create sent at ``unanswered_at`` (answered with a 5xx at ``answered_at``, if it
+        was) shows in search, or raise when that does not fit in this invocation."""
         ...
 
 
@@ -109,8 +111,13 @@ class Callers:
         key = caller_key(customer)
         if key is None:
             raise unknown(directory.name, customer)
+        if leases is not None and (known := leases.known(directory.name, key)) is not None:
+            assert known.contact_id is not None
+            return CallerMatch(known.contact_id, known.created_by)
         found = directory.search_caller(customer, call)
         if found is not None:
+            if leases is not None:
+                leases.remember(directory.name, key, found)
             return CallerMatch(found)
         if self.new_callers.policy == "park" or leases is None:
             raise unknown(directory.name, customer)
@@ -132,15 +139,16 @@ class Callers:
     def _create(self, customer: Customer, unsettled: float | None, call: CrmCall) -> str:
         """Create, unless an earlier unclear create turns up once it has settled."""
         directory = self.directory
+        answered: float | None = None
         for attempt in range(_CREATE_ATTEMPTS):
             if unsettled is not None:
-                directory.settle(unsettled, call)
+                directory.settle(unsettled, call, answered)
                 if (found := directory.search_caller(customer, call)) is not None:
                     return found
             try:
                 return directory.create_caller(customer, call)
             except CrmAmbiguousError as exc:
-                unsettled = _latest(unsettled, exc.unanswered_at)
+                unsettled, answered = exc.unanswered_at, exc.answered_at
                 if attempt + 1 == _CREATE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")

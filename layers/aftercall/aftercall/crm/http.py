@@ -253,7 +253,7 @@ class CrmHttpClient:
                     if not safe_to_retry:
                         # Answered, but the CRM may have applied the write before failing, and its
                         # search may not show it for a while: treated like an unanswered write.
-                        raise self._unanswered(call, sent_at, f"{method} {path}: {last_problem}")
+                        raise self._unanswered(call, sent_at, f"{method} {path}: {last_problem}", time.time())
                 else:
                     raise CrmRequestError(
                         f"{self.crm_name} refused {method} {path}: HTTP {status} {_short(response)}",
@@ -266,10 +266,15 @@ class CrmHttpClient:
             f"{self.crm_name}: {method} {path} failed after {self.max_attempts} attempts (last: {last_problem})"
         )
 
-    def _unanswered(self, call: CrmCall, sent_at: float, problem: str) -> CrmAmbiguousError:
-        """A write sent at ``sent_at`` got no answer: the CRM may still apply it. Noted on the call."""
+    def _unanswered(
+        self, call: CrmCall, sent_at: float, problem: str, answered_at: float | None = None
+    ) -> CrmAmbiguousError:
+        """A write sent at ``sent_at`` got no clear answer: the CRM may have applied it, or may still.
+
+        Noted on the call, so a later attempt waits for it to settle before looking for it.
+        """
         call.unanswered_writes.append(sent_at)
-        return CrmAmbiguousError(f"{self.crm_name}: {problem}", unanswered_at=sent_at)
+        return CrmAmbiguousError(f"{self.crm_name}: {problem}", unanswered_at=sent_at, answered_at=answered_at)
 
     def _is_rate_limit(self, response: requests.Response) -> bool:
         """Adapters whose CRM signals rate limits differently (Salesforce 403) override this."""

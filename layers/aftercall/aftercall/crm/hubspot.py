@@ -5,14 +5,15 @@ retry from writing twice: the action ledger stores the created object's id (so a
 action is never run again), and every note and ticket carries a marker with the conversation id
 that the adapter searches for before creating again after an attempt that may have half-done it.
 
-A create that got no answer (timeout, dropped connection) may still be applied after we stopped
-waiting, and a search right away would miss it. So before that search the adapter lets it settle:
-it waits until ``read timeout + settle_seconds`` after the create was sent (20 s by default),
-within the invocation's time, or else leaves the action for a later attempt, which waits the
-same way (the action ledger tells it when the unanswered create was sent). A create HubSpot
-applies later than that can still end up twice: see docs/reliability.md. The same holds for an
-*answered* 5xx: HubSpot may have applied the create, and its search shows new records only after
-a few moments ("index lag"), so the settle window (at least :data:`SEARCH_LAG_SECONDS`) covers that too.
+A create that got no clear answer may have been applied, and HubSpot's search shows a new object
+only a few moments later ("index lag", :data:`SEARCH_LAG_SECONDS`). So before searching, the
+adapter lets it settle: after a 5xx it waits until the index lag has passed since the answer
+(whatever HubSpot applied, it applied before answering); after no answer at all (timeout, dropped
+connection) until ``read timeout + settle_seconds + index lag`` after the create was sent (22 s by
+default), since HubSpot may still apply it after we stopped waiting. If that does not fit in the
+invocation, it leaves the action for a later attempt, which waits the same way (the action ledger
+tells it when the unclear create was sent). A create HubSpot applies later than that can still end
+up twice: see docs/reliability.md.
 
 Callers are found by what HubSpot itself normalises: the calculated, digits-only properties
 ``hs_searchable_calculated_phone_number`` and ``hs_searchable_calculated_mobile_number`` (the
@@ -49,7 +50,7 @@ _CREATE_ATTEMPTS = 3
 #: How long HubSpot's search may take to show a record after it was written. HubSpot documents no
 #: figure ("it may take a few moments for newly created or updated objects to appear in search
 #: results"); the settle window is at least this long.
-SEARCH_LAG_SECONDS = 3.0
+SEARCH_LAG_SECONDS = 2.0
 #: "Contact already exists. Existing ID: 12345" (HubSpot's 409 on a duplicate email).
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 _CONTACT_PROPERTIES = ["email", "phone", "mobilephone", "createdate"]
@@ -71,17 +72,18 @@ class HubSpotCrm:
         base_url: str = DEFAULT_BASE_URL,
         *,
         settle_seconds: float | None = None,
+        search_lag_seconds: float = SEARCH_LAG_SECONDS,
         new_callers: NewCallers | None = None,
         **http: Any,
     ) -> None:
         """``settle_seconds``: how long after the read timeout an unanswered create may still be
-        applied and show in search (default: the read timeout, at least :data:`SEARCH_LAG_SECONDS`).
-        ``new_callers``: what to do with callers HubSpot does not know (default: park them)."""
+        applied (default: the read timeout); ``search_lag_seconds``: how long HubSpot's search takes
+        to show a new object. ``new_callers``: what to do with callers HubSpot does not know
+        (default: park them)."""
         self._credentials = credentials
         self.http = HubSpotHttp(self.name, base_url, self._auth, **http)
-        self.settle_seconds = (
-            max(self.http.read_timeout, SEARCH_LAG_SECONDS) if settle_seconds is None else settle_seconds
-        )
+        self.settle_seconds = self.http.read_timeout if settle_seconds is None else settle_seconds
+        self.search_lag_seconds = search_lag_seconds
         self._sleep: Callable[[float], None] = http.get("sleep", time.sleep)
         self._callers = Callers(self, new_callers or NewCallers())
 
@@ -202,8 +204,8 @@ class HubSpotCrm:
             raise
         return str(body["id"])
 
-    def settle(self, unanswered_at: float | None, call: CrmCall) -> None:
-        self._settle("contacts", unanswered_at, call)
+    def settle(self, unanswered_at: float | None, call: CrmCall, answered_at: float | None = None) -> None:
+        self._settle("contacts", unanswered_at, call, answered_at)
 
     def _create_once(self, kind: str, prop: str, token: str, payload: dict[str, Any], call: CrmCall) -> str:
         """Create a note/ticket unless one carrying ``token`` exists; safe after a half-done attempt."""
@@ -218,12 +220,12 @@ class HubSpotCrm:
                 body = self.http.request("POST", f"/crm/v3/objects/{kind}", call, json=payload, safe_to_retry=False)
                 return str(body["id"])
             except CrmAmbiguousError as exc:
-                self._settle(kind, exc.unanswered_at, call)
+                self._settle(kind, exc.unanswered_at, call, exc.answered_at)
                 if found := self._find_marked(kind, prop, token, call):
                     return found
         raise CrmUnavailableError(f"hubspot: creating a {kind[:-1]} kept failing after {_CREATE_ATTEMPTS} attempts")
 
-    def _settle(self, kind: str, unanswered_at: float | None, call: CrmCall) -> None:
+    def _settle(self, kind: str, unanswered_at: float | None, call: CrmCall, answered_at: float | None = None) -> None:
         """Wait until a create sent at ``unanswered_at`` that got no answer can no longer be applied.
 
         HubSpot may still be working on it; a search before it lands finds nothing and the create
@@ -232,7 +234,11 @@ class HubSpotCrm:
         """
         if unanswered_at is None:
             return
-        wait = unanswered_at + self.http.read_timeout + self.settle_seconds - time.time()
+        if answered_at is not None:
+            settled = answered_at + self.search_lag_seconds
+        else:
+            settled = unanswered_at + self.http.read_timeout + self.settle_seconds + self.search_lag_seconds
+        wait = settled - time.time()
         if wait <= 0:
             return
         if wait + self.http.read_timeout >= call.deadline.remaining():

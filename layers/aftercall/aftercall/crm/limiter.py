@@ -73,13 +73,21 @@ class RateLimiter:
             self._tat = max(self._tat, until + self._tolerance)
 
 
-def share(limit_per_second: float | None, concurrency: int) -> RateLimiter | None:
-    """This environment's limiter: an equal share of the CRM's limit (``None`` when no limit is set)."""
+def share(limit_per_second: float | None, concurrency: int, burst: float | None = None) -> RateLimiter | None:
+    """This environment's limiter: an equal share of the CRM's limit (``None`` when no limit is set).
+
+    ``burst``: requests it may send at once before pacing (default: one second's worth, at least one).
+    """
     if limit_per_second is None or limit_per_second <= 0:
         return None
     if concurrency < 1:
         raise ValueError(f"the concurrency must be at least 1, got {concurrency}")
-    return RateLimiter(limit_per_second / concurrency)
+    return RateLimiter(limit_per_second / concurrency, burst)
+
+
+#: Searches one conversation may send at once: the caller's contact and, after an unclear create, a
+#: marker. HubSpot's search limit is per second, and a ``SECONDLY`` 429 costs one second.
+SEARCH_BURST = 2.0
 
 
 @dataclass(frozen=True)
