@@ -1035,7 +1035,9 @@ class LocalStack:
             for customer in CUSTOMERS:
                 first, _, last = customer.name.partition(" ")
                 self.crm.add_contact(
-                    phone=customer.phone, email=customer.email, properties={"firstname": first, "lastname": last}
+                    phone=customer.typed_phone,  # as people typed them: HubSpot keeps the format
+                    email=customer.email,
+                    properties={"firstname": first, "lastname": last},
                 )
             self._create_resources()
             self._create_rule()

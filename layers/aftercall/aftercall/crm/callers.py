@@ -19,6 +19,7 @@ same moment and when a create's answer is lost:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
@@ -124,35 +125,33 @@ class Callers:
         lease = leases.acquire(directory.name, key, conversation_id, call.deadline)
         if lease.contact_id is not None:
             return CallerMatch(lease.contact_id, lease.created_by)
-        unsettled = lease.unsettled_at
+        unsettled = [lease.unsettled_at] if lease.unsettled_at is not None else []
         try:
             record_id = self._create(customer, unsettled, call)
-        except CrmAmbiguousError as exc:
-            leases.release(directory.name, key, conversation_id, _latest(unsettled, exc.unanswered_at))
-            raise
         except BaseException:
-            leases.release(directory.name, key, conversation_id, unsettled)
+            # The next holder looks (once it settled) for a create of ours that may have been applied.
+            leases.release(directory.name, key, conversation_id, max(unsettled, default=None))
             raise
         leases.record(directory.name, key, record_id, conversation_id)
         return CallerMatch(record_id, conversation_id)
 
-    def _create(self, customer: Customer, unsettled: float | None, call: CrmCall) -> str:
-        """Create, unless an earlier unclear create turns up once it has settled."""
+    def _create(self, customer: Customer, unsettled: list[float], call: CrmCall) -> str:
+        """Create, unless an earlier unclear create turns up once it has settled.
+
+        ``unsettled`` collects when unclear creates were sent (an earlier holder's, then ours).
+        """
         directory = self.directory
         answered: float | None = None
         for attempt in range(_CREATE_ATTEMPTS):
-            if unsettled is not None:
-                directory.settle(unsettled, call, answered)
+            if unsettled:
+                directory.settle(max(unsettled), call, answered)
                 if (found := directory.search_caller(customer, call)) is not None:
                     return found
             try:
                 return directory.create_caller(customer, call)
             except CrmAmbiguousError as exc:
-                unsettled, answered = exc.unanswered_at, exc.answered_at
+                unsettled.append(exc.unanswered_at if exc.unanswered_at is not None else time.time())
+                answered = exc.answered_at
                 if attempt + 1 == _CREATE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
-
-
-def _latest(*times: float | None) -> float | None:
-    return max((t for t in times if t is not None), default=None)

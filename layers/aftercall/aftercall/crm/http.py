@@ -302,7 +302,8 @@ class CrmHttpClient:
         """Wait for this attempt's slot under each budget it counts in; returns the seconds left afterwards."""
         wait = 0.0
         for limiter in limiters:
-            slot = limiter.reserve(call.deadline.remaining() - MIN_REQUEST_SECONDS)
+            # A free slot is always taken (as without pacing); a wait only when the request still fits after it.
+            slot = limiter.reserve(max(0.0, call.deadline.remaining() - MIN_REQUEST_SECONDS))
             if slot is None:
                 raise CrmUnavailableError(
                     f"{self.crm_name}: at the configured CRM rate limit, {method} {path} could not start within "
