@@ -41,6 +41,23 @@ class Claim:
     unanswered_write_at: float | None = None
 
 
+@dataclass(frozen=True)
+class ActionRecord:
+    """One action of a conversation as the ledger knows it (:meth:`ActionLedger.describe`)."""
+
+    action: str
+    status: str
+    attempt: int
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    #: Epoch seconds: an in-progress attempt holds the action until then (its invocation's deadline).
+    lease_until: float | None = None
+    #: Epoch seconds: an attempt sent a write at about this time that got no answer.
+    unanswered_write_at: float | None = None
+    #: Epoch seconds: when DynamoDB's TTL may remove the item.
+    expires_at: float | None = None
+
+
 def ledger_key(conversation_id: str, action: str) -> str:
     return f"action#{conversation_id}#{action}"
 
@@ -142,6 +159,41 @@ class ActionLedger:
         if not item:
             return None
         return {key: next(iter(value.values())) for key, value in item.items()}
+
+    def describe(self, conversation_id: str) -> list[ActionRecord]:
+        """Every action recorded for the conversation, sorted by name (for ``aftercall inspect``).
+
+        The items share the table's only key, so this scans it for the conversation's prefix: an
+        operator's occasional read, paid per item scanned, never on the event path.
+        """
+        prefix = ledger_key(conversation_id, "")
+        records = []
+        pages = self.client.get_paginator("scan").paginate(
+            TableName=self.table_name,
+            FilterExpression="begins_with(id, :prefix)",
+            ExpressionAttributeValues={":prefix": {"S": prefix}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                result = json.loads(item["result"]["S"]) if "result" in item else None
+                records.append(
+                    ActionRecord(
+                        action=item["id"]["S"][len(prefix) :],
+                        status=item.get("status", {}).get("S", "UNKNOWN"),
+                        attempt=int(item.get("attempt", {}).get("N", "0")),
+                        result=result if isinstance(result, dict) else None,
+                        error=item.get("error", {}).get("S"),
+                        lease_until=_millis(item, "in_progress_expiration"),
+                        unanswered_write_at=_millis(item, "unanswered_write_ms"),
+                        expires_at=float(item["expiration"]["N"]) if "expiration" in item else None,
+                    )
+                )
+        return sorted(records, key=lambda record: record.action)
+
+
+def _millis(item: dict[str, Any], name: str) -> float | None:
+    return int(item[name]["N"]) / 1000 if name in item else None
 
 
 def _unanswered_write_at(old: dict[str, Any]) -> float | None:
