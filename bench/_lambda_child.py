@@ -104,11 +104,17 @@ def _memory() -> dict[str, float]:
     return {"rss_mb": round(fields.get("VmRSS", peak), 2), "peak_rss_mb": round(fields.get("VmHWM", peak), 2)}
 
 
-def _count_aws_calls(calls: Counter[str], largest: dict[str, int]) -> None:
+#: DynamoDB operations that consume write units; their keys are counted so the parent can price
+#: each write by the size of the item it wrote (bench/cost.py).
+_DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+
+
+def _count_aws_calls(calls: Counter[str], largest: dict[str, int], writes: Counter[str]) -> None:
     """Count every AWS API call the handler makes (and its largest request), by service.operation.
 
     Wraps botocore's one entry point for API calls after the handler was imported (botocore is
-    loaded by then); what it records is bounded by the number of distinct operations.
+    loaded by then); what it records is bounded by the number of distinct operations, plus one
+    counter per DynamoDB item written (``writes``, by the item's ``id``).
     """
     import botocore.client
 
@@ -120,6 +126,9 @@ def _count_aws_calls(calls: Counter[str], largest: dict[str, int]) -> None:
         calls[name] += 1
         size = len(json.dumps(api_params, default=str))
         largest[name] = max(largest.get(name, 0), size)
+        if operation_name in _DYNAMODB_WRITES:
+            key = api_params.get("Key") or api_params.get("Item") or {}
+            writes[str(key.get("id", {}).get("S", "?"))] += 1
         return original(client, operation_name, api_params)
 
     base._make_api_call = counting
@@ -185,8 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["memory_after_import"] = _memory()
     aws_calls: Counter[str] = Counter()
     aws_bytes: dict[str, int] = {}
+    dynamodb_writes: Counter[str] = Counter()
     if args.count_aws_calls:
-        _count_aws_calls(aws_calls, aws_bytes)
+        _count_aws_calls(aws_calls, aws_bytes, dynamodb_writes)
 
     durations: list[float] = []
     cpu: list[float] = []
@@ -226,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu_ms=[round(c, 3) for c in cpu],
         aws_calls=dict(aws_calls),
         aws_request_bytes_max=aws_bytes,
+        dynamodb_writes_by_key=dict(dynamodb_writes),
         statuses=dict(statuses),
         errors=errors,
         memory=samples,
