@@ -30,7 +30,7 @@ from aftercall.errors import (
     FollowUpTimeError,
 )
 from aftercall.follow_ups import CALLBACK_DETAIL_TYPE, FOLLOW_UP_SOURCE, schedule_name
-from aftercall.handler import parse_event
+from aftercall.handler import parse_event, payload_hash
 from aftercall.ledger import COMPLETED, FAILED
 from aftercall.privacy import mask_email, mask_phone
 from tests.support.events import DROP, conversation_ended, re_emitted
@@ -178,8 +178,8 @@ def test_two_follow_ups_of_one_kind_are_told_apart_by_their_key(stack: LocalStac
 
 
 def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(stack: LocalStack, peers: FollowUpPeers) -> None:
-    # Given an invocation that claimed the follow-up, created its schedule and then timed out before
-    # recording it in the ledger (its lease ran out with it)
+    # Given an invocation that took the conversation, created the follow-up's schedule and then timed
+    # out before recording it in the ledger (its lease ran out with it)
     event = conversation_ended(caller=unique_phone())
     conversation_id = _conversation_id(event)
     end_function = _plans_follow_up(datetime.now(UTC) + timedelta(days=1), "We'll call you back tomorrow.")
@@ -188,7 +188,7 @@ def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(stack: Lo
     end_function(Conversation(parse_event(event, "sandbox"), plan))
     (action,) = plan.planned
     timed_out = Deadline.after(-1)
-    stack.ledger().claim(conversation_id, action.name, timed_out)
+    stack.ledger().begin(conversation_id, payload_hash(parse_event(event, "sandbox")), timed_out)
     action.perform(CrmCall(deadline=timed_out))
     (first,) = peers.schedules()
     # When Lambda retries the event

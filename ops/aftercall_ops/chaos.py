@@ -396,13 +396,13 @@ def _ledger_completed(stack: LocalStack, conversation_ids: Sequence[str], action
     table = stack.outputs["IdempotencyTableName"]
     done: set[str] = set()
     for start in range(0, len(conversation_ids), 100):
-        keys = [{"id": {"S": ledger_key(cid, action)}} for cid in conversation_ids[start : start + 100]]
+        keys = [{"id": {"S": ledger_key(cid)}} for cid in conversation_ids[start : start + 100]]
         request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
         for _ in range(20):
             answer = dynamodb.batch_get_item(RequestItems=request)
             for item in answer.get("Responses", {}).get(table, []):
-                if item.get("status", {}).get("S") == COMPLETED:
-                    done.add(item["id"]["S"].split("#")[1])
+                if item.get(f"a.{action}", {}).get("M", {}).get("s", {}).get("S") == COMPLETED:
+                    done.add(item["id"]["S"].split("#", 1)[1])
             request = answer.get("UnprocessedKeys") or {}
             if not request:
                 break

@@ -6,27 +6,17 @@ everything here is plain Python that tests drive against the local stack.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.parser import parse
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from aftercall import aws
-from aftercall.actions import ActionOutcome, ActionPlan, perform_actions
+from aftercall.actions import ActionOutcome, ActionPlan, ledger_entries, perform_actions
 from aftercall.conversation import Conversation
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import Crm
@@ -36,11 +26,12 @@ from aftercall.errors import (
     ActionsFailedError,
     AftercallError,
     ConflictingDuplicateError,
+    ConversationInProgressError,
     EndFunctionError,
     InvalidEventError,
 )
 from aftercall.failures import park, rejection_record
-from aftercall.ledger import ActionLedger
+from aftercall.ledger import ActionLedger, Begun
 from aftercall.models.event import ConversationEndedDetail, ConversationEndedEvent
 from aftercall.notifications import Notifier
 from aftercall.observability import logger, metrics
@@ -49,6 +40,8 @@ from aftercall.reporting import record_actions, record_conversation
 from aftercall.settings import Settings
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
     from aftercall.follow_ups import FollowUpScheduler
 
 EndFunction = Callable[[Conversation], object]
@@ -74,7 +67,10 @@ def describe_validation_error(exc: ValidationError) -> str:
 def parse_event(event: Any, stage: str) -> ConversationEndedDetail:
     """The event's validated detail, or :class:`InvalidEventError` naming what is wrong."""
     try:
-        envelope = parse(event=event, model=ConversationEndedEvent)
+        if isinstance(event, str | bytes):
+            envelope = ConversationEndedEvent.model_validate_json(event)
+        else:
+            envelope = ConversationEndedEvent.model_validate(event)
     except ValidationError as exc:
         raise InvalidEventError(f"not a valid Conversation Ended event: {describe_validation_error(exc)}") from None
     detail = envelope.detail
@@ -86,6 +82,12 @@ def parse_event(event: Any, stage: str) -> ConversationEndedDetail:
     return detail
 
 
+def payload_hash(detail: ConversationEndedDetail) -> str:
+    """What tells a duplicate from a conflicting one: a digest of the whole validated detail."""
+    canonical = json.dumps(detail.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
 class EndHandlerRuntime:
     """Everything one warm Lambda process keeps between invocations: clients, CRM session, caches."""
 
@@ -95,21 +97,6 @@ class EndHandlerRuntime:
         self._crm: Crm | None = None
         self._crm_lock = threading.Lock()
         self.ledger = ActionLedger(settings.idempotency_table, settings.retention_seconds)
-        self.idempotency_config = IdempotencyConfig(
-            event_key_jmespath="conversation_id",
-            payload_validation_jmespath="@",
-            raise_on_no_idempotency_key=True,
-            expires_after_seconds=settings.retention_seconds,
-        )
-        persistence = DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb")
-        )
-        self._process_once = idempotent_function(
-            data_keyword_argument="detail",
-            persistence_store=persistence,
-            config=self.idempotency_config,
-            key_prefix="aftercall.conversation",
-        )(self._process)
 
     def crm(self) -> Crm:
         with self._crm_lock:
@@ -129,73 +116,60 @@ class EndHandlerRuntime:
         return Notifier(self.settings.notifications_topic_arn)
 
     def handle(self, event: Any, context: LambdaContext, end_function: EndFunction) -> dict[str, Any]:
-        """Process one event. Returns a report; raises when a retry can still help."""
-        self.idempotency_config.register_lambda_context(context)
+        """Process one event. Returns a report; raises when a retry can still help.
+
+        Logs one INFO line per conversation ("conversation ended", with what happened) and one
+        ERROR line per failed action; everything else is DEBUG.
+        """
+        started = time.monotonic()
         try:
             detail = parse_event(event, self.settings.stage)
         except InvalidEventError as err:
             return self._reject(event, err, context)
         logger.append_keys(conversation_id=detail.conversation_id)
-        logger.info(
-            "conversation ended",
-            extra={
-                "direction": detail.direction,
-                "channel": detail.channel,
-                "customer_phone": mask_phone(detail.customer_phone),
-                "customer_email": mask_email(detail.customer_email),
-                "state_keys": sorted(detail.state)[:50],
-            },
-        )
-        ran: list[bool] = []
+        logger.debug("conversation received", extra={"state_keys": sorted(detail.state)[:50]})
+        deadline = Deadline.from_context(context)
         try:
-            report = self._process_waiting_for_twin(
-                detail=detail.model_dump(mode="json"),
-                model=detail,
-                end_function=end_function,
-                deadline=Deadline.from_context(context),
-                ran=ran,
-            )
-        except IdempotencyValidationError:
-            conflict = ConflictingDuplicateError(
-                f"conversation {detail.conversation_id} was already received with different content; "
-                "this event was not processed (compare both in the failed-events queue before replaying)"
-            )
+            begun = self._begin_waiting_for_twin(detail, deadline)
+        except ConflictingDuplicateError as conflict:
             return self._reject(event, conflict, context)
-        if not ran:
-            logger.info("duplicate event: this conversation was already processed; nothing done again")
+        if begun.duplicate:
             metrics.add_metric(name="DuplicateConversations", unit=MetricUnit.Count, value=1)
+            actions = {name: {"status": "already_done", "result": c.result} for name, c in begun.previous.items()}
+            self._log_conversation(detail, "duplicate", {name: "already_done" for name in actions}, started)
+            report = {"conversation_id": detail.conversation_id, "status": "processed", "actions": actions}
             return {**report, "duplicate": True}
-        return report
+        return self._process(detail, end_function, deadline, begun, started)
 
-    def _process_waiting_for_twin(self, *, deadline: Deadline, **kwargs: Any) -> dict[str, Any]:
-        """Process once; if a twin event of this conversation is in progress elsewhere, wait for it.
+    def _begin_waiting_for_twin(self, detail: ConversationEndedDetail, deadline: Deadline) -> Begun:
+        """Take the conversation; if a twin event of it is in progress elsewhere, wait for it.
 
         A duplicate emission (or a replayed copy) can arrive while its twin is still running.
         Failing it would only send it round Lambda's retries and possibly into the failed-events
-        queue; waiting (bounded by this invocation's deadline) returns the twin's stored result, or
-        processes the conversation here if the twin failed and released it.
+        queue; waiting (bounded by this invocation's deadline) finds the twin's outcome: done (a
+        duplicate), or failed and released, and then this invocation processes the conversation.
         """
+        digest = payload_hash(detail)
         delay = 0.1
         while True:
             try:
-                report: dict[str, Any] = self._process_once(deadline=deadline, **kwargs)
-                return report
-            except IdempotencyAlreadyInProgressError:
+                return self.ledger.begin(detail.conversation_id, digest, deadline)
+            except ConversationInProgressError:
                 if deadline.remaining() < TWIN_WAIT_MARGIN_SECONDS + delay:
                     raise
-                logger.info("another invocation is processing this conversation; waiting for it to finish")
+                if delay == 0.1:
+                    logger.info("another invocation is processing this conversation; waiting for it to finish")
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
     def _process(
         self,
-        detail: dict[str, Any],
         model: ConversationEndedDetail,
         end_function: EndFunction,
         deadline: Deadline,
-        ran: list[bool],
+        begun: Begun,
+        started: float,
     ) -> dict[str, Any]:
-        ran.append(True)
         plan = ActionPlan(model, self.crm, self.follow_ups, self.notifier)
         conv = Conversation(model, plan)
         try:
@@ -203,23 +177,28 @@ class EndHandlerRuntime:
         except Exception as exc:
             logger.exception("end_function raised; no action was performed, the event will be retried")
             metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
+            self.ledger.release(model.conversation_id, begun)
             raise EndFunctionError(f"end_function raised {type(exc).__name__}: {exc}") from exc
         outcomes = perform_actions(
-            model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency
+            model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency, begun
         )
-        self._report_outcomes(outcomes)
         failures = {o.name: o.error for o in outcomes if o.status == "failed" and o.error is not None}
+        self.ledger.finish(model.conversation_id, completed=not failures, entries=ledger_entries(outcomes))
+        self._report_failures(outcomes)
+        statuses: dict[str, str] = {o.name: o.status for o in outcomes}
         if failures:
+            record_actions((o.name, o.status) for o in outcomes)
+            self._log_conversation(model, "failed", statuses, started)
             raise ActionsFailedError(model.conversation_id, failures)
-        metrics.add_metric(name="ConversationsProcessed", unit=MetricUnit.Count, value=1)
-        record_conversation(model)
+        record_conversation(model, [(o.name, o.status) for o in outcomes])
+        self._log_conversation(model, "processed", statuses, started)
         return {
             "conversation_id": model.conversation_id,
             "status": "processed",
             "actions": {o.name: o.to_json() for o in outcomes},
         }
 
-    def _report_outcomes(self, outcomes: list[ActionOutcome]) -> None:
+    def _report_failures(self, outcomes: list[ActionOutcome]) -> None:
         for outcome in outcomes:
             if outcome.status == "failed":
                 logger.error(
@@ -227,11 +206,29 @@ class EndHandlerRuntime:
                     extra={"action": outcome.name, "error": f"{type(outcome.error).__name__}: {outcome.error}"},
                 )
             else:
-                logger.info(
+                logger.debug(
                     "action " + outcome.status.replace("_", " "),
                     extra={"action": outcome.name, "result": outcome.result, "seconds": round(outcome.seconds, 3)},
                 )
-        record_actions((o.name, o.status) for o in outcomes)
+
+    @staticmethod
+    def _log_conversation(
+        detail: ConversationEndedDetail, outcome: str, actions: dict[str, str], started: float
+    ) -> None:
+        """The one INFO line of a conversation: what it was and what happened to each action."""
+        message = "conversation ended" if outcome != "duplicate" else "conversation ended: already processed"
+        logger.info(
+            message,
+            extra={
+                "outcome": outcome,
+                "direction": detail.direction,
+                "channel": detail.channel,
+                "customer_phone": mask_phone(detail.customer_phone),
+                "customer_email": mask_email(detail.customer_email),
+                "actions": actions,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
 
     def _reject(self, event: Any, error: AftercallError, context: LambdaContext) -> dict[str, Any]:
         """Park a permanently failing event in the failed-events queue at once (see failures.py)."""

@@ -1,21 +1,27 @@
-"""Metrics for reporting (EMF through Powertools): what happened to each conversation and action.
+"""Metrics for reporting (EMF): what happened to each conversation and action, in one log line.
 
 Dimension values come from small fixed vocabularies, so a free-text ``sentiment`` in ``conv.state``
 cannot explode CloudWatch's metric count (and cost).
+
+A conversation's metrics are one EMF document (one log line, which CloudWatch Logs bills by the
+byte): every metric with its own dimension set is a directive of that document, sharing the
+top-level values. A dimension has one value per document, so each action after the first (each
+has its own ``Action`` value) adds a small document of its own.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from aftercall.models.event import ConversationEndedDetail
 from aftercall.observability import metrics
 
 SENTIMENTS = frozenset({"positive", "neutral", "negative", "mixed"})
 RESOLUTIONS = frozenset({"resolved", "unresolved", "escalated", "transferred"})
+ACTION_METRICS = {"done": "ActionSucceeded", "already_done": "ActionAlreadyDone", "failed": "ActionFailed"}
 
 
 def _label(value: Any, known: frozenset[str]) -> str:
@@ -33,24 +39,50 @@ def resolution_of(state: Mapping[str, Any]) -> str:
     return "unknown"
 
 
-def _count(name: str, dimension: str, value: str, amount: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
-    with single_metric(
-        name=name, unit=unit, value=amount, namespace=metrics.namespace, default_dimensions=metrics.default_dimensions
-    ) as metric:
-        metric.add_dimension(name=dimension, value=value)
+class _Document:
+    """One EMF document: directives (a metric under one dimension set) over shared top-level values."""
+
+    def __init__(self) -> None:
+        self.service = str(metrics.service or "aftercall")
+        self.values: dict[str, Any] = {"service": self.service}
+        self.directives: list[dict[str, Any]] = []
+
+    def add(self, name: str, unit: str, value: float, dimension: str | None = None, label: str = "") -> None:
+        dimensions = ["service"]
+        if dimension is not None:
+            self.values[dimension] = label
+            dimensions.insert(0, dimension)
+        self.values[name] = value
+        self.directives.append(
+            {"Namespace": metrics.namespace, "Dimensions": [dimensions], "Metrics": [{"Name": name, "Unit": unit}]}
+        )
+
+    def emit(self) -> None:
+        document = {"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": self.directives}}
+        print(json.dumps({**document, **self.values}, separators=(",", ":")), flush=True)
 
 
-def record_conversation(detail: ConversationEndedDetail) -> None:
-    """Counts by direction, environment, resolution and sentiment; duration by direction."""
-    _count("Conversations", "Direction", detail.direction)
-    _count("Conversations", "Environment", detail.environment)
-    _count("Conversations", "Resolution", resolution_of(detail.state))
-    _count("Conversations", "Sentiment", _label(detail.state.get("sentiment"), SENTIMENTS))
-    _count("ConversationDuration", "Direction", detail.direction, detail.duration_seconds, MetricUnit.Seconds)
+def record_conversation(detail: ConversationEndedDetail, actions: Iterable[tuple[str, str]] = ()) -> None:
+    """Counts by direction, environment, resolution and sentiment, duration by direction,
+    ``ConversationsProcessed``, and one data point per action; all in one line for the first action."""
+    document = _Document()
+    document.add("Conversations", "Count", 1, "Direction", detail.direction)
+    document.add("Conversations", "Count", 1, "Environment", detail.environment)
+    document.add("Conversations", "Count", 1, "Resolution", resolution_of(detail.state))
+    document.add("Conversations", "Count", 1, "Sentiment", _label(detail.state.get("sentiment"), SENTIMENTS))
+    document.add("ConversationDuration", "Seconds", detail.duration_seconds, "Direction", detail.direction)
+    document.add("ConversationsProcessed", "Count", 1)
+    pending = list(actions)
+    if pending:
+        action, status = pending.pop(0)
+        document.add(ACTION_METRICS[status], "Count", 1, "Action", action.split(":", 1)[0])
+    document.emit()
+    record_actions(pending)
 
 
 def record_actions(outcomes: Iterable[tuple[str, str]]) -> None:
     """One data point per action: ``ActionSucceeded``, ``ActionAlreadyDone`` or ``ActionFailed`` by action."""
-    names = {"done": "ActionSucceeded", "already_done": "ActionAlreadyDone", "failed": "ActionFailed"}
     for action, status in outcomes:
-        _count(names[status], "Action", action.split(":", 1)[0])
+        document = _Document()
+        document.add(ACTION_METRICS[status], "Count", 1, "Action", action.split(":", 1)[0])
+        document.emit()
