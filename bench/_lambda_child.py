@@ -140,9 +140,10 @@ def _cpu_ms() -> float:
     return round((usage.ru_utime + usage.ru_stime) * 1000, 2)
 
 
-def _trace_header() -> str:
-    """A fresh sampled X-Ray header, as the Lambda runtime sets ``_X_AMZN_TRACE_ID`` per invocation."""
-    return f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=1"
+def _trace_header(sampled: bool = True) -> str:
+    """A fresh X-Ray header, as the Lambda runtime sets ``_X_AMZN_TRACE_ID`` per invocation."""
+    root = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]}"
+    return f"{root};Sampled={int(sampled)}"
 
 
 def _status(result: Any) -> str:
@@ -164,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-bytecode-under", action="append", default=[], help="compile modules under DIR")
     parser.add_argument("--modules", action="store_true", help="report every imported module and its file")
     parser.add_argument("--count-aws-calls", action="store_true", help="count AWS API calls by operation")
+    parser.add_argument(
+        "--sampled-share", type=float, default=1.0, help="share of invocations X-Ray samples (every Nth)"
+    )
     parser.add_argument("--tracemalloc", default="", help="two checkpoints 'A,B': report allocation growth A→B")
     args = parser.parse_args(argv)
 
@@ -206,7 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(args.events, encoding="utf-8") as events:
         for count, line in enumerate(events, start=1):
             event = json.loads(line)
-            os.environ["_X_AMZN_TRACE_ID"] = _trace_header()
+            # Sampled evenly: invocation n is sampled when the running share falls below the target.
+            sampled = int(count * args.sampled_share) > int((count - 1) * args.sampled_share)
+            os.environ["_X_AMZN_TRACE_ID"] = _trace_header(sampled)
             context = Context(args.timeout)
             started = time.perf_counter()
             cpu_started = time.process_time()

@@ -41,6 +41,7 @@ def run_warm(
     extra: Sequence[str] = (),
     state_kb: int = 0,
     invalid: float = INVALID_SHARE,
+    sampled_share: float = 1.0,
 ) -> ChildRun:
     """One warm process handling ``events`` conversations of the generator's mix, counting AWS calls."""
     with tempfile.TemporaryDirectory(prefix="aftercall-warm-") as tmp:
@@ -55,7 +56,7 @@ def run_warm(
             [str(FUNCTION_DIR), str(LAYER_DIR), *site_dirs()],
             events_file,
             stack.lambda_env(),
-            extra=["--count-aws-calls", *extra],
+            extra=["--count-aws-calls", f"--sampled-share={sampled_share}", *extra],
             function_timeout_s=stack.timeout_s,
             timeout_s=max(600.0, events * 2.0),
             keep_log=True,

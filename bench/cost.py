@@ -110,14 +110,18 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / max(1, len(values))
 
 
-def measure(events: int, events_200ms: int, seed: int) -> dict[str, Any]:
-    """Both runs on one stack; the counts from the first, the durations from both."""
+def measure(events: int, events_200ms: int, seed: int, sampled_share: float) -> dict[str, Any]:
+    """Both runs on one stack; the counts from the first, the durations from both.
+
+    X-Ray samples ``sampled_share`` of the invocations (the template's rate): an unsampled one
+    records no segments, which is most of the tracer's CPU time.
+    """
     with BenchStack() as stack:
-        local = run_warm(stack, events, seed=seed)
+        local = run_warm(stack, events, seed=seed, sampled_share=sampled_share)
         crm = stack.crm_requests()
         sizes = table_items(stack)
         stack.crm.add_fault("latency", ms=CRM_LATENCY_MS)
-        slow = run_warm(stack, events_200ms, seed=seed + 1)
+        slow = run_warm(stack, events_200ms, seed=seed + 1, sampled_share=sampled_share)
     counts = per_conversation(local, crm, sizes)
     event_bytes = [len(json.dumps(event).encode()) for event in mixed_events(events, seed=seed)]
 
@@ -360,8 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = result(measured)
         output["machine"] = json.loads(args.from_json.read_text(encoding="utf-8")).get("machine")
     else:
-        template_defaults()  # fail before measuring if the template lacks what the prices need
-        output = {**result(measure(args.events, args.events_200ms, args.seed)), "machine": machine()}
+        defaults = template_defaults()  # fails before measuring if the template lacks what the prices need
+        measured = measure(args.events, args.events_200ms, args.seed, defaults["trace_sampling_rate"])
+        output = {**result(measured), "machine": machine()}
 
     if args.json:
         print(json.dumps(output))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -30,8 +31,8 @@ from aftercall.errors import (
     FollowUpTimeError,
 )
 from aftercall.follow_ups import CALLBACK_DETAIL_TYPE, FOLLOW_UP_SOURCE, schedule_name
-from aftercall.handler import parse_event, payload_hash
-from aftercall.ledger import COMPLETED, FAILED
+from aftercall.handler import parse_event
+from aftercall.ledger import COMPLETED, FAILED, RECORD_IN_PROGRESS, record_key
 from aftercall.privacy import mask_email, mask_phone
 from tests.support.events import DROP, conversation_ended, re_emitted
 from tests.support.lambda_context import lambda_context
@@ -188,7 +189,15 @@ def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(stack: Lo
     end_function(Conversation(parse_event(event, "sandbox"), plan))
     (action,) = plan.planned
     timed_out = Deadline.after(-1)
-    stack.ledger().begin(conversation_id, payload_hash(parse_event(event, "sandbox")), timed_out)
+    aws.client("dynamodb").put_item(  # the conversation's idempotency record, left in progress by it
+        TableName=stack.table,
+        Item={
+            "id": {"S": record_key(conversation_id)},
+            "status": {"S": RECORD_IN_PROGRESS},
+            "in_progress_expiration": {"N": str(timed_out.epoch_ms)},
+            "expiration": {"N": str(int(time.time()) + 3600)},
+        },
+    )
     action.perform(CrmCall(deadline=timed_out))
     (first,) = peers.schedules()
     # When Lambda retries the event

@@ -1,28 +1,32 @@
-"""The ledger on DynamoDB (moto server): one item per conversation, its lease, and one action's claims."""
+"""The action ledger on DynamoDB (moto server): one item per conversation beside its idempotency record."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
 from aftercall import aws
 from aftercall.deadline import Deadline
-from aftercall.errors import ActionInProgressError, ConflictingDuplicateError, ConversationInProgressError
+from aftercall.errors import ActionInProgressError
 from aftercall.ledger import (
     COMPLETED,
     FAILED,
     IN_PROGRESS,
+    RECORD_COMPLETED,
+    RECORD_IN_PROGRESS,
+    RECORD_PREFIX,
     ActionLedger,
+    Claim,
     completed_entry,
     failed_entry,
     ledger_key,
+    record_key,
 )
 from tests.support.stack import LocalStack, unique
-
-CONTENT = "3f1c0a"
-OTHER_CONTENT = "9b2e77"
 
 
 @pytest.fixture
@@ -30,147 +34,137 @@ def ledger(stack: LocalStack) -> ActionLedger:
     return stack.ledger()
 
 
-def _item(stack: LocalStack, conversation: str) -> dict[str, Any]:
-    return dict(
-        aws.client("dynamodb").get_item(TableName=stack.table, Key={"id": {"S": ledger_key(conversation)}})["Item"]
-    )
+def _item(stack: LocalStack, key: str) -> dict[str, Any]:
+    return dict(aws.client("dynamodb").get_item(TableName=stack.table, Key={"id": {"S": key}}).get("Item", {}))
+
+
+def _record(stack: LocalStack, conversation: str, status: str, lease: Deadline, data: Any = None) -> None:
+    """The conversation's Powertools idempotency record, as Powertools writes it."""
+    item = {
+        "id": {"S": record_key(conversation)},
+        "status": {"S": status},
+        "in_progress_expiration": {"N": str(lease.epoch_ms)},
+        "expiration": {"N": str(int(time.time()) + 3600)},
+    }
+    if data is not None:
+        item["data"] = {"S": json.dumps(data)}
+    aws.client("dynamodb").put_item(TableName=stack.table, Item=item)
 
 
 # --- the conversation ---------------------------------------------------------------------------------
 
 
-def test_a_new_conversation_is_taken_with_nothing_done_before(ledger: ActionLedger) -> None:
+def test_the_record_key_is_the_one_powertools_computes(stack: LocalStack) -> None:
+    # Given Powertools' persistence layer configured as the handler configures it
+    persistence = DynamoDBPersistenceLayer(table_name=stack.table)
+    persistence.configure(IdempotencyConfig(event_key_jmespath="conversation_id"), key_prefix=RECORD_PREFIX)
+    # When both compute the key of one conversation
+    conversation = unique("conv")
+    # Then they agree
+    assert record_key(conversation) == persistence._get_hashed_idempotency_key({"conversation_id": conversation})
+
+
+def test_a_new_conversation_has_nothing_before_it(ledger: ActionLedger) -> None:
     # Given a conversation never seen before
     conversation = unique("conv")
-    # When an invocation begins it
-    deadline = Deadline.after(30)
-    begun = ledger.begin(conversation, CONTENT, deadline)
-    # Then it is this invocation's until its deadline, first attempt, every action new
-    assert (begun.duplicate, begun.attempt, begun.stopped_at) == (False, 1, None)
-    claim = begun.claim("crm_summary")
-    assert (claim.done, claim.recovering, claim.unanswered_write_at) == (False, False, None)
-    in_progress = ledger.lookup(conversation, "crm_summary")
-    assert in_progress is not None
-    assert in_progress["status"] == IN_PROGRESS
-    assert in_progress["in_progress_expiration"] == deadline.epoch_ms
+    # When its prior attempts are read
+    prior = ledger.prior(conversation)
+    # Then there are none: nothing done, nothing in doubt, not settled
+    assert (prior.record_status, prior.previous, prior.stopped_at, prior.settled) == (None, {}, None, False)
+    assert prior.claim("crm_summary") == Claim(done=False)
 
 
-def test_a_completed_conversation_is_a_duplicate_with_its_results(ledger: ActionLedger) -> None:
-    # Given a conversation whose summary was recorded and which finished with its ticket
+def test_a_result_recorded_while_others_run_is_done_for_the_next_attempt(ledger: ActionLedger) -> None:
+    # Given an attempt that recorded its summary
     conversation = unique("conv")
-    ledger.begin(conversation, CONTENT, Deadline.after(30))
     ledger.record(conversation, "crm_summary", {"kind": "note", "object_id": "1002"})
-    ledger.finish(conversation, completed=True, entries={"support_ticket": completed_entry({"object_id": "77"})})
-    # When the same content arrives again
-    again = ledger.begin(conversation, CONTENT, Deadline.after(30))
-    # Then it is a duplicate, and both results are there
-    assert again.duplicate is True
-    assert again.claim("crm_summary").result == {"kind": "note", "object_id": "1002"}
-    assert again.claim("support_ticket").result == {"object_id": "77"}
-    assert ledger.lookup(conversation, "support_ticket")["status"] == COMPLETED  # type: ignore[index]
-
-
-def test_the_same_conversation_with_other_content_is_a_conflict(ledger: ActionLedger) -> None:
-    # Given a completed conversation
-    conversation = unique("conv")
-    ledger.begin(conversation, CONTENT, Deadline.after(30))
-    ledger.finish(conversation, completed=True, entries={})
-    # When an event with the same id and different content arrives
-    # Then it is refused as a conflicting duplicate
-    with pytest.raises(ConflictingDuplicateError, match=conversation):
-        ledger.begin(conversation, OTHER_CONTENT, Deadline.after(30))
-
-
-def test_a_conversation_held_by_a_live_invocation_cannot_be_taken(ledger: ActionLedger) -> None:
-    # Given a conversation in progress in another invocation
-    conversation = unique("conv")
-    ledger.begin(conversation, CONTENT, Deadline.after(30))
-    # When a twin tries to begin it
-    # Then it is told the conversation is in progress
-    with pytest.raises(ConversationInProgressError):
-        ledger.begin(conversation, CONTENT, Deadline.after(30))
+    # When the next attempt reads what was done
+    claim = ledger.prior(conversation).claim("crm_summary")
+    # Then the summary is done, with its result
+    assert (claim.done, claim.result) == (True, {"kind": "note", "object_id": "1002"})
+    item = ledger.lookup(conversation, "crm_summary")
+    assert item is not None
+    assert (item["status"], json.loads(item["result"])) == (COMPLETED, {"kind": "note", "object_id": "1002"})
 
 
 def test_a_failed_attempt_passes_on_what_it_did_and_what_it_left_in_doubt(ledger: ActionLedger) -> None:
     # Given an attempt that completed the summary and failed the ticket after a write went unanswered
     conversation = unique("conv")
-    ledger.begin(conversation, CONTENT, Deadline.after(30))
     sent_at = time.time() - 3
-    ledger.finish(
+    ledger.close(
         conversation,
-        completed=False,
-        entries={
+        {
             "crm_summary": completed_entry({"object_id": "1"}),
             "support_ticket": failed_entry("CrmUnavailableError: no answer", sent_at),
         },
     )
-    # When the retry begins
-    retry = ledger.begin(conversation, CONTENT, Deadline.after(30))
-    # Then the summary is done, the ticket is to be recovered after its unanswered write, a new action is new
-    assert (retry.duplicate, retry.attempt) == (False, 2)
-    assert retry.claim("crm_summary").done is True
-    ticket = retry.claim("support_ticket")
+    # When the retry reads them (Powertools deleted its record when the attempt failed)
+    prior = ledger.prior(conversation)
+    # Then the summary is done, the ticket is recovered after its unanswered write, a new action is new
+    assert prior.claim("crm_summary").done is True
+    ticket = prior.claim("support_ticket")
     assert (ticket.done, ticket.recovering) == (False, True)
     assert ticket.unanswered_write_at == pytest.approx(sent_at, abs=0.01)
-    assert retry.claim("notification:team").recovering is False
+    assert prior.claim("notification:team") == Claim(done=False)
     assert ledger.lookup(conversation, "support_ticket")["status"] == FAILED  # type: ignore[index]
 
 
 def test_a_plain_failure_leaves_nothing_in_doubt(ledger: ActionLedger) -> None:
     # Given an attempt whose ticket failed with a clear refusal
     conversation = unique("conv")
-    ledger.begin(conversation, CONTENT, Deadline.after(30))
-    ledger.finish(conversation, completed=False, entries={"support_ticket": failed_entry("CrmRequestError: 400")})
-    # When the retry begins
-    ticket = ledger.begin(conversation, CONTENT, Deadline.after(30)).claim("support_ticket")
+    ledger.close(conversation, {"support_ticket": failed_entry("CrmRequestError: 400")})
+    # When the retry reads it
+    ticket = ledger.prior(conversation).claim("support_ticket")
     # Then the ticket is recovering (it may look first) with no unanswered write to wait for
     assert (ticket.done, ticket.recovering, ticket.unanswered_write_at) == (False, True, None)
 
 
-def test_a_stopped_invocation_is_taken_over_and_its_unfinished_actions_are_in_doubt(ledger: ActionLedger) -> None:
-    # Given an invocation that recorded its summary and was then stopped at its deadline
+def test_a_stopped_attempt_leaves_its_unrecorded_actions_in_doubt(stack: LocalStack, ledger: ActionLedger) -> None:
+    # Given an attempt that recorded its summary and was stopped at its deadline, its record in progress
     conversation = unique("conv")
-    stopped = Deadline.after(0.05)
-    ledger.begin(conversation, CONTENT, stopped)
+    stopped = Deadline.after(-1)
     ledger.record(conversation, "crm_summary", {"object_id": "1"})
-    time.sleep(0.1)
-    # When Lambda's retry begins it
-    retry = ledger.begin(conversation, CONTENT, Deadline.after(30))
-    # Then it takes over; the summary is done, the rest may have been sent before the old deadline
-    assert retry.stopped_at == pytest.approx(stopped.epoch_ms / 1000)
-    assert retry.claim("crm_summary").done is True
-    ticket = retry.claim("support_ticket")
+    _record(stack, conversation, RECORD_IN_PROGRESS, stopped)
+    # When the retry reads what it left
+    prior = ledger.prior(conversation)
+    # Then the summary is done; the rest may have been sent before the old deadline
+    assert prior.stopped_at == pytest.approx(stopped.epoch_ms / 1000)
+    assert prior.settled is False
+    assert prior.claim("crm_summary").done is True
+    ticket = prior.claim("support_ticket")
     assert (ticket.done, ticket.recovering) == (False, True)
     assert ticket.unanswered_write_at == pytest.approx(stopped.epoch_ms / 1000)
 
 
-def test_a_failure_of_the_end_function_releases_the_conversation(ledger: ActionLedger) -> None:
-    # Given an attempt that failed before performing anything
-    conversation = unique("conv")
-    ledger.begin(conversation, CONTENT, Deadline.after(30))
-    ledger.finish(conversation, completed=False, entries={})
-    # When the retry begins
-    retry = ledger.begin(conversation, CONTENT, Deadline.after(30))
-    # Then it is a normal attempt with nothing in doubt
-    assert (retry.duplicate, retry.previous, retry.stopped_at) == (False, {}, None)
+def test_a_conversation_completed_or_held_elsewhere_is_settled(stack: LocalStack, ledger: ActionLedger) -> None:
+    # Given one conversation completed with its report and one held by a live invocation
+    done, held = unique("conv"), unique("conv")
+    report = {"actions": {"crm_summary": {"status": "done", "result": {"object_id": "7"}}}}
+    _record(stack, done, RECORD_COMPLETED, Deadline.after(-1), report)
+    _record(stack, held, RECORD_IN_PROGRESS, Deadline.after(30))
+    # When their prior attempts are read
+    # Then both are settled (Powertools answers them); the completed one's results are in its record
+    assert ledger.prior(done).settled is True
+    assert ledger.prior(held).settled is True
+    assert ledger.prior(held).stopped_at is None
+    summary = ledger.lookup(done, "crm_summary")
+    assert summary is not None
+    assert (summary["status"], json.loads(summary["result"])) == (COMPLETED, {"object_id": "7"})
+    assert ledger.lookup(held, "support_ticket")["status"] == IN_PROGRESS  # type: ignore[index]
 
 
 def test_one_item_per_conversation_with_a_ttl_for_the_retention_window(stack: LocalStack) -> None:
     # Given a ledger with a one-hour retention
     ledger = ActionLedger(stack.table, 3600)
     conversation = unique("conv")
-    # When a conversation with two actions is processed
+    # When two outcomes of one conversation are written
     before = int(time.time())
-    ledger.begin(conversation, CONTENT, Deadline.after(30))
     ledger.record(conversation, "crm_summary", {"object_id": "1"})
-    ledger.finish(conversation, completed=True, entries={"support_ticket": completed_entry({"object_id": "2"})})
-    # Then one item holds it all, under 1 KB (one write unit), expiring one retention window ahead
-    item = _item(stack, conversation)
+    ledger.close(conversation, {"support_ticket": failed_entry("CrmRequestError: 400")})
+    # Then one item holds both, expiring one retention window ahead (DynamoDB TTL removes it)
+    item = _item(stack, ledger_key(conversation))
     assert {name for name in item if name.startswith("a.")} == {"a.crm_summary", "a.support_ticket"}
-    assert "lease" not in item
     assert before + 3600 <= int(item["expiration"]["N"]) <= int(time.time()) + 3600
-    scanned = aws.client("dynamodb").scan(TableName=stack.table)["Items"]
-    assert [i["id"]["S"] for i in scanned if conversation in i["id"]["S"]] == [ledger_key(conversation)]
 
 
 # --- one action on its own (the FollowUp function's sends) -----------------------------------------------

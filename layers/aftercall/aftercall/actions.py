@@ -30,7 +30,7 @@ from aftercall.crm.base import (
 )
 from aftercall.deadline import Deadline
 from aftercall.errors import ConfigurationError
-from aftercall.ledger import ActionLedger, Begun, completed_entry, failed_entry
+from aftercall.ledger import ActionLedger, Prior, completed_entry, failed_entry
 from aftercall.models.event import E164, EMAIL, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
 
@@ -67,7 +67,7 @@ class ActionOutcome:
     seconds: float
     result: dict[str, Any] | None = None
     error: BaseException | None = None
-    #: Whether the ledger already has it (else it goes with the conversation's last write).
+    #: Whether the ledger already has it (else it rides on the stored report, or the closing write).
     recorded: bool = False
     unanswered_write_at: float | None = None
 
@@ -241,26 +241,27 @@ def perform_actions(
     ledger: ActionLedger,
     deadline: Deadline,
     max_concurrency: int | None = None,
-    begun: Begun | None = None,
+    prior: Prior | None = None,
 ) -> list[ActionOutcome]:
     """Perform the planned actions concurrently; never raises for an action's own failure.
 
-    ``begun`` is what the ledger said when this invocation took the conversation (None: a new
-    one). An action done before is not performed again. One that completes while others still
-    run is recorded in the ledger at once, unless it is ``repeatable``; the last one to finish,
-    the repeatable ones and the failures are left for the conversation's last write
-    (:func:`ledger_entries`), which follows immediately. ``max_concurrency=1`` runs them one after
-    another (the platform docs' way; kept for the side-by-side benchmark in bench/fanout.py).
+    ``prior`` is what earlier attempts left (None: nothing). An action done before is not
+    performed again. One that completes while others still run is recorded in the ledger at once,
+    unless it is ``repeatable``; the results of the last one to finish and of the repeatable ones
+    ride on the report Powertools stores when the conversation completes, and if it fails, the
+    ledger's closing write keeps every outcome not written yet (:func:`ledger_entries`).
+    ``max_concurrency=1`` runs them one after another (the platform docs' way; kept for the
+    side-by-side benchmark in bench/fanout.py).
     """
     if not actions:
         return []
-    begun = begun or Begun(duplicate=False, attempt=1)
-    todo = [action for action in actions if not begun.claim(action.name).done]
+    prior = prior or Prior()
+    todo = [action for action in actions if not prior.claim(action.name).done]
     pending = _Countdown(len(todo))
     workers = min(len(actions), max_concurrency or len(actions))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="action") as pool:
         futures = [
-            pool.submit(_perform_one, conversation_id, action, ledger, deadline, begun, pending) for action in actions
+            pool.submit(_perform_one, conversation_id, action, ledger, deadline, prior, pending) for action in actions
         ]
         return [future.result() for future in futures]
 
@@ -292,10 +293,10 @@ class _Countdown:
 
 
 def _perform_one(
-    conversation_id: str, action: Action, ledger: ActionLedger, deadline: Deadline, begun: Begun, pending: _Countdown
+    conversation_id: str, action: Action, ledger: ActionLedger, deadline: Deadline, prior: Prior, pending: _Countdown
 ) -> ActionOutcome:
     started = time.monotonic()
-    claim = begun.claim(action.name)
+    claim = prior.claim(action.name)
     if claim.done:
         return ActionOutcome(action.name, "already_done", time.monotonic() - started, result=claim.result)
     call = CrmCall(deadline=deadline, recovering=claim.recovering, unanswered_write_at=claim.unanswered_write_at)

@@ -6,16 +6,26 @@ everything here is plain Python that tests drive against the local stack.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from aftercall import aws
 from aftercall.actions import ActionOutcome, ActionPlan, ledger_entries, perform_actions
 from aftercall.conversation import Conversation
 from aftercall.credentials import SecretCredentials
@@ -26,12 +36,11 @@ from aftercall.errors import (
     ActionsFailedError,
     AftercallError,
     ConflictingDuplicateError,
-    ConversationInProgressError,
     EndFunctionError,
     InvalidEventError,
 )
 from aftercall.failures import park, rejection_record
-from aftercall.ledger import ActionLedger, Begun
+from aftercall.ledger import RECORD_PREFIX, ActionLedger, Prior
 from aftercall.models.event import ConversationEndedDetail, ConversationEndedEvent
 from aftercall.notifications import Notifier
 from aftercall.observability import logger, metrics
@@ -40,8 +49,6 @@ from aftercall.reporting import record_actions, record_conversation
 from aftercall.settings import Settings
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.typing import LambdaContext
-
     from aftercall.follow_ups import FollowUpScheduler
 
 EndFunction = Callable[[Conversation], object]
@@ -67,10 +74,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 def parse_event(event: Any, stage: str) -> ConversationEndedDetail:
     """The event's validated detail, or :class:`InvalidEventError` naming what is wrong."""
     try:
-        if isinstance(event, str | bytes):
-            envelope = ConversationEndedEvent.model_validate_json(event)
-        else:
-            envelope = ConversationEndedEvent.model_validate(event)
+        envelope = parse(event=event, model=ConversationEndedEvent)
     except ValidationError as exc:
         raise InvalidEventError(f"not a valid Conversation Ended event: {describe_validation_error(exc)}") from None
     detail = envelope.detail
@@ -82,12 +86,6 @@ def parse_event(event: Any, stage: str) -> ConversationEndedDetail:
     return detail
 
 
-def payload_hash(detail: ConversationEndedDetail) -> str:
-    """What tells a duplicate from a conflicting one: a digest of the whole validated detail."""
-    canonical = json.dumps(detail.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
-
-
 class EndHandlerRuntime:
     """Everything one warm Lambda process keeps between invocations: clients, CRM session, caches."""
 
@@ -97,6 +95,21 @@ class EndHandlerRuntime:
         self._crm: Crm | None = None
         self._crm_lock = threading.Lock()
         self.ledger = ActionLedger(settings.idempotency_table, settings.retention_seconds)
+        self.idempotency_config = IdempotencyConfig(
+            event_key_jmespath="conversation_id",
+            payload_validation_jmespath="@",
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=settings.retention_seconds,
+        )
+        persistence = DynamoDBPersistenceLayer(
+            table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb")
+        )
+        self._process_once = idempotent_function(
+            data_keyword_argument="detail",
+            persistence_store=persistence,
+            config=self.idempotency_config,
+            key_prefix=RECORD_PREFIX,
+        )(self._process)
 
     def crm(self) -> Crm:
         with self._crm_lock:
@@ -118,43 +131,67 @@ class EndHandlerRuntime:
     def handle(self, event: Any, context: LambdaContext, end_function: EndFunction) -> dict[str, Any]:
         """Process one event. Returns a report; raises when a retry can still help.
 
-        Logs one INFO line per conversation ("conversation ended", with what happened) and one
-        ERROR line per failed action; everything else is DEBUG.
+        Logs one INFO line per conversation ("conversation ended", with what happened to each
+        action) and one ERROR line per failed action; everything else is DEBUG.
         """
         started = time.monotonic()
+        self.idempotency_config.register_lambda_context(context)
         try:
             detail = parse_event(event, self.settings.stage)
         except InvalidEventError as err:
             return self._reject(event, err, context)
         logger.append_keys(conversation_id=detail.conversation_id)
         logger.debug("conversation received", extra={"state_keys": sorted(detail.state)[:50]})
-        deadline = Deadline.from_context(context)
+        ran: list[bool] = []
         try:
-            begun = self._begin_waiting_for_twin(detail, deadline)
-        except ConflictingDuplicateError as conflict:
+            report = self._process_waiting_for_twin(
+                detail=detail.model_dump(mode="json"),
+                model=detail,
+                end_function=end_function,
+                deadline=Deadline.from_context(context),
+                ran=ran,
+            )
+        except IdempotencyValidationError:
+            conflict = ConflictingDuplicateError(
+                f"conversation {detail.conversation_id} was already received with different content; "
+                "this event was not processed (compare both in the failed-events queue before replaying)"
+            )
             return self._reject(event, conflict, context)
-        if begun.duplicate:
+        if not ran:
             metrics.add_metric(name="DuplicateConversations", unit=MetricUnit.Count, value=1)
-            actions = {name: {"status": "already_done", "result": c.result} for name, c in begun.previous.items()}
-            self._log_conversation(detail, "duplicate", {name: "already_done" for name in actions}, started)
-            report = {"conversation_id": detail.conversation_id, "status": "processed", "actions": actions}
+            statuses = {name: "already_done" for name in report.get("actions", {})}
+            self._log_conversation(detail, "duplicate", statuses, started)
             return {**report, "duplicate": True}
-        return self._process(detail, end_function, deadline, begun, started)
+        return report
 
-    def _begin_waiting_for_twin(self, detail: ConversationEndedDetail, deadline: Deadline) -> Begun:
-        """Take the conversation; if a twin event of it is in progress elsewhere, wait for it.
+    def _process_waiting_for_twin(
+        self, *, model: ConversationEndedDetail, end_function: EndFunction, deadline: Deadline, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Process once; if a twin event of this conversation is in progress elsewhere, wait for it.
 
         A duplicate emission (or a replayed copy) can arrive while its twin is still running.
         Failing it would only send it round Lambda's retries and possibly into the failed-events
-        queue; waiting (bounded by this invocation's deadline) finds the twin's outcome: done (a
-        duplicate), or failed and released, and then this invocation processes the conversation.
+        queue; waiting (bounded by this invocation's deadline) returns the twin's stored result, or
+        processes the conversation here if the twin failed and released it.
+
+        Before each try the ledger and the idempotency record are read (one request): a
+        conversation already completed or held elsewhere is answered by Powertools without running
+        the End function; otherwise the End function plans its actions *before* Powertools takes
+        the conversation, so a record left in progress by a stopped invocation means it was
+        performing actions, and what it had not recorded is in doubt.
         """
-        digest = payload_hash(detail)
         delay = 0.1
+        plan: ActionPlan | None = None
         while True:
+            prior = self.ledger.prior(model.conversation_id)
+            if plan is None and not prior.settled:
+                plan = self._plan(model, end_function)
             try:
-                return self.ledger.begin(detail.conversation_id, digest, deadline)
-            except ConversationInProgressError:
+                report: dict[str, Any] = self._process_once(
+                    model=model, end_function=end_function, plan=plan, prior=prior, deadline=deadline, **kwargs
+                )
+                return report
+            except IdempotencyAlreadyInProgressError:
                 if deadline.remaining() < TWIN_WAIT_MARGIN_SECONDS + delay:
                     raise
                 if delay == 0.1:
@@ -162,31 +199,44 @@ class EndHandlerRuntime:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _process(
-        self,
-        model: ConversationEndedDetail,
-        end_function: EndFunction,
-        deadline: Deadline,
-        begun: Begun,
-        started: float,
-    ) -> dict[str, Any]:
+    def _plan(self, model: ConversationEndedDetail, end_function: EndFunction) -> ActionPlan:
+        """Run the End function: it plans actions; nothing is performed or written yet."""
         plan = ActionPlan(model, self.crm, self.follow_ups, self.notifier)
-        conv = Conversation(model, plan)
         try:
-            end_function(conv)
+            end_function(Conversation(model, plan))
         except Exception as exc:
             logger.exception("end_function raised; no action was performed, the event will be retried")
             metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
-            self.ledger.release(model.conversation_id, begun)
             raise EndFunctionError(f"end_function raised {type(exc).__name__}: {exc}") from exc
+        return plan
+
+    def _process(
+        self,
+        detail: dict[str, Any],
+        model: ConversationEndedDetail,
+        end_function: EndFunction,
+        plan: ActionPlan | None,
+        prior: Prior,
+        deadline: Deadline,
+        ran: list[bool],
+    ) -> dict[str, Any]:
+        """Under Powertools' guard: perform the planned actions; the report it stores carries their results."""
+        ran.append(True)
+        started = time.monotonic()
+        if plan is None:  # read as settled, yet ours now: the twin failed and released it meanwhile
+            plan = self._plan(model, end_function)
+        if prior.record_status is not None:
+            # Someone held the conversation before: its outcomes are final now that we hold it.
+            prior = Prior(previous=self.ledger.entries(model.conversation_id), stopped_at=prior.stopped_at)
         outcomes = perform_actions(
-            model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency, begun
+            model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency, prior
         )
         failures = {o.name: o.error for o in outcomes if o.status == "failed" and o.error is not None}
-        self.ledger.finish(model.conversation_id, completed=not failures, entries=ledger_entries(outcomes))
         self._report_failures(outcomes)
         statuses: dict[str, str] = {o.name: o.status for o in outcomes}
         if failures:
+            # Powertools deletes its record when this raises: the ledger keeps every outcome.
+            self.ledger.close(model.conversation_id, ledger_entries(outcomes))
             record_actions((o.name, o.status) for o in outcomes)
             self._log_conversation(model, "failed", statuses, started)
             raise ActionsFailedError(model.conversation_id, failures)

@@ -1,23 +1,19 @@
-"""The ledger: one DynamoDB item per conversation, so nothing happens twice and a retry redoes only what failed.
+"""The action ledger: one DynamoDB item per conversation, beside its Powertools idempotency record.
 
-It lives in the idempotency table (keys ``conversation#<id>``). Every write is one write unit: the
-item stays well under 1 KB (results are CRM object ids; errors are cut short).
+Both live in the idempotency table: the record (``aftercall.conversation#<md5>``, Powertools)
+guards the conversation: its ``INPROGRESS`` status keeps out a concurrent invocation until the
+holder's Lambda deadline, and its ``COMPLETED`` status stores the handler's report, with every
+action's result. The ledger item (``conversation#<id>``) keeps what the record cannot: the results
+of actions that completed while others still ran (a crash before the record completes must not
+repeat them), and, when the attempt fails (Powertools then deletes its record), every outcome:
+done with what it made, or failed with why. Each write is one write unit (the item stays under
+1 KB: results are CRM object ids, errors are cut short).
 
-**The conversation** (EndHandler). :meth:`ActionLedger.begin` is one conditional write that takes
-the whole conversation for this invocation, with a lease that ends at its Lambda deadline: it
-succeeds for a new conversation, a failed one, or one whose lease ran out (that invocation was
-stopped), and otherwise says why not: already completed with the same content (a duplicate),
-completed or in progress with *different* content (a conflicting duplicate), or in progress in
-another live invocation (a twin). Holding the conversation means holding all its actions, so
-actions need no claims of their own. :meth:`record` writes one action's result as soon as it is
-done; :meth:`finish` is the last write, ``COMPLETED`` or ``FAILED`` with every outcome not yet
-written (the last action's result rides on it). The completed results are the conversation→CRM
-object mapping.
-
-An attempt also learns what the attempts before it may have left half done (``Claim``): an
-action that failed with a write that got no answer (the time it recorded), or every unfinished
-action of an attempt that was stopped at its deadline (that deadline). Adapters without an
-idempotency key wait for such a write to settle before they look for it (aftercall.crm.hubspot).
+Before an attempt, :meth:`ActionLedger.prior` reads both (one request): what is done, what failed
+with a write that got no answer (the time it recorded), and whether the attempt before was stopped
+at its deadline while performing (its record still ``INPROGRESS``, its lease run out): then every
+action it had not recorded may have been half done, sent before that deadline. Adapters without
+an idempotency key wait for such a write to settle before they look for it (aftercall.crm.hubspot).
 
 **One action on its own** (:meth:`claim`, :meth:`complete`, :meth:`fail`): the FollowUp function's
 sends, long after the conversation, claim their own entry in the same item with their own lease.
@@ -25,6 +21,7 @@ sends, long after the conversation, claim their own entry in the same item with 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -34,11 +31,15 @@ from botocore.exceptions import ClientError
 
 from aftercall import aws
 from aftercall.deadline import Deadline
-from aftercall.errors import ActionInProgressError, ConflictingDuplicateError, ConversationInProgressError
+from aftercall.errors import ActionInProgressError
 
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
+#: The Powertools idempotency record's key prefix (``key_prefix`` in aftercall.handler) and statuses.
+RECORD_PREFIX = "aftercall.conversation"
+RECORD_IN_PROGRESS = "INPROGRESS"
+RECORD_COMPLETED = "COMPLETED"
 #: Errors are kept short: the item stays under 1 KB (one write unit); the logs have the whole message.
 MAX_ERROR_CHARS = 300
 
@@ -55,14 +56,23 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Begun:
-    """What :meth:`ActionLedger.begin` found; ``duplicate``: completed before, nothing to do again."""
+class Prior:
+    """What earlier attempts left of a conversation (see :meth:`ActionLedger.prior`)."""
 
-    duplicate: bool
-    attempt: int
+    #: The Powertools record's status (``INPROGRESS``, ``COMPLETED``) or None: no record.
+    record_status: str | None = None
+    #: Epoch ms: the record's in-progress lease (the Lambda deadline of the invocation holding it).
+    record_lease_ms: int | None = None
     previous: dict[str, Claim] = field(default_factory=dict)
-    #: Epoch seconds: the deadline of an earlier attempt that was stopped mid-way (its lease ran out).
+    #: Epoch seconds: the deadline of an earlier attempt that was stopped while performing.
     stopped_at: float | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Completed, or held by a live invocation: Powertools answers without running anything here."""
+        if self.record_status == RECORD_COMPLETED:
+            return True
+        return self.record_status == RECORD_IN_PROGRESS and (self.record_lease_ms or 0) > time.time() * 1000
 
     def claim(self, action: str) -> Claim:
         """How this attempt should perform ``action``."""
@@ -73,6 +83,13 @@ class Begun:
             unanswered = max(self.stopped_at, (old.unanswered_write_at if old else None) or 0.0)
             return Claim(done=False, recovering=True, unanswered_write_at=unanswered)
         return old or Claim(done=False)
+
+
+def record_key(conversation_id: str) -> str:
+    """The Powertools idempotency record's key: ``key_prefix#`` and the MD5 of the key value as JSON,
+    Powertools' scheme (tests/test_ledger.py checks it against Powertools itself)."""
+    digest = hashlib.md5(json.dumps(conversation_id, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+    return f"{RECORD_PREFIX}#{digest}"
 
 
 def ledger_key(conversation_id: str) -> str:
@@ -108,99 +125,39 @@ class ActionLedger:
 
     # --- the conversation -------------------------------------------------------------------------
 
-    def begin(self, conversation_id: str, payload_hash: str, deadline: Deadline) -> Begun:
-        """Take the conversation for this invocation, or say it was done before.
-
-        Raises :class:`ConflictingDuplicateError` when it was received before with other content
-        and :class:`ConversationInProgressError` while another live invocation holds it.
-        """
-        now = time.time()
-        try:
-            response = self.client.update_item(
-                TableName=self.table_name,
-                Key={"id": {"S": ledger_key(conversation_id)}},
-                UpdateExpression=(
-                    "SET #status = :in_progress, lease = :lease, expiration = :expiration, payload_hash = :hash, "
-                    "attempt = if_not_exists(attempt, :zero) + :one"
-                ),
-                ConditionExpression=(
-                    "attribute_not_exists(#status) OR expiration < :now_s OR #status = :failed "
-                    "OR (#status = :in_progress AND lease < :now_ms)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":in_progress": {"S": IN_PROGRESS},
-                    ":failed": {"S": FAILED},
-                    ":lease": {"N": str(deadline.epoch_ms)},
-                    ":expiration": {"N": str(int(now) + self.retention_seconds)},
-                    ":hash": {"S": payload_hash},
-                    ":zero": {"N": "0"},
-                    ":one": {"N": "1"},
-                    ":now_s": {"N": str(int(now))},
-                    ":now_ms": {"N": str(int(now * 1000))},
-                },
-                ReturnValues="ALL_OLD",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            item: dict[str, Any] = exc.response.get("Item") or self._read(conversation_id)  # type: ignore[assignment]
-            return self._taken(conversation_id, payload_hash, item)
-        old = response.get("Attributes") or {}
-        if old and int(old.get("expiration", {}).get("N", "0")) < int(now):
-            return self._restart(conversation_id, payload_hash, deadline, now)
-        stopped = old.get("status", {}).get("S") == IN_PROGRESS and "lease" in old
-        return Begun(
-            duplicate=False,
-            attempt=int(old.get("attempt", {}).get("N", "0")) + 1,
-            previous=_actions(old),
-            stopped_at=int(old["lease"]["N"]) / 1000 if stopped else None,
+    def prior(self, conversation_id: str) -> Prior:
+        """The Powertools record and the ledger item, read together (consistently) before an attempt."""
+        keys = [{"id": {"S": record_key(conversation_id)}}, {"id": {"S": ledger_key(conversation_id)}}]
+        request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        items: dict[str, dict[str, Any]] = {}
+        while request:
+            answer = self.client.batch_get_item(RequestItems=request)
+            items.update({item["id"]["S"]: item for item in answer.get("Responses", {}).get(self.table_name, [])})
+            request = answer.get("UnprocessedKeys") or {}
+        record = items.get(record_key(conversation_id), {})
+        status = record.get("status", {}).get("S")
+        lease = int(record["in_progress_expiration"]["N"]) if "in_progress_expiration" in record else None
+        stopped = status == RECORD_IN_PROGRESS and lease is not None and lease < time.time() * 1000
+        return Prior(
+            record_status=status,
+            record_lease_ms=lease,
+            previous=_actions(items.get(ledger_key(conversation_id), {})),
+            stopped_at=lease / 1000 if stopped and lease is not None else None,
         )
-
-    def _taken(self, conversation_id: str, payload_hash: str, item: dict[str, Any]) -> Begun:
-        status = item.get("status", {}).get("S")
-        if item.get("payload_hash", {}).get("S", payload_hash) != payload_hash:
-            raise ConflictingDuplicateError(
-                f"conversation {conversation_id} was already received with different content; "
-                "this event was not processed (compare both in the failed-events queue before replaying)"
-            )
-        if status == COMPLETED:
-            return Begun(duplicate=True, attempt=int(item.get("attempt", {}).get("N", "1")), previous=_actions(item))
-        raise ConversationInProgressError(f"conversation {conversation_id} is being processed by another invocation")
-
-    def _restart(self, conversation_id: str, payload_hash: str, deadline: Deadline, now: float) -> Begun:
-        """An item past its expiration (not yet removed by TTL): start over without its old entries."""
-        self.client.put_item(
-            TableName=self.table_name,
-            Item={
-                "id": {"S": ledger_key(conversation_id)},
-                "status": {"S": IN_PROGRESS},
-                "lease": {"N": str(deadline.epoch_ms)},
-                "expiration": {"N": str(int(now) + self.retention_seconds)},
-                "payload_hash": {"S": payload_hash},
-                "attempt": {"N": "1"},
-            },
-            ConditionExpression="lease = :lease",
-            ExpressionAttributeValues={":lease": {"N": str(deadline.epoch_ms)}},
-        )
-        return Begun(duplicate=False, attempt=1)
 
     def record(self, conversation_id: str, action: str, result: dict[str, Any]) -> None:
-        """One action is done: written at once, so no later attempt performs it again."""
-        self.client.update_item(
-            TableName=self.table_name,
-            Key={"id": {"S": ledger_key(conversation_id)}},
-            UpdateExpression="SET #a = :entry",
-            ExpressionAttributeNames={"#a": _attribute(action)},
-            ExpressionAttributeValues={":entry": completed_entry(result)},
-        )
+        """One action is done while others still run: written at once, so no later attempt repeats it."""
+        self._set(conversation_id, {action: completed_entry(result)})
 
-    def finish(self, conversation_id: str, completed: bool, entries: dict[str, dict[str, Any]]) -> None:
-        """The conversation's last write: its status and every action outcome not written yet."""
-        names = {"#status": "status"}
-        values: dict[str, Any] = {":status": {"S": COMPLETED if completed else FAILED}}
-        sets = ["#status = :status"]
+    def close(self, conversation_id: str, entries: dict[str, dict[str, Any]]) -> None:
+        """A failed attempt's outcomes not written yet (Powertools deletes its record; these stay)."""
+        if entries:
+            self._set(conversation_id, entries)
+
+    def _set(self, conversation_id: str, entries: dict[str, dict[str, Any]]) -> None:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":expiration": {"N": str(int(time.time()) + self.retention_seconds)}}
+        sets = ["expiration = if_not_exists(expiration, :expiration)"]
         for n, (action, entry) in enumerate(entries.items()):
             names[f"#a{n}"] = _attribute(action)
             values[f":a{n}"] = entry
@@ -208,21 +165,14 @@ class ActionLedger:
         self.client.update_item(
             TableName=self.table_name,
             Key={"id": {"S": ledger_key(conversation_id)}},
-            UpdateExpression="SET " + ", ".join(sets) + " REMOVE lease",
+            UpdateExpression="SET " + ", ".join(sets),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
 
-    def release(self, conversation_id: str, begun: Begun) -> None:
-        """Let go of a conversation whose End function failed before any action: the retry starts afresh.
-
-        An item with nothing from earlier attempts is deleted (the failure leaves no trace in the
-        table); one that carries earlier outcomes is marked failed, so they are kept.
-        """
-        if begun.previous or begun.stopped_at is not None or begun.attempt > 1:
-            self.finish(conversation_id, completed=False, entries={})
-            return
-        self.client.delete_item(TableName=self.table_name, Key={"id": {"S": ledger_key(conversation_id)}})
+    def entries(self, conversation_id: str) -> dict[str, Claim]:
+        """The ledger item's outcomes alone (read again once an attempt holds the conversation)."""
+        return _actions(self._read(conversation_id))
 
     # --- one action on its own (the FollowUp function's sends) -----------------------------------
 
@@ -267,7 +217,7 @@ class ActionLedger:
         return _claim(old_entry["M"]) if old_entry["M"]["s"]["S"] == FAILED else _stopped(old_entry["M"])
 
     def complete(self, conversation_id: str, action: str, result: dict[str, Any]) -> None:
-        self.record(conversation_id, action, result)
+        self._set(conversation_id, {action: completed_entry(result)})
 
     def fail(self, conversation_id: str, action: str, error: str, unanswered_write_at: float | None = None) -> None:
         """Release the action so the next attempt (which will search before creating) may take it.
@@ -275,13 +225,7 @@ class ActionLedger:
         ``unanswered_write_at``: this attempt (or one before it) sent a write that got no answer at
         about this time; the next claim passes it on.
         """
-        self.client.update_item(
-            TableName=self.table_name,
-            Key={"id": {"S": ledger_key(conversation_id)}},
-            UpdateExpression="SET #a = :entry",
-            ExpressionAttributeNames={"#a": _attribute(action)},
-            ExpressionAttributeValues={":entry": failed_entry(error, unanswered_write_at)},
-        )
+        self._set(conversation_id, {action: failed_entry(error, unanswered_write_at)})
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -292,18 +236,18 @@ class ActionLedger:
         return item
 
     def lookup(self, conversation_id: str, action: str) -> dict[str, Any] | None:
-        """One action's state as plain values (for operators and tests): ``status``, ``result``, ``error``...
+        """One action's state as plain values (for operators and tests): ``status``, ``result`` (JSON text)...
 
-        An action with no entry of its own while its conversation is in progress is reported in
-        progress, with the conversation's lease: that invocation may be performing it.
+        An action the ledger item does not hold is found in the Powertools record: among the
+        results of its stored report when the conversation completed, or in progress (with the
+        record's lease) while an invocation holds the conversation.
         """
-        item = self._read(conversation_id)
-        entry = item.get(_attribute(action))
+        entry = self._read(conversation_id).get(_attribute(action))
         if entry is not None:
-            plain: dict[str, Any] = {"status": entry["M"]["s"]["S"]}
             fields = entry["M"]
+            plain: dict[str, Any] = {"status": fields["s"]["S"]}
             if "r" in fields:
-                plain["result"] = fields["r"]["S"]  # the JSON text, as stored
+                plain["result"] = fields["r"]["S"]
             if "e" in fields:
                 plain["error"] = fields["e"]["S"]
             if "u" in fields:
@@ -311,8 +255,16 @@ class ActionLedger:
             if "l" in fields:
                 plain["in_progress_expiration"] = int(fields["l"]["N"])
             return plain
-        if item.get("status", {}).get("S") == IN_PROGRESS:
-            return {"status": IN_PROGRESS, "in_progress_expiration": int(item["lease"]["N"])}
+        record: dict[str, Any] = self.client.get_item(
+            TableName=self.table_name, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True
+        ).get("Item", {})
+        status = record.get("status", {}).get("S")
+        if status == RECORD_IN_PROGRESS:
+            return {"status": IN_PROGRESS, "in_progress_expiration": int(record["in_progress_expiration"]["N"])}
+        if status == RECORD_COMPLETED:
+            outcome = json.loads(record.get("data", {}).get("S", "{}")).get("actions", {}).get(action)
+            if outcome and outcome.get("status") in ("done", "already_done"):
+                return {"status": COMPLETED, "result": json.dumps(outcome.get("result"))}
         return None
 
 

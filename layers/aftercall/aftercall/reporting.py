@@ -4,7 +4,7 @@ Dimension values come from small fixed vocabularies, so a free-text ``sentiment`
 cannot explode CloudWatch's metric count (and cost).
 
 A conversation's metrics are one EMF document (one log line, which CloudWatch Logs bills by the
-byte): every metric with its own dimension set is a directive of that document, sharing the
+byte): each metric is a directive of that document, under one or more dimension sets, sharing the
 top-level values. A dimension has one value per document, so each action after the first (each
 has its own ``Action`` value) adds a small document of its own.
 """
@@ -47,14 +47,14 @@ class _Document:
         self.values: dict[str, Any] = {"service": self.service}
         self.directives: list[dict[str, Any]] = []
 
-    def add(self, name: str, unit: str, value: float, dimension: str | None = None, label: str = "") -> None:
-        dimensions = ["service"]
-        if dimension is not None:
+    def add(self, name: str, unit: str, value: float, *dimensions: tuple[str, str]) -> None:
+        """``name`` once under each of ``dimensions`` (each with ``service``), or under ``service`` alone."""
+        for dimension, label in dimensions:
             self.values[dimension] = label
-            dimensions.insert(0, dimension)
+        sets = [[dimension, "service"] for dimension, _ in dimensions] or [["service"]]
         self.values[name] = value
         self.directives.append(
-            {"Namespace": metrics.namespace, "Dimensions": [dimensions], "Metrics": [{"Name": name, "Unit": unit}]}
+            {"Namespace": metrics.namespace, "Dimensions": sets, "Metrics": [{"Name": name, "Unit": unit}]}
         )
 
     def emit(self) -> None:
@@ -66,16 +66,21 @@ def record_conversation(detail: ConversationEndedDetail, actions: Iterable[tuple
     """Counts by direction, environment, resolution and sentiment, duration by direction,
     ``ConversationsProcessed``, and one data point per action; all in one line for the first action."""
     document = _Document()
-    document.add("Conversations", "Count", 1, "Direction", detail.direction)
-    document.add("Conversations", "Count", 1, "Environment", detail.environment)
-    document.add("Conversations", "Count", 1, "Resolution", resolution_of(detail.state))
-    document.add("Conversations", "Count", 1, "Sentiment", _label(detail.state.get("sentiment"), SENTIMENTS))
-    document.add("ConversationDuration", "Seconds", detail.duration_seconds, "Direction", detail.direction)
+    document.add(
+        "Conversations",
+        "Count",
+        1,
+        ("Direction", detail.direction),
+        ("Environment", detail.environment),
+        ("Resolution", resolution_of(detail.state)),
+        ("Sentiment", _label(detail.state.get("sentiment"), SENTIMENTS)),
+    )
+    document.add("ConversationDuration", "Seconds", detail.duration_seconds, ("Direction", detail.direction))
     document.add("ConversationsProcessed", "Count", 1)
     pending = list(actions)
     if pending:
         action, status = pending.pop(0)
-        document.add(ACTION_METRICS[status], "Count", 1, "Action", action.split(":", 1)[0])
+        document.add(ACTION_METRICS[status], "Count", 1, ("Action", action.split(":", 1)[0]))
     document.emit()
     record_actions(pending)
 
@@ -84,5 +89,5 @@ def record_actions(outcomes: Iterable[tuple[str, str]]) -> None:
     """One data point per action: ``ActionSucceeded``, ``ActionAlreadyDone`` or ``ActionFailed`` by action."""
     for action, status in outcomes:
         document = _Document()
-        document.add(ACTION_METRICS[status], "Count", 1, "Action", action.split(":", 1)[0])
+        document.add(ACTION_METRICS[status], "Count", 1, ("Action", action.split(":", 1)[0]))
         document.emit()
