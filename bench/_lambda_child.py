@@ -109,12 +109,12 @@ def _memory() -> dict[str, float]:
 _DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 
 
-def _count_aws_calls(calls: Counter[str], largest: dict[str, int], writes: Counter[str]) -> None:
+def _count_aws_calls(calls: Counter[str], largest: dict[str, int], writes: Counter[str], reads: Counter[str]) -> None:
     """Count every AWS API call the handler makes (and its largest request), by service.operation.
 
     Wraps botocore's one entry point for API calls after the handler was imported (botocore is
     loaded by then); what it records is bounded by the number of distinct operations, plus one
-    counter per DynamoDB item written (``writes``, by the item's ``id``).
+    counter per DynamoDB item written (``writes``, by the item's ``id``) and the items read (``reads``).
     """
     import botocore.client
 
@@ -126,6 +126,10 @@ def _count_aws_calls(calls: Counter[str], largest: dict[str, int], writes: Count
         calls[name] += 1
         size = len(json.dumps(api_params, default=str))
         largest[name] = max(largest.get(name, 0), size)
+        if operation_name == "GetItem":
+            reads["items"] += 1
+        elif operation_name == "BatchGetItem":
+            reads["items"] += sum(len(t["Keys"]) for t in api_params.get("RequestItems", {}).values())
         if operation_name in _DYNAMODB_WRITES:
             key = api_params.get("Key") or api_params.get("Item") or {}
             writes[str(key.get("id", {}).get("S", "?"))] += 1
@@ -199,8 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     aws_calls: Counter[str] = Counter()
     aws_bytes: dict[str, int] = {}
     dynamodb_writes: Counter[str] = Counter()
+    dynamodb_reads: Counter[str] = Counter()
     if args.count_aws_calls:
-        _count_aws_calls(aws_calls, aws_bytes, dynamodb_writes)
+        _count_aws_calls(aws_calls, aws_bytes, dynamodb_writes, dynamodb_reads)
 
     durations: list[float] = []
     cpu: list[float] = []
@@ -243,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         aws_calls=dict(aws_calls),
         aws_request_bytes_max=aws_bytes,
         dynamodb_writes_by_key=dict(dynamodb_writes),
+        dynamodb_items_read=dynamodb_reads["items"],
         statuses=dict(statuses),
         errors=errors,
         memory=samples,

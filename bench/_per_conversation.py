@@ -119,12 +119,14 @@ def per_conversation(run: ChildRun, crm: Mapping[str, Any], sizes: Mapping[str, 
         key = re.sub(r"/\d+(?=/|$)", "/{id}", route)
         routes[key] = routes.get(key, 0) + count
     writes = report.get("dynamodb_writes_by_key", {})
+    read_units = report.get("dynamodb_items_read", 0)  # consistent reads of items under 4 KB: one unit each
     lines = [line for line in run.log_text.splitlines() if line.strip()]
     items = list(sizes.values())
     return {
         "aws_calls": {op: round(n / conversations, 3) for op, n in sorted(report["aws_calls"].items())},
         "aws_request_bytes_max": report["aws_request_bytes_max"],
         "dynamodb_write_units": round(write_units(writes, sizes) / conversations, 3),
+        "dynamodb_read_units": round(read_units / conversations, 3),
         "crm_requests": round(crm["total"] / conversations, 3),
         "crm_requests_by_route": {r: round(n / conversations, 3) for r, n in sorted(routes.items())},
         "log_bytes": round(run.log_bytes / conversations, 1),

@@ -173,7 +173,7 @@ def price(measured: Mapping[str, Any], defaults: Mapping[str, float]) -> dict[st
     log_gb = n * per["log_bytes"] / 1e9
     log_months = defaults["log_retention_days"] / 30
     parked = calls.get("sqs.SendMessage", 0.0)
-    reads = calls.get("dynamodb.GetItem", 0.0) + calls.get("dynamodb.Query", 0.0)
+    reads = per.get("dynamodb_read_units", calls.get("dynamodb.GetItem", 0.0))
     shared: list[tuple[str, str, float]] = [
         ("Lambda requests", f"{n * invocations / MILLION:g}M", n * invocations * PRICE["lambda_request"]),
         (
@@ -259,9 +259,16 @@ def price(measured: Mapping[str, Any], defaults: Mapping[str, float]) -> dict[st
     }
 
 
-def result(measured: Mapping[str, Any]) -> dict[str, Any]:
+def result(measured: Mapping[str, Any], memory_sizes: Sequence[int] = ()) -> dict[str, Any]:
     defaults = template_defaults()
     priced = price(measured, defaults)
+    other_sizes = {
+        str(mb): {
+            key: price(measured, {**defaults, "memory_mb": float(mb)})[key]
+            for key in ("usd_per_million_local", "usd_per_million_lambda_200ms")
+        }
+        for mb in memory_sizes
+    }
     return {
         "benchmark": "cost",
         **priced,
@@ -269,6 +276,7 @@ def result(measured: Mapping[str, Any]) -> dict[str, Any]:
         "target_lambda_200ms": TARGET_LAMBDA_200MS,
         "target_met": priced["usd_per_million_local"] <= TARGET_LOCAL
         and priced["usd_per_million_lambda_200ms"] <= TARGET_LAMBDA_200MS,
+        "at_memory_mb": other_sizes,
         "measured": dict(measured),
         "assumptions": {
             **defaults,
@@ -355,18 +363,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--markdown", action="store_true", help="print the tables for docs/performance.md")
     parser.add_argument("--from-json", type=Path, metavar="FILE", help="price a saved --json output again")
+    parser.add_argument(
+        "--memory-mb", type=int, action="append", default=[], help="also price at this MemorySize (repeatable)"
+    )
     args = parser.parse_args(argv)
     if not 100 <= args.events <= 20_000 or not 20 <= args.events_200ms <= 5_000:
         parser.error("--events must be 100..20000 and --events-200ms 20..5000")
 
     if args.from_json:
         measured = json.loads(args.from_json.read_text(encoding="utf-8"))["measured"]
-        output = result(measured)
+        output = result(measured, args.memory_mb)
         output["machine"] = json.loads(args.from_json.read_text(encoding="utf-8")).get("machine")
     else:
         defaults = template_defaults()  # fails before measuring if the template lacks what the prices need
         measured = measure(args.events, args.events_200ms, args.seed, defaults["trace_sampling_rate"])
-        output = {**result(measured), "machine": machine()}
+        output = {**result(measured, args.memory_mb), "machine": machine()}
 
     if args.json:
         print(json.dumps(output))
@@ -383,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(targets {TARGET_LOCAL:.2f} / {TARGET_LAMBDA_200MS:.2f}: {'met' if output['target_met'] else 'MISSED'})"
         )
         per = output["measured"]["per_conversation"]
+        for mb, figures in output["at_memory_mb"].items():
+            print(f"at MemorySize {mb} MB: {figures}")
         print(
             f"per conversation: {per['dynamodb_write_units']} write units, {per['log_bytes']:.0f} log bytes "
             f"({per['log_lines']} lines), {per['crm_requests']} CRM requests; calls: {per['aws_calls']}"

@@ -64,22 +64,24 @@ def test_the_record_key_is_the_one_powertools_computes(stack: LocalStack) -> Non
     assert record_key(conversation) == persistence._get_hashed_idempotency_key({"conversation_id": conversation})
 
 
-def test_a_new_conversation_has_nothing_before_it(ledger: ActionLedger) -> None:
-    # Given a conversation never seen before
+def test_a_first_attempt_finds_nothing_before_it(ledger: ActionLedger) -> None:
+    # Given a conversation never performed before
     conversation = unique("conv")
-    # When its prior attempts are read
-    prior = ledger.prior(conversation)
-    # Then there are none: nothing done, nothing in doubt, not settled
-    assert (prior.record_status, prior.previous, prior.stopped_at, prior.settled) == (None, {}, None, False)
+    # When an attempt starts performing it
+    prior = ledger.start(conversation, Deadline.after(30))
+    # Then nothing is done and nothing is in doubt
+    assert (prior.previous, prior.stopped_at) == ({}, None)
     assert prior.claim("crm_summary") == Claim(done=False)
 
 
 def test_a_result_recorded_while_others_run_is_done_for_the_next_attempt(ledger: ActionLedger) -> None:
-    # Given an attempt that recorded its summary
+    # Given an attempt that recorded its summary and then failed
     conversation = unique("conv")
+    ledger.start(conversation, Deadline.after(30))
     ledger.record(conversation, "crm_summary", {"kind": "note", "object_id": "1002"})
-    # When the next attempt reads what was done
-    claim = ledger.prior(conversation).claim("crm_summary")
+    ledger.close(conversation, {})
+    # When the next attempt starts
+    claim = ledger.start(conversation, Deadline.after(30)).claim("crm_summary")
     # Then the summary is done, with its result
     assert (claim.done, claim.result) == (True, {"kind": "note", "object_id": "1002"})
     item = ledger.lookup(conversation, "crm_summary")
@@ -90,6 +92,7 @@ def test_a_result_recorded_while_others_run_is_done_for_the_next_attempt(ledger:
 def test_a_failed_attempt_passes_on_what_it_did_and_what_it_left_in_doubt(ledger: ActionLedger) -> None:
     # Given an attempt that completed the summary and failed the ticket after a write went unanswered
     conversation = unique("conv")
+    ledger.start(conversation, Deadline.after(30))
     sent_at = time.time() - 3
     ledger.close(
         conversation,
@@ -98,9 +101,10 @@ def test_a_failed_attempt_passes_on_what_it_did_and_what_it_left_in_doubt(ledger
             "support_ticket": failed_entry("CrmUnavailableError: no answer", sent_at),
         },
     )
-    # When the retry reads them (Powertools deleted its record when the attempt failed)
-    prior = ledger.prior(conversation)
+    # When the retry starts (Powertools deleted its record when the attempt failed)
+    prior = ledger.start(conversation, Deadline.after(30))
     # Then the summary is done, the ticket is recovered after its unanswered write, a new action is new
+    assert prior.stopped_at is None
     assert prior.claim("crm_summary").done is True
     ticket = prior.claim("support_ticket")
     assert (ticket.done, ticket.recovering) == (False, True)
@@ -112,45 +116,46 @@ def test_a_failed_attempt_passes_on_what_it_did_and_what_it_left_in_doubt(ledger
 def test_a_plain_failure_leaves_nothing_in_doubt(ledger: ActionLedger) -> None:
     # Given an attempt whose ticket failed with a clear refusal
     conversation = unique("conv")
+    ledger.start(conversation, Deadline.after(30))
     ledger.close(conversation, {"support_ticket": failed_entry("CrmRequestError: 400")})
-    # When the retry reads it
-    ticket = ledger.prior(conversation).claim("support_ticket")
+    # When the retry starts
+    ticket = ledger.start(conversation, Deadline.after(30)).claim("support_ticket")
     # Then the ticket is recovering (it may look first) with no unanswered write to wait for
     assert (ticket.done, ticket.recovering, ticket.unanswered_write_at) == (False, True, None)
 
 
-def test_a_stopped_attempt_leaves_its_unrecorded_actions_in_doubt(stack: LocalStack, ledger: ActionLedger) -> None:
-    # Given an attempt that recorded its summary and was stopped at its deadline, its record in progress
+def test_an_attempt_stopped_while_performing_leaves_its_unrecorded_actions_in_doubt(ledger: ActionLedger) -> None:
+    # Given an attempt that recorded its summary and was then stopped at its deadline
     conversation = unique("conv")
-    stopped = Deadline.after(-1)
+    stopped = Deadline.after(0.05)
+    ledger.start(conversation, stopped)
     ledger.record(conversation, "crm_summary", {"object_id": "1"})
-    _record(stack, conversation, RECORD_IN_PROGRESS, stopped)
-    # When the retry reads what it left
-    prior = ledger.prior(conversation)
+    time.sleep(0.1)
+    # When Lambda's retry starts
+    prior = ledger.start(conversation, Deadline.after(30))
     # Then the summary is done; the rest may have been sent before the old deadline
     assert prior.stopped_at == pytest.approx(stopped.epoch_ms / 1000)
-    assert prior.settled is False
     assert prior.claim("crm_summary").done is True
     ticket = prior.claim("support_ticket")
     assert (ticket.done, ticket.recovering) == (False, True)
     assert ticket.unanswered_write_at == pytest.approx(stopped.epoch_ms / 1000)
 
 
-def test_a_conversation_completed_or_held_elsewhere_is_settled(stack: LocalStack, ledger: ActionLedger) -> None:
+def test_the_completed_record_holds_the_results_the_ledger_did_not_write(
+    stack: LocalStack, ledger: ActionLedger
+) -> None:
     # Given one conversation completed with its report and one held by a live invocation
     done, held = unique("conv"), unique("conv")
     report = {"actions": {"crm_summary": {"status": "done", "result": {"object_id": "7"}}}}
     _record(stack, done, RECORD_COMPLETED, Deadline.after(-1), report)
     _record(stack, held, RECORD_IN_PROGRESS, Deadline.after(30))
-    # When their prior attempts are read
-    # Then both are settled (Powertools answers them); the completed one's results are in its record
-    assert ledger.prior(done).settled is True
-    assert ledger.prior(held).settled is True
-    assert ledger.prior(held).stopped_at is None
+    # When an operator looks an action up
     summary = ledger.lookup(done, "crm_summary")
+    # Then the completed one's result comes from the record; the held one is in progress
     assert summary is not None
     assert (summary["status"], json.loads(summary["result"])) == (COMPLETED, {"object_id": "7"})
     assert ledger.lookup(held, "support_ticket")["status"] == IN_PROGRESS  # type: ignore[index]
+    assert ledger.lookup(done, "support_ticket") is None
 
 
 def test_one_item_per_conversation_with_a_ttl_for_the_retention_window(stack: LocalStack) -> None:
@@ -159,11 +164,13 @@ def test_one_item_per_conversation_with_a_ttl_for_the_retention_window(stack: Lo
     conversation = unique("conv")
     # When two outcomes of one conversation are written
     before = int(time.time())
+    ledger.start(conversation, Deadline.after(30))
     ledger.record(conversation, "crm_summary", {"object_id": "1"})
     ledger.close(conversation, {"support_ticket": failed_entry("CrmRequestError: 400")})
     # Then one item holds both, expiring one retention window ahead (DynamoDB TTL removes it)
     item = _item(stack, ledger_key(conversation))
     assert {name for name in item if name.startswith("a.")} == {"a.crm_summary", "a.support_ticket"}
+    assert "performing" not in item  # the failed attempt ended: nothing of it is in doubt
     assert before + 3600 <= int(item["expiration"]["N"]) <= int(time.time()) + 3600
 
 

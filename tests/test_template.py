@@ -94,7 +94,6 @@ def test_function_role_is_least_privilege(expanded: dict[str, Any]) -> None:
     granted = {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     assert granted == {
         "dynamodb:GetItem",
-        "dynamodb:BatchGetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",

@@ -164,32 +164,18 @@ class EndHandlerRuntime:
             return {**report, "duplicate": True}
         return report
 
-    def _process_waiting_for_twin(
-        self, *, model: ConversationEndedDetail, end_function: EndFunction, deadline: Deadline, **kwargs: Any
-    ) -> dict[str, Any]:
+    def _process_waiting_for_twin(self, *, deadline: Deadline, **kwargs: Any) -> dict[str, Any]:
         """Process once; if a twin event of this conversation is in progress elsewhere, wait for it.
 
         A duplicate emission (or a replayed copy) can arrive while its twin is still running.
         Failing it would only send it round Lambda's retries and possibly into the failed-events
         queue; waiting (bounded by this invocation's deadline) returns the twin's stored result, or
         processes the conversation here if the twin failed and released it.
-
-        Before each try the ledger and the idempotency record are read (one request): a
-        conversation already completed or held elsewhere is answered by Powertools without running
-        the End function; otherwise the End function plans its actions *before* Powertools takes
-        the conversation, so a record left in progress by a stopped invocation means it was
-        performing actions, and what it had not recorded is in doubt.
         """
         delay = 0.1
-        plan: ActionPlan | None = None
         while True:
-            prior = self.ledger.prior(model.conversation_id)
-            if plan is None and not prior.settled:
-                plan = self._plan(model, end_function)
             try:
-                report: dict[str, Any] = self._process_once(
-                    model=model, end_function=end_function, plan=plan, prior=prior, deadline=deadline, **kwargs
-                )
+                report: dict[str, Any] = self._process_once(deadline=deadline, **kwargs)
                 return report
             except IdempotencyAlreadyInProgressError:
                 if deadline.remaining() < TWIN_WAIT_MARGIN_SECONDS + delay:
@@ -215,19 +201,14 @@ class EndHandlerRuntime:
         detail: dict[str, Any],
         model: ConversationEndedDetail,
         end_function: EndFunction,
-        plan: ActionPlan | None,
-        prior: Prior,
         deadline: Deadline,
         ran: list[bool],
     ) -> dict[str, Any]:
-        """Under Powertools' guard: perform the planned actions; the report it stores carries their results."""
+        """Under Powertools' guard: plan, perform; the report it stores carries the actions' results."""
         ran.append(True)
         started = time.monotonic()
-        if plan is None:  # read as settled, yet ours now: the twin failed and released it meanwhile
-            plan = self._plan(model, end_function)
-        if prior.record_status is not None:
-            # Someone held the conversation before: its outcomes are final now that we hold it.
-            prior = Prior(previous=self.ledger.entries(model.conversation_id), stopped_at=prior.stopped_at)
+        plan = self._plan(model, end_function)
+        prior = self.ledger.start(model.conversation_id, deadline) if plan.planned else Prior()
         outcomes = perform_actions(
             model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency, prior
         )

@@ -9,11 +9,14 @@ repeat them), and, when the attempt fails (Powertools then deletes its record), 
 done with what it made, or failed with why. Each write is one write unit (the item stays under
 1 KB: results are CRM object ids, errors are cut short).
 
-Before an attempt, :meth:`ActionLedger.prior` reads both (one request): what is done, what failed
-with a write that got no answer (the time it recorded), and whether the attempt before was stopped
-at its deadline while performing (its record still ``INPROGRESS``, its lease run out): then every
-action it had not recorded may have been half done, sent before that deadline. Adapters without
-an idempotency key wait for such a write to settle before they look for it (aftercall.crm.hubspot).
+Once an attempt holds the record and its End function has planned actions, :meth:`ActionLedger.start`
+is one write that marks it as performing (until its deadline) and returns what earlier attempts
+left: what is done, what failed with a write that got no answer (the time it recorded), and
+whether an attempt was stopped at its deadline while performing (its mark is still there, its
+deadline past: a failed attempt clears it): then every action it had not recorded may have been
+half done, sent before that deadline. An attempt stopped before performing (inside the End
+function) leaves nothing in doubt. Adapters without an idempotency key wait for such a write to
+settle before they look for it (aftercall.crm.hubspot).
 
 **One action on its own** (:meth:`claim`, :meth:`complete`, :meth:`fail`): the FollowUp function's
 sends, long after the conversation, claim their own entry in the same item with their own lease.
@@ -57,22 +60,11 @@ class Claim:
 
 @dataclass(frozen=True)
 class Prior:
-    """What earlier attempts left of a conversation (see :meth:`ActionLedger.prior`)."""
+    """What earlier attempts left of a conversation (see :meth:`ActionLedger.start`)."""
 
-    #: The Powertools record's status (``INPROGRESS``, ``COMPLETED``) or None: no record.
-    record_status: str | None = None
-    #: Epoch ms: the record's in-progress lease (the Lambda deadline of the invocation holding it).
-    record_lease_ms: int | None = None
     previous: dict[str, Claim] = field(default_factory=dict)
     #: Epoch seconds: the deadline of an earlier attempt that was stopped while performing.
     stopped_at: float | None = None
-
-    @property
-    def settled(self) -> bool:
-        """Completed, or held by a live invocation: Powertools answers without running anything here."""
-        if self.record_status == RECORD_COMPLETED:
-            return True
-        return self.record_status == RECORD_IN_PROGRESS and (self.record_lease_ms or 0) > time.time() * 1000
 
     def claim(self, action: str) -> Claim:
         """How this attempt should perform ``action``."""
@@ -125,36 +117,36 @@ class ActionLedger:
 
     # --- the conversation -------------------------------------------------------------------------
 
-    def prior(self, conversation_id: str) -> Prior:
-        """The Powertools record and the ledger item, read together (consistently) before an attempt."""
-        keys = [{"id": {"S": record_key(conversation_id)}}, {"id": {"S": ledger_key(conversation_id)}}]
-        request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
-        items: dict[str, dict[str, Any]] = {}
-        while request:
-            answer = self.client.batch_get_item(RequestItems=request)
-            items.update({item["id"]["S"]: item for item in answer.get("Responses", {}).get(self.table_name, [])})
-            request = answer.get("UnprocessedKeys") or {}
-        record = items.get(record_key(conversation_id), {})
-        status = record.get("status", {}).get("S")
-        lease = int(record["in_progress_expiration"]["N"]) if "in_progress_expiration" in record else None
-        stopped = status == RECORD_IN_PROGRESS and lease is not None and lease < time.time() * 1000
-        return Prior(
-            record_status=status,
-            record_lease_ms=lease,
-            previous=_actions(items.get(ledger_key(conversation_id), {})),
-            stopped_at=lease / 1000 if stopped and lease is not None else None,
+    def start(self, conversation_id: str, deadline: Deadline) -> Prior:
+        """Mark this attempt as performing until ``deadline``; return what earlier attempts left (one write)."""
+        now = time.time()
+        response = self.client.update_item(
+            TableName=self.table_name,
+            Key={"id": {"S": ledger_key(conversation_id)}},
+            UpdateExpression="SET performing = :lease, expiration = if_not_exists(expiration, :expiration)",
+            ExpressionAttributeValues={
+                ":lease": {"N": str(deadline.epoch_ms)},
+                ":expiration": {"N": str(int(now) + self.retention_seconds)},
+            },
+            ReturnValues="ALL_OLD",
         )
+        old: dict[str, Any] = response.get("Attributes") or {}
+        if int(old.get("expiration", {}).get("N", str(int(now)))) < int(now):
+            old = {}  # past its retention (not yet removed by TTL): as good as gone
+        performing = int(old["performing"]["N"]) if "performing" in old else None
+        stopped = performing is not None and performing < now * 1000
+        return Prior(previous=_actions(old), stopped_at=performing / 1000 if stopped and performing else None)
 
     def record(self, conversation_id: str, action: str, result: dict[str, Any]) -> None:
         """One action is done while others still run: written at once, so no later attempt repeats it."""
         self._set(conversation_id, {action: completed_entry(result)})
 
     def close(self, conversation_id: str, entries: dict[str, dict[str, Any]]) -> None:
-        """A failed attempt's outcomes not written yet (Powertools deletes its record; these stay)."""
-        if entries:
-            self._set(conversation_id, entries)
+        """A failed attempt's outcomes not written yet (Powertools deletes its record; these stay), and
+        its performing mark cleared: it ended, it was not stopped."""
+        self._set(conversation_id, entries, "REMOVE performing")
 
-    def _set(self, conversation_id: str, entries: dict[str, dict[str, Any]]) -> None:
+    def _set(self, conversation_id: str, entries: dict[str, dict[str, Any]], then: str = "") -> None:
         names: dict[str, str] = {}
         values: dict[str, Any] = {":expiration": {"N": str(int(time.time()) + self.retention_seconds)}}
         sets = ["expiration = if_not_exists(expiration, :expiration)"]
@@ -165,14 +157,10 @@ class ActionLedger:
         self.client.update_item(
             TableName=self.table_name,
             Key={"id": {"S": ledger_key(conversation_id)}},
-            UpdateExpression="SET " + ", ".join(sets),
-            ExpressionAttributeNames=names,
+            UpdateExpression=("SET " + ", ".join(sets) + " " + then).strip(),
+            **({"ExpressionAttributeNames": names} if names else {}),
             ExpressionAttributeValues=values,
         )
-
-    def entries(self, conversation_id: str) -> dict[str, Claim]:
-        """The ledger item's outcomes alone (read again once an attempt holds the conversation)."""
-        return _actions(self._read(conversation_id))
 
     # --- one action on its own (the FollowUp function's sends) -----------------------------------
 
