@@ -46,9 +46,9 @@ def moto_endpoint() -> Iterator[str]:
     """A moto server on a free loopback port for this test process; AWS_ENDPOINT_URL points at it."""
     from moto.server import ThreadedMotoServer
 
-    from aftercall_ops.moto_fixes import serialise_sqs_deletes
+    from aftercall_ops import moto_fixes
 
-    serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
+    moto_fixes.apply()  # SQS deletes that lose messages, aws.* sources PutEvents must refuse; see moto_fixes.py
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from aftercall_ops.moto_fixes import serialise_sqs_deletes
+from aftercall_ops import moto_fixes
 from tests.ops_support import FaultProxy, OpsTarget, create_ops_target, delete_ops_target
 
 # The moto servers of this test process (conftest's, and the local stack's) run in threads; without
 # this, overlapping deletes and sends can lose SQS messages (see aftercall_ops/moto_fixes.py).
-serialise_sqs_deletes()
+moto_fixes.apply()
 
 
 @pytest.fixture

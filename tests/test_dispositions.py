@@ -161,9 +161,11 @@ def test_an_unknown_disposition_is_refused_when_planned(stack: LocalStack, peers
     # When the handler processes it
     with pytest.raises(EndFunctionError) as raised:
         stack.runtime(**peers.settings()).handle(event, lambda_context(), end_function)
-    # Then the End function's call raised a ValueError listing the known ones; nothing was done
+    # Then the End function's call raised a ValueError listing the known ones, not quoting the value
+    # (it may be personal data); nothing was done
     assert isinstance(raised.value.__cause__, ValueError)
-    assert "unknown disposition 'maybe_later'" in str(raised.value.__cause__)
+    assert "unknown disposition" in str(raised.value.__cause__)
+    assert "maybe_later" not in str(raised.value.__cause__)
     assert "info_requested" in str(raised.value.__cause__)
     assert stack.crm.requests_to("PATCH") == []
     assert peers.schedules() == []

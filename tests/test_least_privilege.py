@@ -50,6 +50,11 @@ ACCEPTED_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
 }
+#: The role SAM generates for CodeDeploy (DeploymentPreference) carries AWS's policy for Lambda
+#: deployments: update and read aliases, read the deployment's alarms, invoke *CodeDeployHook_*
+#: functions only. CodeDeploy assumes it; no function does.
+CODEDEPLOY_ROLE = "CodeDeployServiceRole"
+CODEDEPLOY_POLICY = "arn:aws:iam::aws:policy/service-role/AWSCodeDeployRoleForLambda"
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +104,7 @@ def test_the_expanded_template_has_the_roles_we_expect_to_check(expanded: dict[s
         "IngestFunctionRole",
         "ConnectIngestFunctionRole",
         "SchedulerRole",
+        "CodeDeployServiceRole",  # SAM's, for the EndHandler's gradual deployment (DeploymentPreference)
     }
 
 
@@ -143,13 +149,15 @@ def test_arn_patterns_with_wildcards_are_the_documented_ones(expanded: dict[str,
 
 def test_function_roles_carry_only_the_accepted_managed_policies(expanded: dict[str, Any]) -> None:
     # Given the roles
-    attached = {
-        (role, arn)
-        for role, props in _of_type(expanded, "AWS::IAM::Role").items()
-        for arn in props.get("ManagedPolicyArns", [])
-    }
-    # Then the only managed policies are SAM's logging and tracing ones (write-only)
-    assert {arn for _, arn in attached} == ACCEPTED_MANAGED_POLICIES
+    roles = _of_type(expanded, "AWS::IAM::Role")
+    attached = {(role, arn) for role, props in roles.items() for arn in props.get("ManagedPolicyArns", [])}
+    # Then the only managed policies of the functions' roles are SAM's logging and tracing ones (write-only)
+    assert {arn for role, arn in attached if role != CODEDEPLOY_ROLE} == ACCEPTED_MANAGED_POLICIES
+    # And the CodeDeploy role has only AWS's Lambda deployment policy, and only CodeDeploy may assume it
+    assert roles[CODEDEPLOY_ROLE]["ManagedPolicyArns"] == [CODEDEPLOY_POLICY]
+    assert "Policies" not in roles[CODEDEPLOY_ROLE]
+    (trust,) = roles[CODEDEPLOY_ROLE]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": ["codedeploy.amazonaws.com"]}
     # And no role is given administrator, power-user or full-access policies
     assert not any(re.search(r"Administrator|PowerUser|FullAccess", arn) for _, arn in attached)
 

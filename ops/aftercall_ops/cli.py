@@ -26,6 +26,8 @@ from aftercall_ops import emit as emit_logic
 from aftercall_ops import replay as replay_logic
 from aftercall_ops import status as status_logic
 from aftercall_ops import vendor_import
+from aftercall_ops.cli_inspect import inspect_command
+from aftercall_ops.cli_try import try_command
 from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Aws, Target, TargetError, describe_aws_error, resolve_target
 
 EXIT_OK = 0
@@ -493,6 +495,8 @@ def replay(
             visibility_timeout=visibility_timeout,
             max_seconds=max_seconds,
             function_timeout=timeout,
+            event_source=target.event_source,
+            end_function=function is None,  # --stack names the End function; --function may name another
         )
         options.check()
         kwargs: dict[str, Any] = {}
@@ -646,6 +650,11 @@ def _print_status(report: status_logic.StatusReport, target: Target, as_json: bo
         err.print(f"[yellow]warning:[/] {escape(failure)}")
     out.print("Replay them with: [bold]aftercall replay --dry-run[/] first, then [bold]aftercall replay[/]")
 
+
+# ------------------------------------------------------------------------------------------ try
+
+app.command("try", no_args_is_help=False)(try_command)
+app.command("inspect")(inspect_command)
 
 # ------------------------------------------------------------------------------------------ local
 

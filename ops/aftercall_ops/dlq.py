@@ -18,10 +18,13 @@ Anything else is ``unrecognised``: reported, never deleted, never replayed.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from aftercall.privacy import redact
 
 Shape = Literal["eventbridge-dlq", "lambda-on-failure", "lambda-dlq", "unrecognised"]
 SHAPES: tuple[Shape, ...] = ("eventbridge-dlq", "lambda-on-failure", "lambda-dlq", "unrecognised")
@@ -41,6 +44,10 @@ ON_FAILURE_KEYS = ("requestContext", "requestPayload")
 RECEIVE_ARGS: dict[str, Any] = {"MessageAttributeNames": ["All"], "MessageSystemAttributeNames": ["All"]}
 
 _PREVIEW_CHARS = 160
+#: SQS's largest message body (1 MiB); anything longer did not come from SQS and is not read.
+MAX_BODY_CHARS = 1_048_576
+#: A JSON escape of a UTF-16 surrogate: the only way JSON text can hold a string UTF-8 cannot encode.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,16 @@ class FailedEvent:
     @property
     def recognised(self) -> bool:
         return self.shape != "unrecognised"
+
+    @property
+    def source(self) -> str | None:
+        """The event's ``source`` (None for a follow-up payload or an unrecognised message)."""
+        return _text_field(self.event, "source") if self.payload_kind == "event" else None
+
+    @property
+    def detail_type(self) -> str | None:
+        """The event's ``detail-type`` (None for a follow-up payload or an unrecognised message)."""
+        return _text_field(self.event, "detail-type") if self.payload_kind == "event" else None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (without the event itself, which may hold personal data)."""
@@ -106,10 +123,9 @@ def classify(message: Mapping[str, Any], now: datetime | None = None) -> FailedE
     }
     raw_body = message.get("Body", "")
     body_text = raw_body if isinstance(raw_body, str) else str(raw_body)
-    try:
-        body: Any = json.loads(body_text)
-    except json.JSONDecodeError as exc:
-        return _unrecognised(common, f"body is not JSON ({exc.msg} at char {exc.pos})", body_text)
+    body, problem = _parse(body_text)
+    if problem is not None:
+        return _unrecognised(common, problem, body_text)
 
     if any(name in attributes for name in EVENTBRIDGE_ATTRIBUTES):
         return _with_event(
@@ -136,6 +152,26 @@ def classify(message: Mapping[str, Any], now: datetime | None = None) -> FailedE
             attempts=None,
         )
     return _unrecognised(common, "neither an EventBridge event nor a Lambda OnFailure record", body_text)
+
+
+def _parse(body_text: str) -> tuple[Any, str | None]:
+    """The body as JSON, or why it cannot be read: a poison message must never stop a tool."""
+    if len(body_text) > MAX_BODY_CHARS:
+        return None, f"body is {len(body_text):,} characters, over SQS's {MAX_BODY_CHARS:,}"
+    try:
+        body = json.loads(body_text)
+    except json.JSONDecodeError as exc:
+        return None, f"body is not JSON ({exc.msg} at char {exc.pos})"
+    except RecursionError:
+        return None, "body nests too deep to read"
+    except ValueError as exc:  # e.g. an integer over Python's 4,300-digit conversion limit
+        return None, f"body is not JSON this tool can read ({str(exc)[:80]})"
+    if _SURROGATE_ESCAPE.search(body_text):
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "body holds text that is not valid Unicode (a lone surrogate escape)"
+    return body, None
 
 
 def _on_failure(common: dict[str, Any], body: dict[str, Any], body_text: str) -> FailedEvent:
@@ -208,7 +244,8 @@ def _with_event(
 
 
 def _unrecognised(common: dict[str, Any], problem: str, body_text: str) -> FailedEvent:
-    preview = body_text if len(body_text) <= _PREVIEW_CHARS else body_text[:_PREVIEW_CHARS] + "…"
+    head = body_text[:_PREVIEW_CHARS].encode("utf-8", "replace").decode("utf-8")
+    preview = redact(head) + ("…" if len(body_text) > _PREVIEW_CHARS else "")
     return FailedEvent(
         shape="unrecognised",
         event=None,
@@ -221,6 +258,11 @@ def _unrecognised(common: dict[str, Any], problem: str, body_text: str) -> Faile
         preview=preview,
         **common,
     )
+
+
+def _text_field(event: dict[str, Any] | None, name: str) -> str | None:
+    value = event.get(name) if event else None
+    return value if isinstance(value, str) else None
 
 
 def _looks_like_follow_up(value: Any) -> bool:
@@ -270,4 +312,4 @@ def _str(value: Any) -> str | None:
     if value is None:
         return None
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:500]
+    return redact(text[:500]).encode("utf-8", "replace").decode("utf-8")

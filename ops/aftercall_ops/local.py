@@ -1117,9 +1117,9 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from aftercall_ops.moto_fixes import serialise_sqs_deletes
+        from aftercall_ops import moto_fixes
 
-        serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
+        moto_fixes.apply()  # SQS deletes that lose messages, aws.* sources PutEvents must refuse; see moto_fixes.py
         # werkzeug logs every request moto serves to stderr; only its errors are worth seeing.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
@@ -1455,6 +1455,13 @@ class LocalStack:
                     FunctionArn=_function_arn(planned.name),
                 )
 
+    def environment_of(self, function: str) -> dict[str, str]:
+        """The environment ``function``'s processes run with: the template's variables and Lambda's own."""
+        pool = self._pools.get(function)
+        if pool is None:
+            raise ValueError(f"no function {function!r} in this stack; it has {', '.join(self._pools)}")
+        return self._worker_env(pool.config)
+
     @property
     def _end_handler(self) -> _FunctionPool:
         return self._pools[self.function_name]
@@ -1741,7 +1748,13 @@ class LocalStack:
         """Which of our functions ``name`` (name, ARN or partial ARN, optionally qualified) is, if any."""
         base = name.split("function:", 1)[1] if "function:" in name else name
         base, _, inline_qualifier = base.partition(":")
-        if not {q for q in (inline_qualifier, qualifier) if q} <= {"$LATEST"}:
+        # $LATEST, or the alias AutoPublishAlias gives (locally there is one version: the code as it is).
+        aliases = {"$LATEST"} | {
+            str(r["Properties"]["AutoPublishAlias"])
+            for r in self._template["Resources"].values()
+            if r.get("Type") in FUNCTION_TYPES and "AutoPublishAlias" in r.get("Properties", {})
+        }
+        if not {q for q in (inline_qualifier, qualifier) if q} <= aliases:
             return None
         if name.startswith("arn:") and not name.startswith(_function_arn(base)):
             return None  # another region or account

@@ -22,6 +22,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import sys
 import time
@@ -84,6 +85,37 @@ def _log_runtime_error(error: dict[str, Any]) -> None:
     print(json.dumps(record, default=str), flush=True)
 
 
+class _LambdaJsonFormatter(logging.Formatter):
+    """The line Lambda's Python runtime writes for a standard-library log record (JSON log format)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+        }
+        if record.exc_info:
+            line["stackTrace"] = self.formatException(record.exc_info).splitlines()
+        return json.dumps(line, default=str)
+
+
+def configure_root_logging() -> None:
+    """Set up the root logger as Lambda's Python runtime does with a LoggingConfig.
+
+    With ``LogFormat: JSON`` the runtime gives the root logger a JSON handler at the function's
+    ``ApplicationLogLevel`` (``AWS_LAMBDA_LOG_LEVEL``), so records of libraries (Powertools
+    utilities, the SDK) at or above that level reach the function's log; without this, the local
+    stack showed none of them, whatever ``LogLevel`` said.
+    """
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_LambdaJsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, "WARNING" if level == "WARN" else level, logging.INFO))
+
+
 def _load_handler(handler: str, end_function: str | None) -> Handler:
     """Import the handler module (``app.lambda_handler``), with ``end_function`` from the given file."""
     if end_function:
@@ -137,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
     started = time.monotonic()
+    configure_root_logging()
     try:
         handler = _load_handler(args.handler, args.end_function)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as Lambda's init error

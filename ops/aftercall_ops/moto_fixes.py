@@ -36,3 +36,44 @@ def serialise_sqs_deletes() -> None:
 
         Queue.delete_message = delete_message  # type: ignore[method-assign]
         _applied = True
+
+
+_reserved_applied = False
+
+#: PutEventsResultEntry.ErrorCode for a source the caller may not use (EventBridge API reference:
+#: "NotAuthorizedForSourceException — You do not have permissions to publish events with this
+#: source onto this event bus."). Sources starting with ``aws.`` are AWS services' own.
+NOT_AUTHORIZED_FOR_SOURCE = "NotAuthorizedForSourceException"
+
+
+def refuse_reserved_sources() -> None:
+    """Make moto's PutEvents refuse entries whose source starts with ``aws.``, as EventBridge does.
+
+    moto accepts them, so a tool that puts an Amazon Connect event back on a bus would look like it
+    worked locally; in AWS the entry fails and no rule ever sees it. Idempotent; call before serving.
+    """
+    global _reserved_applied
+    with _guard:
+        if _reserved_applied:
+            return
+        from moto.events.models import EventsBackend
+
+        original = EventsBackend.put_events
+
+        @functools.wraps(original)
+        def put_events(self: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            reserved = [str(event.get("Source") or "").startswith("aws.") for event in events]
+            if len(events) > 10 or not any(reserved):
+                return original(self, events)  # moto's own checks (at most 10 entries) come first
+            allowed = iter(original(self, [e for e, r in zip(events, reserved, strict=True) if not r]))
+            refused = {"ErrorCode": NOT_AUTHORIZED_FOR_SOURCE, "ErrorMessage": "Not authorized for the source."}
+            return [dict(refused) if r else next(allowed) for r in reserved]
+
+        EventsBackend.put_events = put_events  # type: ignore[method-assign]
+        _reserved_applied = True
+
+
+def apply() -> None:
+    """Every fix above: what a moto server standing in for AWS in this process needs."""
+    serialise_sqs_deletes()
+    refuse_reserved_sources()

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import botocore.exceptions
 
-from aftercall.models.event import MAX_EVENT_BYTES
+from aftercall.models.event import DETAIL_TYPE, MAX_EVENT_BYTES
 from aftercall_ops.dlq import RECEIVE_ARGS, FailedEvent, Shape, classify
 from aftercall_ops.emit import EntryOutcome, FatalSendError, RetryPolicy, entry_size, put_batch
 from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Aws, Client, TargetError, describe_aws_error
@@ -71,6 +71,11 @@ class ReplayOptions:
     wait_seconds: int = 1
     max_seconds: float = 3600.0
     function_timeout: int = DEFAULT_FUNCTION_TIMEOUT
+    #: This stack's event source: put-events hands back only Conversation Ended events from it
+    #: (None: unknown, so any source but ``aws.*``).
+    event_source: str | None = None
+    #: invoke mode targets the stack's End function, which takes Conversation Ended events only.
+    end_function: bool = False
 
     def check(self) -> None:
         """Raise ValueError naming the first option that makes no sense."""
@@ -90,6 +95,37 @@ class ReplayOptions:
             raise ValueError(f"--max-seconds must be positive, got {self.max_seconds}")
         if self.error_contains is not None and not self.error_contains.strip():
             raise ValueError("--error-contains must not be empty")
+
+    def refusal(self, message: FailedEvent) -> str | None:
+        """Why this mode cannot hand the message's payload back (None: it can); such messages stay.
+
+        PutEvents gives an event to every rule on the bus, so only this stack's own events may go
+        that way: EventBridge refuses ``aws.*`` sources from callers (NotAuthorizedForSourceException),
+        and an event no rule matches would be "replayed" into nothing and deleted. The End function
+        takes Conversation Ended events only; a follow-up payload or an Amazon Connect contact event
+        belongs to another function.
+        """
+        if message.payload_kind == "follow-up":
+            if self.mode != "invoke" or self.end_function:
+                return "a follow-up payload: replay it with --mode invoke --function <FollowUpFunctionName>"
+            return None
+        source, detail_type = message.source or "", message.detail_type or ""
+        if source.startswith("aws."):
+            if self.mode == "put-events" or self.end_function:
+                return (
+                    f"an AWS service event (source {source[:40]}): EventBridge accepts no aws.* source from "
+                    "callers and the End function does not take it; replay it with --mode invoke "
+                    "--function <the function that failed it, e.g. the ConnectIngestFunction>"
+                )
+            return None
+        if self.mode == "put-events" or self.end_function:
+            wanted_source = self.event_source if self.mode == "put-events" else None
+            if detail_type != DETAIL_TYPE or (wanted_source and source != wanted_source):
+                return (
+                    f"not this stack's event (source {source[:40]!r}, detail-type {detail_type[:40]!r}; the "
+                    f"stack takes {wanted_source or 'its own source'!r}, {DETAIL_TYPE!r}): no rule would take it back"
+                )
+        return None
 
     @property
     def visibility(self) -> int:
@@ -331,8 +367,8 @@ class _Pass:
                 reason = "filtered out by --conversation-id"
             elif options.error_contains and options.error_contains.lower() not in message.error.lower():
                 reason = "filtered out by --error-contains"
-            elif message.payload_kind == "follow-up" and options.mode != "invoke":
-                reason = "a follow-up payload: replay it with --mode invoke --function <FollowUpFunctionName>"
+            elif (refusal := options.refusal(message)) is not None:
+                reason = refusal
             elif self._handed_back_earlier(message):
                 reason = "its event was handed back earlier in this pass (this is that hand-back failing again)"
             if reason is None:

@@ -27,6 +27,9 @@ OUTPUT_STAGE = "Stage"
 OUTPUT_QUEUE_URL = "FailedEventsQueueUrl"
 OUTPUT_FUNCTION = "EndHandlerFunctionName"
 OUTPUT_TIMEOUT = "EndHandlerTimeoutSeconds"
+#: The alias the rule and OnFailure use (AutoPublishAlias): replay invokes it, not $LATEST, which
+#: after a rolled-back deployment still holds the version that was rolled back.
+OUTPUT_FUNCTION_ALIAS = "EndHandlerAliasName"
 
 #: Used when neither ``--stack`` nor ``--function-timeout`` tells the function's timeout: Lambda's maximum.
 DEFAULT_FUNCTION_TIMEOUT = 900
@@ -204,12 +207,16 @@ def resolve_target(
         stack_name=stack,
         bus_name=outputs.get(OUTPUT_BUS),
         queue_url=outputs.get(OUTPUT_QUEUE_URL),
-        function_name=outputs.get(OUTPUT_FUNCTION),
+        function_name=_qualified(outputs.get(OUTPUT_FUNCTION), outputs.get(OUTPUT_FUNCTION_ALIAS)),
         event_source=outputs.get(OUTPUT_SOURCE),
         stage=outputs.get(OUTPUT_STAGE),
         function_timeout_seconds=int(timeout) if timeout and timeout.isdigit() else None,
         outputs=outputs,
     )
+
+
+def _qualified(function: str | None, alias: str | None) -> str | None:
+    return f"{function}:{alias}" if function and alias else function
 
 
 def stack_outputs(aws: Aws, stack: str) -> dict[str, str]:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
 #: What the FollowUp function accepts (:class:`aftercall.follow_ups.FollowUpPayload`), checked when planned.
 MAX_FOLLOW_UP_KEY = 64
+_ACTION_KEY = re.compile(rf"^[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_FOLLOW_UP_KEY - 1}}}$")
 MAX_FOLLOW_UP_SUBJECT = 200
 
 
@@ -57,6 +58,8 @@ class Action:
 
     name: str
     perform: Callable[[CrmCall], dict[str, Any]]
+    #: What the End function asked for (a SummaryNote, FollowUp, ...): for tests and ``aftercall try``.
+    arguments: object = None
     repeatable: bool = False
 
 
@@ -109,7 +112,7 @@ class ActionPlan:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"log_summary: the summary must be JSON data ({exc})") from None
         note = SummaryNote(self._detail.conversation_id, self.customer, self._detail.ended_at, data)
-        self._add("crm_summary", lambda call: self._crm().log_summary(note, call).to_json())
+        self._add("crm_summary", lambda call: self._crm().log_summary(note, call).to_json(), note)
 
     def open_ticket(self, subject: str, description: str = "", priority: TicketPriority = "MEDIUM") -> None:
         """Open a support ticket for the customer."""
@@ -120,16 +123,19 @@ class ActionPlan:
         ticket = SupportTicket(
             self._detail.conversation_id, self.customer, subject.strip()[:255], description[:10_000], priority
         )
-        self._add("support_ticket", lambda call: self._crm().open_ticket(ticket, call).to_json())
+        self._add("support_ticket", lambda call: self._crm().open_ticket(ticket, call).to_json(), ticket)
 
     def log_disposition(self, disposition: str, note: str | None = None) -> None:
         """Record an outbound call's outcome on the lead (its CRM lead status)."""
         if disposition not in DISPOSITIONS:
             raise ValueError(
-                f"log_disposition: unknown disposition {disposition!r}; use one of {', '.join(sorted(DISPOSITIONS))}"
+                f"log_disposition: unknown disposition (a {type(disposition).__name__} of {_size(disposition)}; "
+                f"not quoted, it may be personal data); use one of {', '.join(sorted(DISPOSITIONS))}"
             )
         record = Disposition(self._detail.conversation_id, self.customer, disposition, note)
-        self._add("disposition", lambda call: self._crm().log_disposition(record, call).to_json(), repeatable=True)
+        self._add(
+            "disposition", lambda call: self._crm().log_disposition(record, call).to_json(), record, repeatable=True
+        )
 
     def schedule_follow_up(
         self,
@@ -149,7 +155,7 @@ class ActionPlan:
         from aftercall.follow_ups import FOLLOW_UP_KINDS, FollowUp, parse_follow_up_time
 
         if kind not in FOLLOW_UP_KINDS:
-            raise ValueError(f"schedule_follow_up: kind must be one of {', '.join(FOLLOW_UP_KINDS)}, not {kind!r}")
+            raise ValueError(f"schedule_follow_up: kind must be one of {', '.join(FOLLOW_UP_KINDS)}")
         when = parse_follow_up_time(at)
         recipient = to or (self.customer.email if kind == "email" else self.customer.phone)
         if not recipient:
@@ -158,9 +164,7 @@ class ActionPlan:
         recipient = _follow_up_recipient(kind, recipient)
         if not message or not message.strip():
             raise ValueError("schedule_follow_up: message must not be empty")
-        name = key or kind
-        if len(name) > MAX_FOLLOW_UP_KEY:
-            raise ValueError(f"schedule_follow_up: key must be at most {MAX_FOLLOW_UP_KEY} characters")
+        name = _action_key("schedule_follow_up", key) or kind
         follow_up = FollowUp(
             self._detail.conversation_id,
             self._detail.environment,
@@ -171,7 +175,9 @@ class ActionPlan:
             message.strip()[:1600],
             (subject.strip()[:MAX_FOLLOW_UP_SUBJECT] or None) if subject else None,
         )
-        self._add(f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call), repeatable=True)
+        self._add(
+            f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call), follow_up, repeatable=True
+        )
 
     def notify(self, subject: str, details: Mapping[str, Any] | None = None, *, key: str = "team") -> None:
         """Publish a readable summary of this conversation to the notifications topic."""
@@ -180,7 +186,11 @@ class ActionPlan:
         data = _plain(details) if details is not None else self.default_summary()
         lines = tuple((str(label), str(value)) for label, value in data.items())
         notification = Notification(self._detail.conversation_id, subject.strip(), lines)
-        self._add(f"notification:{key}", lambda call: self._notifier().publish(notification, call))
+        self._add(
+            f"notification:{_action_key('notify', key)}",
+            lambda call: self._notifier().publish(notification, call),
+            notification,
+        )
 
     def default_summary(self) -> dict[str, Any]:
         detail = self._detail
@@ -195,10 +205,12 @@ class ActionPlan:
         summary.update({key: detail.state[key] for key in SUMMARY_STATE_KEYS if key in detail.state})
         return summary
 
-    def _add(self, name: str, perform: Callable[[CrmCall], dict[str, Any]], *, repeatable: bool = False) -> None:
+    def _add(
+        self, name: str, perform: Callable[[CrmCall], dict[str, Any]], arguments: object, *, repeatable: bool = False
+    ) -> None:
         if name in self._actions:
             raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
-        self._actions[name] = Action(name, perform, repeatable)
+        self._actions[name] = Action(name, perform, arguments, repeatable)
 
 
 def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,6 +225,27 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     return {key: plain(value) for key, value in data.items()}
+
+
+def _size(value: object) -> str:
+    """How big a value is, for an error that must not quote it."""
+    return f"{len(value)} characters" if isinstance(value, str) else "unknown size"
+
+
+def _action_key(action: str, key: str | None) -> str | None:
+    """A ``key=`` that tells actions apart: a label written in code, never data.
+
+    It names the action in logs, ledger items and schedule names, so it must not be able to carry
+    a phone number or an email address: a letter first, then letters, digits, ``_``, ``-``, ``.``.
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str) or not _ACTION_KEY.match(key):
+        raise ValueError(
+            f"{action}: key must be a label of at most {MAX_FOLLOW_UP_KEY} characters: a letter, then letters, "
+            "digits, '_', '-' or '.' (not quoted: it may be personal data)"
+        )
+    return key
 
 
 def _follow_up_recipient(kind: FollowUpKind, to: str) -> str:

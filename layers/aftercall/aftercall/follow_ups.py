@@ -97,8 +97,14 @@ class FollowUpScheduler:
     """Creates the one-time schedules (End handler side)."""
 
     def __init__(
-        self, group: str | None, target_arn: str | None, role_arn: str | None, dead_letter_arn: str | None = None
+        self,
+        group: str | None,
+        target_arn: str | None,
+        role_arn: str | None,
+        dead_letter_arn: str | None = None,
+        client: Any = None,
     ) -> None:
+        """``client``: a Scheduler client other than the runtime's (``aftercall.testing`` records calls)."""
         if not (group and target_arn and role_arn):
             raise ConfigurationError(
                 "follow-ups are not configured: FOLLOW_UP_SCHEDULE_GROUP, FOLLOW_UP_TARGET_ARN and "
@@ -108,6 +114,7 @@ class FollowUpScheduler:
         self.target_arn = target_arn
         self.role_arn = role_arn
         self.dead_letter_arn = dead_letter_arn
+        self._client = client
 
     def schedule(self, follow_up: FollowUp, call: CrmCall, now: datetime | None = None) -> dict[str, Any]:
         now = now or datetime.now(UTC)
@@ -118,7 +125,7 @@ class FollowUpScheduler:
             )
         when = max(follow_up.at, now + EARLIEST_LEAD).replace(microsecond=0)
         name = schedule_name(follow_up.conversation_id, follow_up.key)
-        client = aws.client("scheduler")
+        client = self._client or aws.client("scheduler")
         target: dict[str, Any] = {
             "Arn": self.target_arn,
             "RoleArn": self.role_arn,

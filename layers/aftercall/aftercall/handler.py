@@ -41,10 +41,10 @@ from aftercall.errors import (
 )
 from aftercall.failures import park, rejection_record
 from aftercall.ledger import RECORD_PREFIX, ActionLedger, Prior
-from aftercall.models.event import ConversationEndedDetail, ConversationEndedEvent
+from aftercall.models.event import CONTRACT_NAMES, ConversationEndedDetail, ConversationEndedEvent
 from aftercall.notifications import Notifier
 from aftercall.observability import logger, metrics
-from aftercall.privacy import mask_email, mask_phone
+from aftercall.privacy import describe_exception, mask_email, mask_phone, where_raised
 from aftercall.reporting import record_actions, record_conversation
 from aftercall.settings import Settings
 
@@ -53,21 +53,34 @@ if TYPE_CHECKING:
 
 EndFunction = Callable[[Conversation], object]
 
+#: Powertools idempotency records are keyed ``<prefix>#<md5 of the conversation id>`` (aftercall inspect reads them).
+IDEMPOTENCY_KEY_PREFIX = RECORD_PREFIX
 #: Stop waiting for a twin invocation when less than this is left of our own time budget.
 TWIN_WAIT_MARGIN_SECONDS = 5.0
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """Name every bad field and why, without echoing its value (it may be personal data)."""
+    """Name every bad field and why, without echoing its value (it may be personal data).
+
+    Only the contract's own field names are quoted; a name the sender made up (an unexpected
+    field, a key of ``state``) is data, so it is counted instead.
+    """
     problems = []
+    unexpected: dict[str, int] = {}
     for error in exc.errors(include_input=False, include_url=False):
         loc = error["loc"]
         if loc[:2] == ("detail", "state"):
             loc = loc[:2]  # below state the location is made of the user's own keys: data, not field names
-        location = ".".join(str(part) for part in loc) or "event"
+        if error["type"] == "extra_forbidden":
+            parent = ".".join(str(part) for part in loc[:-1] if part in CONTRACT_NAMES) or "event"
+            unexpected[parent] = unexpected.get(parent, 0) + 1
+            continue
+        location = ".".join(str(p) if p in CONTRACT_NAMES or isinstance(p, int) else "<name>" for p in loc) or "event"
         problem = f"{location}: {error['msg']}"
         if problem not in problems:
             problems.append(problem)
+    for parent, count in unexpected.items():
+        problems.append(f"{parent}: {count} unexpected field(s) (names not quoted: they may be personal data)")
     return "; ".join(problems)
 
 
@@ -108,7 +121,7 @@ class EndHandlerRuntime:
             data_keyword_argument="detail",
             persistence_store=persistence,
             config=self.idempotency_config,
-            key_prefix=RECORD_PREFIX,
+            key_prefix=IDEMPOTENCY_KEY_PREFIX,
         )(self._process)
 
     def crm(self) -> Crm:
@@ -141,7 +154,8 @@ class EndHandlerRuntime:
         except InvalidEventError as err:
             return self._reject(event, err, context)
         logger.append_keys(conversation_id=detail.conversation_id)
-        logger.debug("conversation received", extra={"state_keys": sorted(detail.state)[:50]})
+        # the keys are the sender's own names: data, not quoted
+        logger.debug("conversation received", extra={"state_key_count": len(detail.state)})
         ran: list[bool] = []
         try:
             report = self._process_waiting_for_twin(
@@ -191,9 +205,14 @@ class EndHandlerRuntime:
         try:
             end_function(Conversation(model, plan))
         except Exception as exc:
-            logger.exception("end_function raised; no action was performed, the event will be retried")
+            # Its text is the user's (it may quote the state): redacted, with where it was raised.
+            error = describe_exception(exc)
+            logger.error(
+                "end_function raised; no action was performed, the event will be retried",
+                extra={"error": error, "raised_at": where_raised(exc)},
+            )
             metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
-            raise EndFunctionError(f"end_function raised {type(exc).__name__}: {exc}") from exc
+            raise EndFunctionError(f"end_function raised {error}") from exc
         return plan
 
     def _process(
@@ -218,10 +237,10 @@ class EndHandlerRuntime:
         if failures:
             # Powertools deletes its record when this raises: the ledger keeps every outcome.
             self.ledger.close(model.conversation_id, ledger_entries(outcomes))
-            record_actions((o.name, o.status) for o in outcomes)
+            record_actions(model.conversation_id, ((o.name, o.status, o.seconds) for o in outcomes))
             self._log_conversation(model, "failed", statuses, started)
             raise ActionsFailedError(model.conversation_id, failures)
-        record_conversation(model, [(o.name, o.status) for o in outcomes])
+        record_conversation(model, [(o.name, o.status, o.seconds) for o in outcomes])
         self._log_conversation(model, "processed", statuses, started)
         return {
             "conversation_id": model.conversation_id,

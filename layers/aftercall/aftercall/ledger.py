@@ -59,6 +59,23 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class ActionRecord:
+    """One action of a conversation as the ledger knows it (:meth:`ActionLedger.describe`)."""
+
+    action: str
+    status: str
+    attempt: int
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    #: Epoch seconds: an in-progress attempt holds the action until then (its invocation's deadline).
+    lease_until: float | None = None
+    #: Epoch seconds: an attempt sent a write at about this time that got no answer.
+    unanswered_write_at: float | None = None
+    #: Epoch seconds: when DynamoDB's TTL may remove the item.
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
 class Prior:
     """What earlier attempts left of a conversation (see :meth:`ActionLedger.start`)."""
 
@@ -123,10 +140,15 @@ class ActionLedger:
         response = self.client.update_item(
             TableName=self.table_name,
             Key={"id": {"S": ledger_key(conversation_id)}},
-            UpdateExpression="SET performing = :lease, expiration = if_not_exists(expiration, :expiration)",
+            UpdateExpression=(
+                "SET performing = :lease, expiration = if_not_exists(expiration, :expiration), "
+                "attempt = if_not_exists(attempt, :zero) + :one"
+            ),
             ExpressionAttributeValues={
                 ":lease": {"N": str(deadline.epoch_ms)},
                 ":expiration": {"N": str(int(now) + self.retention_seconds)},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
             },
             ReturnValues="ALL_OLD",
         )
@@ -254,6 +276,50 @@ class ActionLedger:
             if outcome and outcome.get("status") in ("done", "already_done"):
                 return {"status": COMPLETED, "result": json.dumps(outcome.get("result"))}
         return None
+
+    def describe(self, conversation_id: str) -> list[ActionRecord]:
+        """Every action known for the conversation, sorted by name (for ``aftercall inspect``).
+
+        The ledger item's entries, and the results the completed idempotency record's report
+        holds for actions the ledger did not write (the last to finish, the repeatable ones).
+        ``attempt`` counts the attempts that performed the conversation's actions.
+        """
+        item = self._read(conversation_id)
+        attempts = int(item.get("attempt", {}).get("N", "1"))
+        expires = float(item["expiration"]["N"]) if "expiration" in item else None
+        records: dict[str, ActionRecord] = {}
+        for name, value in item.items():
+            if not name.startswith("a."):
+                continue
+            fields = value["M"]
+            result = json.loads(fields["r"]["S"]) if "r" in fields else None
+            records[name[2:]] = ActionRecord(
+                action=name[2:],
+                status=fields["s"]["S"],
+                attempt=attempts,
+                result=result if isinstance(result, dict) else None,
+                error=fields["e"]["S"] if "e" in fields else None,
+                lease_until=int(fields["l"]["N"]) / 1000 if "l" in fields else None,
+                unanswered_write_at=int(fields["u"]["N"]) / 1000 if "u" in fields else None,
+                expires_at=expires,
+            )
+        record: dict[str, Any] = self.client.get_item(
+            TableName=self.table_name, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True
+        ).get("Item", {})
+        if record.get("status", {}).get("S") == RECORD_COMPLETED:
+            report = json.loads(record.get("data", {}).get("S", "{}"))
+            for name, outcome in (report.get("actions") or {}).items():
+                if name in records or outcome.get("status") not in ("done", "already_done"):
+                    continue
+                result = outcome.get("result")
+                records[name] = ActionRecord(
+                    action=name,
+                    status=COMPLETED,
+                    attempt=attempts,
+                    result=result if isinstance(result, dict) else None,
+                    expires_at=float(record["expiration"]["N"]) if "expiration" in record else expires,
+                )
+        return sorted(records.values(), key=lambda r: r.action)
 
 
 def _actions(item: dict[str, Any]) -> dict[str, Claim]:

@@ -40,14 +40,16 @@ class Notification:
 
 
 class Notifier:
-    def __init__(self, topic_arn: str | None) -> None:
+    def __init__(self, topic_arn: str | None, client: Any = None) -> None:
+        """``client``: an SNS client other than the runtime's (``aftercall.testing`` records calls)."""
         if not topic_arn:
             raise ConfigurationError("notifications are not configured: NOTIFICATIONS_TOPIC_ARN is not set")
         self.topic_arn = topic_arn
+        self._client = client
 
     def publish(self, notification: Notification, call: CrmCall) -> dict[str, Any]:
         """Publish once; the action ledger keeps a retry from publishing again."""
-        response = aws.client("sns").publish(
+        response = (self._client or aws.client("sns")).publish(
             TopicArn=self.topic_arn,
             Subject=sns_subject(notification.subject),
             Message=notification.text(),

@@ -1,6 +1,11 @@
 """Powertools Logger, Tracer and Metrics: one instance each per process, configured by env.
 
-``POWERTOOLS_SERVICE_NAME`` and ``POWERTOOLS_METRICS_NAMESPACE`` come from the template.
+Every setting comes from the function's environment, as the template sets it:
+``POWERTOOLS_SERVICE_NAME`` (each function has its own, so the ingest, follow-up and end
+functions' logs, traces and metrics can be told apart), ``POWERTOOLS_METRICS_NAMESPACE``,
+``POWERTOOLS_LOG_LEVEL`` / Lambda's ``AWS_LAMBDA_LOG_LEVEL`` (the ``LogLevel`` parameter) and
+``POWERTOOLS_TRACE_DISABLED``. Nothing here passes a value that would override them; the
+fallbacks only apply outside Lambda, where no template set anything.
 
 The Tracer patches only what the runtime calls out through: botocore (every AWS call) and
 requests (every CRM call). Its default, ``patch_all``, also imports and patches a dozen other
@@ -9,6 +14,7 @@ libraries (sqlite3, httplib, database drivers...) at cold start for nothing (ben
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -19,9 +25,15 @@ if TYPE_CHECKING:
 
 #: What the X-Ray SDK patches, so each AWS and CRM call is a subsegment of the invocation's trace.
 TRACED_LIBRARIES = ("botocore", "requests")
+#: Used only when the environment names no service or namespace (tests and tools outside Lambda).
+DEFAULT_SERVICE = "aftercall"
+DEFAULT_NAMESPACE = "Aftercall"
 
-logger = Logger(service="aftercall")
-metrics = Metrics(namespace="Aftercall", service="aftercall")
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
+
+logger = Logger(service=SERVICE)  # the level: POWERTOOLS_LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 _tracer_lock = threading.Lock()
 
 
@@ -34,6 +46,6 @@ def __getattr__(name: str) -> Tracer:
         if "tracer" not in globals():
             from aws_lambda_powertools import Tracer
 
-            globals()["tracer"] = Tracer(service="aftercall", patch_modules=TRACED_LIBRARIES)
+            globals()["tracer"] = Tracer(service=SERVICE, patch_modules=TRACED_LIBRARIES)
         built: Tracer = globals()["tracer"]
         return built

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 
 from aftercall.crm.base import CrmCall
 from aftercall.crm.limiter import RateLimiter
@@ -116,7 +116,10 @@ class CrmHttpClient:
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
         limiter: RateLimiter | None = None,
+        transport: BaseAdapter | None = None,
     ) -> None:
+        """``transport``: a requests adapter to send through instead of the network (``aftercall.testing``
+        records requests with one)."""
         self.crm_name = crm_name
         self.base_url = check_outbound_url(base_url, allow_loopback_http=allow_loopback_http)
         self._auth = auth
@@ -129,7 +132,7 @@ class CrmHttpClient:
         #: Shared by every client of this execution environment (see aftercall.crm.limiter).
         self.limiter = limiter
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        adapter = transport or HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 

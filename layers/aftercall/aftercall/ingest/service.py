@@ -45,6 +45,7 @@ from aftercall.ingest.normalise import WEBHOOK_PLATFORMS, normalise, parse_json
 from aftercall.models.event import DETAIL_TYPE, MAX_EVENT_BYTES
 from aftercall.observability import logger
 from aftercall.privacy import mask_phone
+from aftercall.trace_context import current_trace_header
 
 DEFAULT_SOURCE = "aftercall.platform"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -359,6 +360,8 @@ class IngestService:
             "Detail": json.dumps(normalised.detail, ensure_ascii=False, separators=(",", ":"), allow_nan=False),
             "EventBusName": self.settings.bus_name,
         }
+        if (trace := current_trace_header()) is not None:  # one X-Ray trace from here to the EndHandler
+            entry["TraceHeader"] = trace
         size = _entry_size(entry)
         if size > MAX_EVENT_BYTES:
             raise PayloadError(

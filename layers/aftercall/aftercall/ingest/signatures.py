@@ -19,10 +19,16 @@ Schemes, as the vendors' own SDKs and docs define them:
   Or a Bearer-token credential: ``X-Vapi-Secret: <secret>`` / ``Authorization: Bearer <secret>``,
   which proves the sender knows the secret but does not bind the body or a time (see docs/ingest.md).
 * Generic: ``X-Aftercall-Signature: t=<unix s>,v1=<hex>``, HMAC-SHA256 over ``"<t>.<body>"``; 5 minutes.
+  Or Standard Webhooks (standardwebhooks.com, what Svix and its libraries send): ``webhook-id``,
+  ``webhook-timestamp`` (unix s) and ``webhook-signature: v1,<base64> [v1,<base64> ...]``,
+  HMAC-SHA256 over ``"<id>.<timestamp>.<body>"`` keyed with the secret's bytes (``whsec_<base64>``,
+  decoded as the reference library decodes it); 5 minutes either way, any one signature may match.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -37,6 +43,10 @@ VAPI_TIMESTAMP_HEADER = "x-timestamp"
 VAPI_SECRET_HEADER = "x-vapi-secret"  # noqa: S105 - a header name, not a secret
 AUTHORIZATION_HEADER = "authorization"
 GENERIC_HEADER = "x-aftercall-signature"
+STANDARD_ID_HEADER = "webhook-id"
+STANDARD_TIMESTAMP_HEADER = "webhook-timestamp"
+STANDARD_SIGNATURE_HEADER = "webhook-signature"
+STANDARD_SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's prefix, not a secret
 
 RETELL_TOLERANCE = 5 * 60
 ELEVENLABS_TOLERANCE = 30 * 60
@@ -194,9 +204,65 @@ def sign_elevenlabs(body: bytes, secret: str, seconds: int) -> dict[str, str]:
 def verify_generic(
     body: bytes, headers: Mapping[str, str], secrets: Sequence[str], now: float, tolerance: float = GENERIC_TOLERANCE
 ) -> None:
-    """Generic: ``X-Aftercall-Signature: t=<s>,v1=<hex>`` = HMAC-SHA256(secret, "<t>.<body>")."""
+    """Generic: ``X-Aftercall-Signature: t=<s>,v1=<hex>`` = HMAC-SHA256(secret, "<t>.<body>"), or Standard
+    Webhooks when the request carries ``webhook-signature``."""
     _require_secrets(secrets)
+    if headers.get(STANDARD_SIGNATURE_HEADER) is not None and headers.get(GENERIC_HEADER) is None:
+        verify_standard_webhooks(body, headers, secrets, now, tolerance)
+        return
     _verify_t_v(body, headers, secrets, now, tolerance, name=GENERIC_HEADER, version="v1", scheme="generic webhook")
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: ``whsec_`` dropped, the rest base64-decoded, leniently,
+    exactly as the reference libraries decode it (so any secret a sender's library accepts works here)."""
+    encoded = secret[len(STANDARD_SECRET_PREFIX) :] if secret.startswith(STANDARD_SECRET_PREFIX) else secret
+    try:
+        return base64.b64decode(encoded + "==")
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def verify_standard_webhooks(
+    body: bytes, headers: Mapping[str, str], secrets: Sequence[str], now: float, tolerance: float = GENERIC_TOLERANCE
+) -> None:
+    """Standard Webhooks: ``webhook-signature: v1,<b64> ...`` = HMAC-SHA256(key, "<id>.<timestamp>.<body>")."""
+    _require_secrets(secrets)
+    scheme = "Standard Webhooks"
+    message_id = _header(headers, STANDARD_ID_HEADER, scheme)
+    stamp = _header(headers, STANDARD_TIMESTAMP_HEADER, scheme)
+    value = _header(headers, STANDARD_SIGNATURE_HEADER, scheme)
+    if not _DIGITS.match(stamp):
+        raise SignatureError("malformed_signature", f"the {STANDARD_TIMESTAMP_HEADER} header is not whole unix seconds")
+    check_freshness(float(stamp), now, tolerance, STANDARD_TIMESTAMP_HEADER)
+    provided: list[bytes] = []
+    for entry in value.split():
+        version, sep, signature = entry.partition(",")
+        if not sep:
+            raise SignatureError(
+                "malformed_signature", f"the {STANDARD_SIGNATURE_HEADER} header is not space-separated v1,<base64>"
+            )
+        if version != "v1":
+            continue  # other schemes (v1a, asymmetric) may sit beside it: the spec says to skip them
+        try:
+            provided.append(base64.b64decode(signature, validate=True))
+        except (binascii.Error, ValueError):
+            raise SignatureError(
+                "malformed_signature", f"a v1 signature in {STANDARD_SIGNATURE_HEADER} is not base64"
+            ) from None
+    if not provided:
+        raise SignatureError("malformed_signature", f"the {STANDARD_SIGNATURE_HEADER} header holds no v1 signature")
+    signed = message_id.encode("utf-8") + b"." + stamp.encode("ascii") + b"." + body
+    matched = False
+    for secret in secrets:
+        key = standard_webhooks_key(secret)
+        if not key:
+            continue
+        expected = hmac.new(key, signed, hashlib.sha256).digest()
+        for candidate in provided:
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureError("signature_mismatch", "no Standard Webhooks signature matches the id, timestamp and body")
 
 
 def sign_generic(body: bytes, secret: str, seconds: int) -> dict[str, str]:

@@ -153,3 +153,14 @@ class ConversationEndedEvent(EventBridgeModel):
 
     detail_type: Literal["Conversation Ended"] = Field(alias="detail-type")
     detail: ConversationEndedDetail
+
+
+#: Every name the contract defines (fields and aliases of the envelope and the detail): the only
+#: names an error message may quote. Any other name came from the sender and may be personal data.
+CONTRACT_NAMES: frozenset[str] = frozenset(
+    name
+    for model in (ConversationEndedEvent, ConversationEndedDetail)
+    for field_name, info in model.model_fields.items()
+    for name in (field_name, info.alias)
+    if name
+)
