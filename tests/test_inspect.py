@@ -96,7 +96,7 @@ def test_a_processed_call_shows_its_record_each_action_with_its_crm_object_and_i
     (note,) = local.crm.notes_for(f"aftercall-{conversation_id}")
     assert actions["crm_summary"]["result"]["object_id"] == str(note["id"])
     # And its log lines are in the timeline, none of the other call's
-    texts = [entry["text"].split("] ", 1)[1] for entry in story["timeline"] if entry["source"].startswith("log")]
+    texts = [entry["text"].split("] ", 1)[-1] for entry in story["timeline"] if entry["source"].startswith("log")]
     assert "conversation ended" in texts
     assert any(text.startswith("action done action=support_ticket") for text in texts)
     # And they are placed at the time the handler logged them, in order
