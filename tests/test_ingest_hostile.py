@@ -12,6 +12,7 @@
   default (Authorization without ``Bearer``, base64 signatures) are accepted.
 """
 
+# ruff: noqa: F811
 from __future__ import annotations
 
 import base64
@@ -33,11 +34,21 @@ from aftercall.ingest.normalise import normalise, parse_json
 from aftercall.ingest.service import IngestService, WebhookRequest
 from aftercall.models.event import ConversationEndedDetail
 from tests.ops_support import OpsTarget
-from tests.test_ingest_service import SAMPLE_FILES, SECRETS, encode, sample, webhook
 
-# The ingest tests' fixtures: ops_target (a bus copying what it accepts to a "delivered" queue),
-# secret_id (the signing secret in Secrets Manager) and service (ingest on both).
-pytest_plugins = ["tests.test_ingest_service"]
+# The ingest tests' fixtures, imported for this module only: ops_target (a bus copying what it
+# accepts to a "delivered" queue), secret_id (the signing secret in Secrets Manager) and service
+# (ingest on both). Not `pytest_plugins`: that registers them for every test of the session, where
+# this ops_target replaced the operator tools' own. (F811: the tests take them as parameters.)
+from tests.test_ingest_service import (  # noqa: F401
+    SAMPLE_FILES,
+    SECRETS,
+    encode,
+    ops_target,
+    sample,
+    secret_id,
+    service,
+    webhook,
+)
 
 PLATFORMS = tuple(SAMPLE_FILES)
 
