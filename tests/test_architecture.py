@@ -158,6 +158,10 @@ def _layer_modules() -> list[tuple[str, str]]:
     ]
 
 
+def _function_modules() -> list[tuple[str, str]]:
+    return [(p.relative_to(ROOT).as_posix(), p.read_text(encoding="utf-8")) for p in sorted(FUNCTIONS.rglob("*.py"))]
+
+
 def _report(violations: list[Violation]) -> str:
     return "\n".join(str(v) for v in violations)
 
@@ -165,10 +169,11 @@ def _report(violations: list[Violation]) -> str:
 # -- the rules, on the tree as it is ------------------------------------------------------------
 
 
-def test_the_layer_never_imports_operator_tooling_tests_or_benchmarks() -> None:
-    # Given every module of the runtime layer
+def test_what_runs_in_lambda_never_imports_operator_tooling_tests_or_benchmarks() -> None:
+    # Given every module of the runtime layer and of the functions
     modules = _layer_modules()
     assert len(modules) > 30, "the layer's modules were not found"
+    modules += _function_modules()
     # When their imports are read
     violations = [v for rel, src in modules for v in forbidden_imports(src, rel, NOT_IN_THE_LAYER)]
     # Then none reaches aftercall_ops, tests or bench
@@ -201,6 +206,14 @@ def test_only_crm_http_py_imports_an_http_client_library() -> None:
     assert not violations, _report(violations)
 
 
+def test_the_http_import_exceptions_still_exist() -> None:
+    # Given the listed exceptions
+    sources = dict(_layer_modules())
+    # When each is checked, Then each still imports an HTTP library (or the entry is removed)
+    for rel in HTTP_IMPORT_EXCEPTIONS:
+        assert forbidden_imports(sources[rel], rel, HTTP_LIBRARIES), f"{rel} imports no HTTP library: drop it"
+
+
 def test_no_module_but_crm_http_py_sends_with_requests() -> None:
     # Given every module of the layer but the seam, the type-only importers included
     modules = [(rel, src) for rel, src in _layer_modules() if rel != "crm/http.py"]
@@ -213,7 +226,7 @@ def test_no_module_but_crm_http_py_sends_with_requests() -> None:
 def test_the_runtime_never_imports_the_offline_testing_kit() -> None:
     # Given the layer's modules (but the kit itself) and the Lambda entry points
     modules = [(rel, src) for rel, src in _layer_modules() if rel != "testing.py"]
-    modules += [(p.relative_to(ROOT).as_posix(), p.read_text(encoding="utf-8")) for p in FUNCTIONS.rglob("*.py")]
+    modules += _function_modules()
     # When their imports are read
     violations = [v for rel, src in modules for v in forbidden_imports(src, rel, ("aftercall.testing",))]
     # Then none imports aftercall.testing: its exceptions to the rules above never run in Lambda
