@@ -19,7 +19,7 @@ from aftercall.crm.base import CrmCall, CrmRecord, Customer, SummaryNote
 from aftercall.crm.caller_lease import CallerLeases, lease_key
 from aftercall.crm.callers import NewCallers
 from aftercall.crm.hubspot import HubSpotCrm
-from aftercall.crm.limiter import RateLimiter
+from aftercall.crm.search_slots import SharedSearchSlots
 from aftercall.deadline import Deadline
 from aftercall.errors import CrmUnavailableError, UnknownContactError
 from aftercall_ops.fake_crm import SEARCH_RATE_LIMIT_BODY
@@ -32,7 +32,7 @@ CONTACTS = "/crm/v3/objects/contacts"
 CONTACT_CREATE = "/crm/v3/objects/contacts$"
 CONTACT_SEARCH = "/crm/v3/objects/contacts/search"
 #: The template's CrmSearchRateLimitPerSecond default.
-SEARCH_PACE = 3.5
+SEARCH_PACE = 3.0
 
 
 def _call(seconds: float = 30.0) -> CrmCall:
@@ -238,16 +238,24 @@ def test_a_search_429_without_retry_after_waits_its_policys_second(stack: LocalS
     assert retried.received - limited.answered >= 1.0
 
 
-def test_a_burst_of_searches_paced_at_hubspots_limit_gets_no_429(stack: LocalStack) -> None:
-    # Given 12 known callers and an environment pacing its searches just under HubSpot's 4 per
-    # second (the template's default: room for the jitter of real sends)
+def test_a_burst_of_searches_from_two_environments_shares_hubspots_limit_without_429(stack: LocalStack) -> None:
+    # Given 12 known callers and two environments that take their searches from the slots shared in
+    # the idempotency table (3 per second, the template's default, under HubSpot's 4)
     phones = [f"+1628555{index:04d}" for index in range(12)]
     for phone in phones:
         stack.crm.add_contact(properties={"phone": phone})
-    hubspot = _environment(stack, "park", search_limiter=RateLimiter(SEARCH_PACE, 1.0))
-    # When all their calls are logged at once
+    name = unique("hubspot-search")  # one token's budget: the same slots, each environment its own client
+    environments = [
+        _environment(stack, "park", search_limiter=SharedSearchSlots(stack.table, name, SEARCH_PACE)) for _ in range(2)
+    ]
+    # When all their calls are logged at once, half in each environment
     with ThreadPoolExecutor(12) as pool:
-        records = list(pool.map(lambda phone: hubspot.log_summary(_note(Customer(phone, None)), _call()), phones))
+        records = list(
+            pool.map(
+                lambda item: environments[item[0] % 2].log_summary(_note(Customer(item[1], None)), _call()),
+                enumerate(phones),
+            )
+        )
     # Then every call found its contact, and no search got a 429
     assert len({r.extra["contact_id"] for r in records}) == 12
     statuses = [r.status for r in stack.crm.requests_to("POST", CONTACT_SEARCH)]
