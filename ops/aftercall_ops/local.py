@@ -705,6 +705,7 @@ class _InvokeHandler(BaseHTTPRequestHandler):
     """``POST /2015-03-31/functions/{name}/invocations``, answered as Lambda answers it."""
 
     protocol_version = "HTTP/1.1"
+    timeout = 60.0  # a client that stops sending mid-request frees its thread (boto3 sends at once)
     server: _InvokeServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -718,6 +719,17 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         match = _INVOKE_PATH.match(parts.path)
         body = self._drain()
+        if body is None:
+            length = _content_length(self)
+            if length is not None and length > SYNC_PAYLOAD_LIMIT:
+                self._error(
+                    413,
+                    "RequestTooLargeException",
+                    "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
+                )
+            else:
+                self._error(400, "InvalidRequestContentException", "the Content-Length does not match the body")
+            return
         if match is None:
             self._error(501, "NotImplementedException", "the local Lambda endpoint implements only Invoke")
             return
@@ -729,13 +741,6 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             self._error(404, "ResourceNotFoundException", f"Function not found: {stack.function_arn_for(name)}")
             return
         invocation_type = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
-        if body is None or len(body) > SYNC_PAYLOAD_LIMIT:
-            self._error(
-                413,
-                "RequestTooLargeException",
-                "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
-            )
-            return
         try:
             payload = json.loads(body) if body.strip() else {}
         except ValueError as exc:
@@ -779,12 +784,13 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             self._send(200, json.dumps(outcome.error).encode(), headers)
 
     def _drain(self) -> bytes | None:
-        """The request body (None when it is over the size limit; the connection is then closed)."""
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > SYNC_PAYLOAD_LIMIT:
+        """The request body (None when it is over the size limit, its length is not a number, or it
+        ends early; the connection is then closed)."""
+        length = _content_length(self)
+        if length is None or length > SYNC_PAYLOAD_LIMIT:
             self.close_connection = True
             return None
-        return self.rfile.read(length) if length else b""
+        return _read_body(self, length)
 
     def _error(self, status: int, code: str, message: str) -> None:
         body = json.dumps({"Type": "User", "Message": message, "message": message}).encode()
@@ -796,15 +802,50 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in headers.items():
             self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if body:
             self.wfile.write(body)
+
+
+#: How long a loopback server waits on a client that stops sending mid-request.
+_CLIENT_TIMEOUT_SECONDS = 5.0
+_DIGITS_ONLY = re.compile(r"[0-9]{1,12}")
+
+
+def _content_length(handler: BaseHTTPRequestHandler) -> int | None:
+    """The request's Content-Length (0 when absent), or None when it is not a plain decimal number
+    (``abc``, ``-1``, ``+5``, two different values): the connection is then closed, because where
+    this request's body ends, and so where the next request starts, is unknown (RFC 9110, 8.6)."""
+    values = {value.strip() for value in handler.headers.get_all("Content-Length") or []}
+    if not values:
+        return 0
+    if len(values) == 1 and _DIGITS_ONLY.fullmatch(next(iter(values))):
+        return int(next(iter(values)))
+    handler.close_connection = True
+    return None
+
+
+def _read_body(handler: BaseHTTPRequestHandler, length: int) -> bytes | None:
+    """``length`` bytes of body, or None when the client sends fewer and stops (the connection is closed)."""
+    if not length:
+        return b""
+    try:
+        body = handler.rfile.read(length)
+    except (TimeoutError, OSError):
+        body = b""
+    if len(body) < length:
+        handler.close_connection = True
+        return None
+    return body
 
 
 class _FunctionUrlHandler(BaseHTTPRequestHandler):
     """A Lambda function URL: any request becomes a payload-2.0 event, the result becomes the answer."""
 
     protocol_version = "HTTP/1.1"
+    timeout = _CLIENT_TIMEOUT_SECONDS  # a client that stops sending mid-request frees its thread
     server: _InvokeServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -826,12 +867,18 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = _content_length(self)
+        if length is None:
+            self._answer(400, {"content-type": "application/json"}, b'{"Message":"Bad Request"}')
+            return
         if length > SYNC_PAYLOAD_LIMIT:
             self.close_connection = True
             self._answer(413, {"content-type": "application/json"}, b'{"Message":"Request Entity Too Large"}')
             return
-        body = self.rfile.read(length) if length else b""
+        body = _read_body(self, length)
+        if body is None:
+            self._answer(400, {"content-type": "application/json"}, b'{"Message":"Bad Request"}')
+            return
         try:
             outcome = self.server.stack.invoke(self._event(body), function=self.server.function)
         except (TimeoutError, RuntimeError):
@@ -897,6 +944,8 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
             if key.lower() != "content-length":
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from aftercall.crm.base import (
 )
 from aftercall.deadline import Deadline
 from aftercall.errors import AftercallError, ConfigurationError, CrmUnavailableError, UnknownContactError
-from aftercall.ledger import ActionLedger
+from aftercall.ledger import ActionLedger, Prior, completed_entry, failed_entry
 from aftercall.models.event import E164, EMAIL, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
 from aftercall.phones import normalise_phone
@@ -56,12 +57,18 @@ MAX_FOLLOW_UP_SUBJECT = 200
 
 @dataclass(frozen=True)
 class Action:
-    """One planned side effect; ``name`` is unique within a conversation (the ledger key)."""
+    """One planned side effect; ``name`` is unique within a conversation (its ledger entry).
+
+    ``repeatable``: performing it again cannot make a second effect (a lead status set to a value,
+    a schedule whose name is derived from the conversation), so its result may wait for the
+    conversation's last ledger write instead of a write of its own.
+    """
 
     name: str
     perform: Callable[[CrmCall], dict[str, Any]]
     #: What the End function asked for (a SummaryNote, FollowUp, ...): for tests and ``aftercall try``.
     arguments: object = None
+    repeatable: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,9 @@ class ActionOutcome:
     seconds: float
     result: dict[str, Any] | None = None
     error: BaseException | None = None
+    #: Whether the ledger already has it (else it rides on the stored report, or the closing write).
+    recorded: bool = False
+    unanswered_write_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 3)}
@@ -133,7 +143,9 @@ class ActionPlan:
                 f"not quoted, it may be personal data); use one of {', '.join(sorted(DISPOSITIONS))}"
             )
         record = Disposition(self._detail.conversation_id, self.customer, disposition, note)
-        self._add("disposition", lambda call: self._crm().log_disposition(record, call).to_json(), record)
+        self._add(
+            "disposition", lambda call: self._crm().log_disposition(record, call).to_json(), record, repeatable=True
+        )
 
     def schedule_follow_up(
         self,
@@ -173,7 +185,9 @@ class ActionPlan:
             message.strip()[:1600],
             (subject.strip()[:MAX_FOLLOW_UP_SUBJECT] or None) if subject else None,
         )
-        self._add(f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call), follow_up)
+        self._add(
+            f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call), follow_up, repeatable=True
+        )
 
     def notify(self, subject: str, details: Mapping[str, Any] | None = None, *, key: str = "team") -> None:
         """Publish a readable summary of this conversation to the notifications topic."""
@@ -228,10 +242,12 @@ class ActionPlan:
         summary.update({key: detail.state[key] for key in SUMMARY_STATE_KEYS if key in detail.state})
         return summary
 
-    def _add(self, name: str, perform: Callable[[CrmCall], dict[str, Any]], arguments: object) -> None:
+    def _add(
+        self, name: str, perform: Callable[[CrmCall], dict[str, Any]], arguments: object, *, repeatable: bool = False
+    ) -> None:
         if name in self._actions:
             raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
-        self._actions[name] = Action(name, perform, arguments)
+        self._actions[name] = Action(name, perform, arguments, repeatable)
 
 
 def customer_of(detail: ConversationEndedDetail, default_phone_region: str | None = None) -> Customer:
@@ -318,33 +334,81 @@ def perform_actions(
     ledger: ActionLedger,
     deadline: Deadline,
     max_concurrency: int | None = None,
+    prior: Prior | None = None,
 ) -> list[ActionOutcome]:
     """Perform the planned actions concurrently; never raises for an action's own failure.
 
+    ``prior`` is what earlier attempts left (None: nothing). An action done before is not
+    performed again. One that completes while others still run is recorded in the ledger at once,
+    unless it is ``repeatable``; the results of the last one to finish and of the repeatable ones
+    ride on the report Powertools stores when the conversation completes, and if it fails, the
+    ledger's closing write keeps every outcome not written yet (:func:`ledger_entries`).
     ``max_concurrency=1`` runs them one after another (the platform docs' way; kept for the
     side-by-side benchmark in bench/fanout.py).
     """
     if not actions:
         return []
+    prior = prior or Prior()
+    todo = [action for action in actions if not prior.claim(action.name).done]
+    pending = _Countdown(len(todo))
     workers = min(len(actions), max_concurrency or len(actions))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="action") as pool:
-        futures = [pool.submit(_perform_one, conversation_id, action, ledger, deadline) for action in actions]
+        futures = [
+            pool.submit(_perform_one, conversation_id, action, ledger, deadline, prior, pending) for action in actions
+        ]
         return [future.result() for future in futures]
 
 
-def _perform_one(conversation_id: str, action: Action, ledger: ActionLedger, deadline: Deadline) -> ActionOutcome:
+def ledger_entries(outcomes: list[ActionOutcome]) -> dict[str, dict[str, Any]]:
+    """The outcomes the ledger does not have yet, for the conversation's last write."""
+    entries: dict[str, dict[str, Any]] = {}
+    for outcome in outcomes:
+        if outcome.status == "done" and not outcome.recorded and outcome.result is not None:
+            entries[outcome.name] = completed_entry(outcome.result)
+        elif outcome.status == "failed":
+            error = f"{type(outcome.error).__name__}: {outcome.error}"
+            entries[outcome.name] = failed_entry(error, outcome.unanswered_write_at)
+    return entries
+
+
+class _Countdown:
+    """How many actions are still running: the last one to finish leaves its result to the last write."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._lock = threading.Lock()
+
+    def finished(self) -> bool:
+        """One action finished; True when none is left running."""
+        with self._lock:
+            self._count -= 1
+            return self._count <= 0
+
+
+def _perform_one(
+    conversation_id: str, action: Action, ledger: ActionLedger, deadline: Deadline, prior: Prior, pending: _Countdown
+) -> ActionOutcome:
     started = time.monotonic()
-    try:
-        claim = ledger.claim(conversation_id, action.name, deadline)
-    except Exception as exc:  # noqa: BLE001 - reported as this action's failure; the invocation then fails
-        return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
+    claim = prior.claim(action.name)
     if claim.done:
         return ActionOutcome(action.name, "already_done", time.monotonic() - started, result=claim.result)
     call = CrmCall(deadline=deadline, recovering=claim.recovering, unanswered_write_at=claim.unanswered_write_at)
     try:
         result = action.perform(call)
     except Exception as exc:  # noqa: BLE001 - kept as this action's failure; the others go on
-        ledger.fail(conversation_id, action.name, f"{type(exc).__name__}: {exc}", call.last_unanswered_write)
-        return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
-    ledger.complete(conversation_id, action.name, result)
-    return ActionOutcome(action.name, "done", time.monotonic() - started, result=result)
+        pending.finished()
+        return ActionOutcome(
+            action.name,
+            "failed",
+            time.monotonic() - started,
+            error=exc,
+            unanswered_write_at=call.last_unanswered_write,
+        )
+    recorded = False
+    if not pending.finished() and not action.repeatable:
+        try:
+            ledger.record(conversation_id, action.name, result)
+            recorded = True
+        except Exception:  # noqa: BLE001 - not lost: the conversation's last write carries it
+            recorded = False
+    return ActionOutcome(action.name, "done", time.monotonic() - started, result=result, recorded=recorded)
