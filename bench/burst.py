@@ -32,11 +32,19 @@ COMPLETED in the ledger, with one note and the expected tickets in the CRM, or e
 in the failed-events queue. ``lost`` counts conversations that are neither (must be 0). Events in
 the queue are then replayed (``aftercall replay``'s code) and checked again: ``lost_at_end``.
 
-    python bench/burst.py [--n 2000] [--rate 20] [--json] [--sides capacity,baseline,paced]
+* ``hubspot``: HubSpot's real shape instead of one R-per-second bucket: the fake's defaults, 100
+  requests per rolling 10 s (Starter) and 4 searches per second, 429s without ``Retry-After``,
+  rate-limit headers, ~2 s search lag; half the conversations with new callers (one or two each),
+  numbers in mixed formats; ``CrmRateLimitPerSecond=10`` (the whole Starter budget) and the
+  template's search pace. The generic sides above switch HubSpot's own limits off, so that R
+  alone binds there.
+
+    python bench/burst.py [--n 2000] [--rate 20] [--json] [--sides capacity,baseline,paced,hubspot]
 
 ``--json`` prints one object: the paced side's figures at the top level (``rate_limit``,
-``achieved_over_limit``, ``share_429``, ``lost``, ``drain_s``, ...), every side under ``sides``,
-and the machine.
+``achieved_over_limit``, ``share_429``, ``lost``, ``drain_s``, ...), the hubspot side's under
+``hubspot_limits`` (``achieved_over_binding_limit``, ``share_429``, ``lost``, ``duplicates``,
+``contacts_created``, ``new_callers``), every side under ``sides``, and the machine.
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ from _lambda_stack import machine  # noqa: E402 - bench/ helpers, after the path
 from _moto import MotoProcess  # noqa: E402
 
 from aftercall.ledger import ActionLedger  # noqa: E402
-from aftercall_ops import emit  # noqa: E402
+from aftercall_ops import emit, generate  # noqa: E402
 from aftercall_ops.demo import HOT_LEADS  # noqa: E402
 from aftercall_ops.dlq import RECEIVE_ARGS, classify  # noqa: E402
 from aftercall_ops.local import LocalStack  # noqa: E402
@@ -72,7 +80,13 @@ from aftercall_ops.replay import ReplayOptions, replay  # noqa: E402
 
 TARGET_ACHIEVED = 0.8
 TARGET_SHARE_429 = 0.05
-SIDES = ("capacity", "baseline", "paced")
+SIDES = ("capacity", "baseline", "paced", "hubspot")
+#: The hubspot side: HubSpot Starter's general budget per second, the search limit, half the callers new.
+HUBSPOT_GENERAL_PER_S = 10.0
+HUBSPOT_SEARCH_PER_S = 4.0
+HUBSPOT_NEW_CALLERS = 0.5
+HUBSPOT_TARGET_ACHIEVED = 0.9
+HUBSPOT_TARGET_SHARE_429 = 0.01
 SEED = 2027
 STAGE = "sandbox"
 #: The template's default: the figures are for the function as shipped (``--concurrency`` to vary it).
@@ -260,19 +274,69 @@ def crm_figures(stack: LocalStack, rate: float | None, started: float) -> dict[s
     return figures
 
 
+def hubspot_figures(stack: LocalStack, details: Sequence[Mapping[str, Any]], started: float) -> dict[str, Any]:
+    """The hubspot side: each budget's accepted rate over its limit (the binding one is the higher
+    share), and one contact per new caller."""
+    log = [r for r in stack.crm.requests if r.status is not None]
+    accepted = [r for r in log if r.status != 429]
+    searches = [r for r in accepted if r.path.endswith("/search")]
+    window = max((max(r.answered or r.received for r in accepted) - min(r.received for r in log)), 1e-9)
+    general = len(accepted) / window / HUBSPOT_GENERAL_PER_S
+    search = len(searches) / window / HUBSPOT_SEARCH_PER_S
+    seeded = len(generate.CUSTOMERS)
+    created = [c for c in stack.crm.contacts if int(c["id"]) > 1000 + seeded]
+    per_phone = Counter(re.sub(r"\D", "", c["properties"].get("phone", "")) for c in created)
+    new_callers = {
+        re.sub(r"\D", "", str(d.get("caller") if d["direction"] == "inbound" else d.get("callee")))
+        for d in details
+        if str(d.get("caller") if d["direction"] == "inbound" else d.get("callee"))
+        .replace(" ", "")
+        .replace("-", "")
+        .startswith(generate.NEW_CALLER_PREFIX)
+    }
+    return {
+        "general_over_limit": round(general, 3),
+        "search_over_limit": round(search, 3),
+        "achieved_over_binding_limit": round(max(general, search), 3),
+        "binding_limit": "general" if general >= search else "search",
+        "searches": len(searches),
+        "responses_429_search": sum(1 for r in log if r.status == 429 and r.path.endswith("/search")),
+        "responses_429_other": sum(1 for r in log if r.status == 429 and not r.path.endswith("/search")),
+        "new_callers": len(new_callers),
+        "contacts_created": len(created),
+        "duplicate_contacts": sum(count - 1 for count in per_phone.values() if count > 1),
+        "new_callers_without_contact": len(new_callers - set(per_phone)),
+    }
+
+
 def run_side(side: str, n: int, rate: float, concurrency: int, max_seconds: float) -> dict[str, Any]:
     limited = side != "capacity"
+    hubspot = side == "hubspot"
+    if hubspot:
+        rate = HUBSPOT_GENERAL_PER_S
     parameters = {
         "Stage": STAGE,
         "ReservedConcurrency": str(concurrency),
-        "CrmRateLimitPerSecond": f"{rate:g}" if side == "paced" else "0",
+        "CrmRateLimitPerSecond": f"{rate:g}" if side in ("paced", "hubspot") else "0",
     }
-    details = emit.generated(n, seed=SEED, duplicates=0.0, invalid=0.0, environment=STAGE)
+    if hubspot:
+        details = [
+            emit.RawItem(f"generated #{index + 1}", detail)
+            for index, detail in enumerate(
+                generate.conversations(n, seed=SEED, environment=STAGE, new_callers=HUBSPOT_NEW_CALLERS)
+            )
+        ]
+    else:
+        details = emit.generated(n, seed=SEED, duplicates=0.0, invalid=0.0, environment=STAGE)
     with quiet(), BurstStack(f"aftercall-burst-{side}", parameters) as stack:
         entries = emit.prepare(
             details, bus=stack.outputs["EventBusName"], source=stack.outputs["EventSource"], environment=STAGE
         )
-        stack.crm.set_rate_limit(rate if limited else None)
+        if not hubspot:
+            # One bucket of R per second binds here, not HubSpot's own limits (the hubspot side has those).
+            stack.crm.general_limit = None
+            stack.crm.search_limit_per_second = None
+            stack.crm.set_rate_limit(rate if limited else None)
         events = stack.client("events")
         started = time.monotonic()
         sent = emit.send(events, entries)
@@ -330,7 +394,17 @@ def run_side(side: str, n: int, rate: float, concurrency: int, max_seconds: floa
             result["lost_at_end"] = at_end.lost + at_end.parked
         else:
             result["lost_at_end"] = checked.lost
-        if limited:
+        if hubspot:
+            result.update(hubspot_figures(stack, conversations, started))
+            result["duplicates"] = result["duplicated"] + result["duplicate_contacts"]
+            result["meets_target"] = (
+                result["achieved_over_binding_limit"] >= HUBSPOT_TARGET_ACHIEVED
+                and result["share_429"] < HUBSPOT_TARGET_SHARE_429
+                and result["lost_at_end"] == 0
+                and result["duplicates"] == 0
+                and result["new_callers_without_contact"] == 0
+            )
+        elif limited:
             result["meets_target"] = (
                 result.get("achieved_over_limit", 0.0) >= TARGET_ACHIEVED and result["share_429"] < TARGET_SHARE_429
             )
@@ -341,7 +415,8 @@ def run_side(side: str, n: int, rate: float, concurrency: int, max_seconds: floa
 
 
 def summary(results: dict[str, dict[str, Any]], n: int, rate: float, concurrency: int) -> dict[str, Any]:
-    primary = results.get("paced") or results.get("baseline") or next(iter(results.values()))
+    generic = {side: result for side, result in results.items() if side != "hubspot"}
+    primary = generic.get("paced") or generic.get("baseline") or next(iter(results.values()))
     keys = (
         "rate_limit",
         "achieved_over_limit",
@@ -366,6 +441,26 @@ def summary(results: dict[str, dict[str, Any]], n: int, rate: float, concurrency
         out["stack_capacity_per_s"] = capacity
         out["rate_over_capacity"] = round(rate / capacity, 3) if capacity else None
     out["target"] = {"achieved_over_limit": TARGET_ACHIEVED, "share_429_below": TARGET_SHARE_429}
+    if "hubspot" in results:
+        side = results["hubspot"]
+        out["hubspot_limits"] = {
+            "achieved_over_binding_limit": side["achieved_over_binding_limit"],
+            "binding_limit": side["binding_limit"],
+            "share_429": side["share_429"],
+            "lost": side["lost_at_end"],
+            "duplicates": side["duplicates"],
+            "contacts_created": side["contacts_created"],
+            "new_callers": side["new_callers"],
+            "conversations": side["conversations"],
+            "target": {
+                "achieved_over_binding_limit": HUBSPOT_TARGET_ACHIEVED,
+                "share_429_below": HUBSPOT_TARGET_SHARE_429,
+                "lost": 0,
+                "duplicates": 0,
+                "contacts_created": "one per new caller",
+            },
+            "meets_target": side["meets_target"],
+        }
     out["reserved_concurrency"] = concurrency
     out["machine"] = machine()
     out["sides"] = results
@@ -374,6 +469,15 @@ def summary(results: dict[str, dict[str, Any]], n: int, rate: float, concurrency
 
 def describe(result: Mapping[str, Any]) -> str:
     achieved = result.get("achieved_over_limit")
+    if result["side"] == "hubspot":
+        return (
+            f" hubspot: {result['achieved_over_binding_limit']:.2f} of the binding limit ({result['binding_limit']}; "
+            f"general {result['general_over_limit']:.2f}, search {result['search_over_limit']:.2f}) "
+            f"| 429: {result['responses_429']} of {result['crm_requests']} ({result['share_429']:.1%}; "
+            f"{result['responses_429_search']} on searches) | drain {result['drain_s']:.1f} s "
+            f"| new callers {result['new_callers']}, contacts created "
+            f"{result['contacts_created']} | lost {result['lost_at_end']}, duplicates {result['duplicates']}"
+        )
     parts = [
         f"{result['side']:>8}:",
         f"{result.get('accepted_per_s', 0):6.2f} accepted CRM requests/s",
@@ -403,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         default=RESERVED_CONCURRENCY,
         help=f"the function's ReservedConcurrency (default {RESERVED_CONCURRENCY}, the template's)",
     )
+    parser.add_argument(
+        "--hubspot-n", type=int, default=600, help="conversations for the HubSpot-shaped side (default 600)"
+    )
     parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, of {', '.join(SIDES)}")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="longest wait for one side to drain")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -418,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--concurrency must be between 1 and 32 (one process each on this machine)")
     results: dict[str, dict[str, Any]] = {}
     for side in sides:
-        n = args.capacity_n if side == "capacity" else args.n
+        n = {"capacity": args.capacity_n, "hubspot": args.hubspot_n}.get(side, args.n)
         results[side] = run_side(side, n, args.rate, args.concurrency, args.max_seconds)
         if not args.json:
             print(describe(results[side]), flush=True)

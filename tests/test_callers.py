@@ -19,7 +19,7 @@ from aftercall.crm.base import CrmCall, CrmRecord, Customer, SummaryNote
 from aftercall.crm.caller_lease import CallerLeases, lease_key
 from aftercall.crm.callers import NewCallers
 from aftercall.crm.hubspot import HubSpotCrm
-from aftercall.crm.limiter import RateLimiter
+from aftercall.crm.search_slots import SharedSearchSlots
 from aftercall.deadline import Deadline
 from aftercall.errors import CrmUnavailableError, UnknownContactError
 from aftercall_ops.fake_crm import SEARCH_RATE_LIMIT_BODY
@@ -32,7 +32,7 @@ CONTACTS = "/crm/v3/objects/contacts"
 CONTACT_CREATE = "/crm/v3/objects/contacts$"
 CONTACT_SEARCH = "/crm/v3/objects/contacts/search"
 #: The template's CrmSearchRateLimitPerSecond default.
-SEARCH_PACE = 3.5
+SEARCH_PACE = 3.0
 
 
 def _call(seconds: float = 30.0) -> CrmCall:
@@ -48,10 +48,19 @@ def _note(customer: Customer, conversation_id: str | None = None) -> SummaryNote
     )
 
 
+#: HubSpot's search lag, shortened in the fake and in the adapter alike to keep these tests quick.
+LAG = 0.5
+
+
+@pytest.fixture(autouse=True)
+def _short_index_lag(stack: LocalStack) -> None:
+    stack.crm.index_lag_seconds = LAG
+
+
 def _environment(stack: LocalStack, policy: str = "create", **http: Any) -> HubSpotCrm:
     """One execution environment's adapter (its own warm cache), sharing the stack's caller table."""
     new_callers = NewCallers("create" if policy == "create" else "park", CallerLeases(stack.table))
-    return stack.hubspot(new_callers=new_callers, **http)
+    return stack.hubspot(new_callers=new_callers, search_lag_seconds=LAG, **http)
 
 
 def _new_phone() -> str:
@@ -154,7 +163,7 @@ def test_park_leaves_a_new_caller_unknown_and_creates_nothing(stack: LocalStack)
 
 def test_two_conversations_of_one_new_caller_at_once_make_one_contact(stack: LocalStack) -> None:
     # Given a new caller with two conversations processed at the same moment in two environments
-    # (each searches, finds nothing, and HubSpot's search would not show the other's contact for ~2 s)
+    # (each searches, finds nothing, and HubSpot's search would not show the other's contact at once)
     customer = Customer(_new_phone(), None)
     national = customer.phone[2:] if customer.phone else ""
     notes = [_note(customer), _note(customer)]
@@ -198,7 +207,7 @@ def test_a_create_whose_answer_is_lost_is_found_by_the_next_attempt_not_made_aga
 
 
 def test_a_500_after_the_contact_create_plus_index_lag_makes_no_second_contact(stack: LocalStack) -> None:
-    # Given HubSpot creates the contact but answers 500, and shows it in search only ~2 s later
+    # Given HubSpot creates the contact but answers 500, and shows it in search only a moment later
     customer = Customer(_new_phone(), None)
     national = customer.phone[2:] if customer.phone else ""
     stack.crm.add_fault("after_commit_status", method="POST", path=CONTACT_CREATE, status=500, times=1)
@@ -238,16 +247,24 @@ def test_a_search_429_without_retry_after_waits_its_policys_second(stack: LocalS
     assert retried.received - limited.answered >= 1.0
 
 
-def test_a_burst_of_searches_paced_at_hubspots_limit_gets_no_429(stack: LocalStack) -> None:
-    # Given 12 known callers and an environment pacing its searches just under HubSpot's 4 per
-    # second (the template's default: room for the jitter of real sends)
+def test_a_burst_of_searches_from_two_environments_shares_hubspots_limit_without_429(stack: LocalStack) -> None:
+    # Given 12 known callers and two environments that take their searches from the slots shared in
+    # the idempotency table (3 per second, the template's default, under HubSpot's 4)
     phones = [f"+1628555{index:04d}" for index in range(12)]
     for phone in phones:
         stack.crm.add_contact(properties={"phone": phone})
-    hubspot = _environment(stack, "park", search_limiter=RateLimiter(SEARCH_PACE, 1.0))
-    # When all their calls are logged at once
+    name = unique("hubspot-search")  # one token's budget: the same slots, each environment its own client
+    environments = [
+        _environment(stack, "park", search_limiter=SharedSearchSlots(stack.table, name, SEARCH_PACE)) for _ in range(2)
+    ]
+    # When all their calls are logged at once, half in each environment
     with ThreadPoolExecutor(12) as pool:
-        records = list(pool.map(lambda phone: hubspot.log_summary(_note(Customer(phone, None)), _call()), phones))
+        records = list(
+            pool.map(
+                lambda item: environments[item[0] % 2].log_summary(_note(Customer(item[1], None)), _call()),
+                enumerate(phones),
+            )
+        )
     # Then every call found its contact, and no search got a 429
     assert len({r.extra["contact_id"] for r in records}) == 12
     statuses = [r.status for r in stack.crm.requests_to("POST", CONTACT_SEARCH)]

@@ -73,7 +73,37 @@ def refuse_reserved_sources() -> None:
         _reserved_applied = True
 
 
+_dynamodb_applied = False
+
+
+def serialise_dynamodb_writes() -> None:
+    """Make moto's DynamoDB writes atomic: one at a time, as a conditional write is in DynamoDB.
+
+    moto checks a ``ConditionExpression`` and then writes, without a lock: two overlapping
+    conditional writes on a threaded moto server can both pass (found by the caller lease test:
+    two environments taking the same lease at the same instant). Real DynamoDB evaluates the
+    condition and writes atomically. Idempotent; call before serving.
+    """
+    global _dynamodb_applied
+    with _guard:
+        if _dynamodb_applied:
+            return
+        from moto.dynamodb.models import DynamoDBBackend
+
+        lock = threading.RLock()
+        for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+            original = getattr(DynamoDBBackend, name)
+
+            def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+                with lock:
+                    return __original(self, *args, **kwargs)
+
+            setattr(DynamoDBBackend, name, functools.wraps(original)(locked))
+        _dynamodb_applied = True
+
+
 def apply() -> None:
     """Every fix above: what a moto server standing in for AWS in this process needs."""
     serialise_sqs_deletes()
     refuse_reserved_sources()
+    serialise_dynamodb_writes()

@@ -32,7 +32,7 @@ from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import Crm
 from aftercall.crm.caller_lease import CallerLeases
 from aftercall.crm.callers import NewCallers, UnknownCallerPolicy
-from aftercall.crm.limiter import SEARCH_BURST, share
+from aftercall.crm.limiter import share
 from aftercall.deadline import Deadline
 from aftercall.errors import (
     ActionsFailedError,
@@ -317,9 +317,12 @@ def build_crm(settings: Settings) -> Crm:
     if settings.crm_provider == "hubspot":
         from aftercall.crm.hubspot import DEFAULT_BASE_URL, HubSpotCrm
 
-        search_limiter = share(settings.crm_search_rate_limit, settings.reserved_concurrency, SEARCH_BURST)
-        if search_limiter is not None:  # HubSpot's separate search budget (4/s per token)
-            http["search_limiter"] = search_limiter
+        if settings.crm_search_rate_limit:  # HubSpot's separate search budget (4/s per token), shared by all runs
+            from aftercall.crm.search_slots import SharedSearchSlots
+
+            http["search_limiter"] = SharedSearchSlots(
+                settings.idempotency_table, "hubspot-search", settings.crm_search_rate_limit
+            )
         credentials = SecretCredentials(settings.crm_secret_id, ("access_token",), settings.secret_max_age)
         return HubSpotCrm(
             credentials, settings.crm_base_url or DEFAULT_BASE_URL, new_callers=new_callers(settings), **http

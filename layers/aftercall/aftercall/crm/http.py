@@ -30,7 +30,7 @@ import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from aftercall.crm.base import CrmCall
-from aftercall.crm.limiter import RateLimiter
+from aftercall.crm.limiter import Pacer, RateLimiter
 from aftercall.errors import (
     ConfigurationError,
     CrmAmbiguousError,
@@ -116,7 +116,7 @@ class CrmHttpClient:
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
         limiter: RateLimiter | None = None,
-        search_limiter: RateLimiter | None = None,
+        search_limiter: Pacer | None = None,
         transport: BaseAdapter | None = None,
     ) -> None:
         """``transport``: a requests adapter to send through instead of the network (``aftercall.testing``
@@ -290,7 +290,7 @@ class CrmHttpClient:
         """
         return None
 
-    def _observe(self, response: requests.Response, limiters: tuple[RateLimiter, ...], call: CrmCall) -> None:
+    def _observe(self, response: requests.Response, limiters: tuple[Pacer, ...], call: CrmCall) -> None:
         """Every answer passes here: adapters whose CRM reports its budget in headers slow down before a 429."""
 
     def _wait(self, attempt: int, retry_after: float | None, call: CrmCall, problem: str) -> None:
@@ -301,7 +301,7 @@ class CrmHttpClient:
             )
         self._sleep(delay)
 
-    def _pace(self, limiters: tuple[RateLimiter, ...], call: CrmCall, method: str, path: str) -> float:
+    def _pace(self, limiters: tuple[Pacer, ...], call: CrmCall, method: str, path: str) -> float:
         """Wait for this attempt's slot under each budget it counts in; returns the seconds left afterwards."""
         wait = 0.0
         for limiter in limiters:
@@ -318,7 +318,7 @@ class CrmHttpClient:
         return call.deadline.remaining()
 
     def _pause(
-        self, limiters: tuple[RateLimiter, ...], attempt: int, retry_after: float | None, call: CrmCall, problem: str
+        self, limiters: tuple[Pacer, ...], attempt: int, retry_after: float | None, call: CrmCall, problem: str
     ) -> None:
         """After a 429: hold every request of this environment for ``Retry-After`` (with jitter)."""
         delay = (retry_after if retry_after is not None else self._backoff(attempt)) * random.uniform(1.0, 1.2)

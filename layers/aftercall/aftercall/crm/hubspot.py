@@ -38,7 +38,7 @@ from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import CrmCall, CrmRecord, Customer, Disposition, SummaryNote, SupportTicket
 from aftercall.crm.callers import CallerMatch, Callers, NewCallers
 from aftercall.crm.http import MIN_REQUEST_SECONDS, CrmHttpClient
-from aftercall.crm.limiter import RateLimiter, RecentRequests
+from aftercall.crm.limiter import Pacer, RecentRequests
 from aftercall.errors import CrmAmbiguousError, CrmRequestError, CrmUnavailableError
 from aftercall.phones import digits, parse_phone, region_of
 from aftercall.privacy import mask_phone
@@ -290,7 +290,7 @@ class HubSpotHttp(CrmHttpClient):
             return max(0.5, self.recent.until_one_frees(_interval(response)))
         return None
 
-    def _observe(self, response: requests.Response, limiters: tuple[RateLimiter, ...], call: CrmCall) -> None:
+    def _observe(self, response: requests.Response, limiters: tuple[Pacer, ...], call: CrmCall) -> None:
         self.recent.sent()
         remaining, most = (
             _header_int(response, "X-HubSpot-RateLimit-Remaining"),

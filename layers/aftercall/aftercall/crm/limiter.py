@@ -15,8 +15,9 @@ interval apart rather than in a burst.
 
 HubSpot has two budgets: the general one (100 requests per rolling 10 s on Starter, shared by
 every integration of the portal, so ``CrmRateLimitPerSecond`` is *our share* of it) and the search
-one (4 requests per second per token, ``CrmSearchRateLimitPerSecond``). A search takes a slot in
-both (:class:`Budgets`). A 429 without ``Retry-After`` names its ``policyName``: ``SECONDLY`` frees
+one (4 requests per second per token, ``CrmSearchRateLimitPerSecond``), which every environment
+shares through slots in DynamoDB (:mod:`aftercall.crm.search_slots`). A search takes a slot in
+both. A 429 without ``Retry-After`` names its ``policyName``: ``SECONDLY`` frees
 within a second, ``TEN_SECONDLY_ROLLING`` when the oldest request of the window leaves it, which
 :class:`RecentRequests` estimates from what this environment sent.
 """
@@ -28,7 +29,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Protocol
+
+
+class Pacer(Protocol):
+    """What paces requests: a per-environment :class:`RateLimiter`, or slots shared by every
+    environment (:class:`aftercall.crm.search_slots.SharedSearchSlots`)."""
+
+    def reserve(self, max_wait: float) -> float | None: ...
+
+    def pause(self, seconds: float) -> None: ...
 
 
 class RateLimiter:
@@ -83,23 +93,6 @@ def share(limit_per_second: float | None, concurrency: int, burst: float | None 
     if concurrency < 1:
         raise ValueError(f"the concurrency must be at least 1, got {concurrency}")
     return RateLimiter(limit_per_second / concurrency, burst)
-
-
-#: Searches one conversation may send at once: the caller's contact and, after an unclear create, a
-#: marker. HubSpot's search limit is per second, and a ``SECONDLY`` 429 costs one second.
-SEARCH_BURST = 2.0
-
-
-@dataclass(frozen=True)
-class Budgets:
-    """The limiters a request takes a slot in: the general one and, for searches, the search one."""
-
-    general: RateLimiter | None = None
-    search: RateLimiter | None = None
-
-    def for_request(self, search: bool) -> tuple[RateLimiter, ...]:
-        chosen = (self.general, self.search) if search else (self.general,)
-        return tuple(limiter for limiter in chosen if limiter is not None)
 
 
 class RecentRequests:
