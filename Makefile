@@ -66,8 +66,14 @@ sam-validate: $(SAM_VENV)/.installed
 
 # Least privilege and encryption, offline: checkov's CloudFormation checks and the serverless rules.
 # Every skip is justified next to it, in the resource's Metadata in template.yaml.
-iac-check: $(IAC_VENV)/.installed
+# checkov twice: on template.yaml (the SAM resources as written) and on the template as SAM
+# transforms it, where the roles and function URLs SAM generates are (its IAM checks see them only there).
+TRANSFORMED := .aws-sam/iac/template.transformed.json
+iac-check: $(IAC_VENV)/.installed $(VENV)/.installed
 	BC_SKIP_MAPPING=TRUE $(IAC_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact \
+		--skip-download
+	$(BIN)/python -m aftercall_ops.template --transformed $(TRANSFORMED)
+	BC_SKIP_MAPPING=TRUE $(IAC_VENV)/bin/checkov -f $(TRANSFORMED) --framework cloudformation --quiet --compact \
 		--skip-download
 	$(IAC_VENV)/bin/cfn-lint -t template.yaml -a cfn_lint_serverless.rules
 

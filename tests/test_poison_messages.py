@@ -82,7 +82,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.text(max_size=300) | _json.map(json.dumps), record=st.booleans())
 def test_classify_never_raises(body: str, record: bool) -> None:
     # Given any text, or any JSON value as a body or as a record's requestPayload

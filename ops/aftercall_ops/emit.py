@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import botocore.exceptions
 
-from aftercall.models.event import DETAIL_TYPE, MAX_EVENT_BYTES
+from aftercall.models.event import DETAIL_TYPE, MAX_EVENT_BYTES, MAX_STATE_DEPTH
 from aftercall_ops.stack import Client, describe_aws_error
 
 #: The template's default ``EventSource``: used only when neither ``--source`` nor the stack says.
@@ -30,6 +30,9 @@ MAX_BATCH_ENTRIES = 10
 #: PutEvents also limits the whole request to 256 KB, so batches stay under it too.
 MAX_REQUEST_BYTES = MAX_EVENT_BYTES
 ENVIRONMENTS = ("sandbox", "live")
+#: The most one input (a file, standard input) may hold: 400 events of the largest size. Every read
+#: stops here, so a path to something endless is refused instead of filling the memory.
+MAX_INPUT_BYTES = 100 * 1024 * 1024
 
 #: Entry error codes that will fail the same way on every retry.
 PERMANENT_ENTRY_ERRORS = frozenset(
@@ -175,23 +178,58 @@ class EmitReport:
 # ---------------------------------------------------------------------------------------------- reading
 
 
+def _too_much(name: str) -> EmitInputError:
+    return EmitInputError(
+        [
+            f"{name}: over the {MAX_INPUT_BYTES:,}-byte limit for one input (is it the right file? "
+            "/dev/zero, a FIFO or a stream that never ends?); split large inputs into several files"
+        ]
+    )
+
+
+def _loads(text: str, where: str, *, one_line: bool = False) -> Any:
+    """``json.loads`` whose every failure on input is one line naming ``where`` (ValueError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f"column {exc.colno}" if one_line else f"line {exc.lineno}, column {exc.colno}"
+        raise ValueError(f"{where}: invalid JSON at {at}: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError(
+            f"{where}: the JSON nests too deep to read (an event nests {MAX_STATE_DEPTH} levels at most)"
+        ) from None
+    except ValueError as exc:  # e.g. an integer over Python's 4,300-digit conversion limit
+        raise ValueError(f"{where}: JSON that cannot be read ({str(exc)[:120]})") from None
+
+
 def read_file(path: Path) -> list[RawItem]:
-    """The JSON values in a file: one value, a list of values, or JSON lines (``.jsonl``/``.ndjson``)."""
+    """The JSON values in a file: one value, a list of values, or JSON lines (``.jsonl``/``.ndjson``).
+
+    At most :data:`MAX_INPUT_BYTES` are read: a path to something endless (``/dev/zero``, a FIFO
+    whose writer never stops) ends with a clear error, not when the machine runs out of memory.
+    """
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
     except FileNotFoundError:
         raise EmitInputError([f"{name}: no such file"]) from None
     except IsADirectoryError:
         raise EmitInputError([f"{name}: is a directory; pass the files in it (e.g. {name}/*.json)"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise EmitInputError([f"{name}: cannot be read ({exc})"]) from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise _too_much(name)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EmitInputError([f"{name}: cannot be read (not UTF-8 at byte {exc.start})"]) from None
     if path.suffix in (".jsonl", ".ndjson"):
         return read_lines(text.splitlines(), name)
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise EmitInputError([f"{name}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+        value = _loads(text, name)
+    except ValueError as exc:
+        raise EmitInputError([str(exc)]) from None
     if isinstance(value, list):
         return [RawItem(f"{name}[{index}]", item) for index, item in enumerate(value)]
     return [RawItem(name, value)]
@@ -205,17 +243,20 @@ def read_lines(lines: Iterable[str], name: str = "stdin") -> list[RawItem]:
         if not line.strip():
             continue
         try:
-            items.append(RawItem(f"{name} line {number}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            problems.append(f"{name} line {number}: invalid JSON at column {exc.colno}: {exc.msg}")
+            items.append(RawItem(f"{name} line {number}", _loads(line, f"{name} line {number}", one_line=True)))
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         raise EmitInputError(problems)
     return items
 
 
 def read_stream(stream: TextIO, name: str = "stdin") -> list[RawItem]:
-    """JSON lines from a text stream (standard input)."""
-    return read_lines(stream, name)
+    """JSON lines from a text stream (standard input), at most :data:`MAX_INPUT_BYTES` of it."""
+    text = stream.read(MAX_INPUT_BYTES + 1)
+    if len(text) > MAX_INPUT_BYTES:
+        raise _too_much(name)
+    return read_lines(text.splitlines(), name)
 
 
 def generated(count: int, *, seed: int | None, duplicates: float, invalid: float, environment: str) -> list[RawItem]:
@@ -270,6 +311,8 @@ def prepare(
             entries.append(_prepare_one(item, bus=bus, source=source, environment=environment, validate=validate))
         except ValueError as exc:
             problems.append(f"{item.origin}: {exc}")
+        except RecursionError:
+            problems.append(f"{item.origin}: the event nests too deep (at most {MAX_STATE_DEPTH} levels)")
     if problems:
         raise EmitInputError(problems)
     return entries

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import botocore.exceptions
 
 from aftercall.models.event import DETAIL_TYPE, MAX_EVENT_BYTES
+from aftercall.privacy import redact
 from aftercall_ops.dlq import RECEIVE_ARGS, FailedEvent, Shape, classify
 from aftercall_ops.emit import EntryOutcome, FatalSendError, RetryPolicy, entry_size, put_batch
 from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Aws, Client, TargetError, describe_aws_error
@@ -109,11 +110,11 @@ class ReplayOptions:
             if self.mode != "invoke" or self.end_function:
                 return "a follow-up payload: replay it with --mode invoke --function <FollowUpFunctionName>"
             return None
-        source, detail_type = message.source or "", message.detail_type or ""
+        source, detail_type = redact(message.source or "")[:40], redact(message.detail_type or "")[:40]
         if source.startswith("aws."):
             if self.mode == "put-events" or self.end_function:
                 return (
-                    f"an AWS service event (source {source[:40]}): EventBridge accepts no aws.* source from "
+                    f"an AWS service event (source {source}): EventBridge accepts no aws.* source from "
                     "callers and the End function does not take it; replay it with --mode invoke "
                     "--function <the function that failed it, e.g. the ConnectIngestFunction>"
                 )
@@ -122,7 +123,7 @@ class ReplayOptions:
             wanted_source = self.event_source if self.mode == "put-events" else None
             if detail_type != DETAIL_TYPE or (wanted_source and source != wanted_source):
                 return (
-                    f"not this stack's event (source {source[:40]!r}, detail-type {detail_type[:40]!r}; the "
+                    f"not this stack's event (source {source!r}, detail-type {detail_type!r}; the "
                     f"stack takes {wanted_source or 'its own source'!r}, {DETAIL_TYPE!r}): no rule would take it back"
                 )
         return None

@@ -24,15 +24,17 @@ from aftercall.crm.base import (
     CrmCall,
     Customer,
     Disposition,
+    FindsCallers,
     SummaryNote,
     SupportTicket,
     TicketPriority,
 )
 from aftercall.deadline import Deadline
-from aftercall.errors import ConfigurationError
+from aftercall.errors import AftercallError, ConfigurationError, CrmUnavailableError, UnknownContactError
 from aftercall.ledger import ActionLedger, Prior, completed_entry, failed_entry
 from aftercall.models.event import E164, EMAIL, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
+from aftercall.phones import normalise_phone
 
 if TYPE_CHECKING:
     # Imported when a follow-up is planned: its payload model costs every cold start a few
@@ -41,6 +43,12 @@ if TYPE_CHECKING:
 
 #: Summary fields taken from ``conv.state`` when the End function passes no summary of its own.
 SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
+#: ``conv.state`` keys a new caller's name is read from (the first one present wins).
+FIRST_NAME_KEYS = ("first_name", "firstname", "given_name")
+LAST_NAME_KEYS = ("last_name", "lastname", "family_name")
+FULL_NAME_KEYS = ("customer_name", "caller_name", "name")
+#: A notification is not published with less time than this left (see ``ActionPlan._publish``).
+PUBLISH_MARGIN_SECONDS = 1.0
 #: What the FollowUp function accepts (:class:`aftercall.follow_ups.FollowUpPayload`), checked when planned.
 MAX_FOLLOW_UP_KEY = 64
 _ACTION_KEY = re.compile(rf"^[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_FOLLOW_UP_KEY - 1}}}$")
@@ -92,13 +100,15 @@ class ActionPlan:
         crm: Callable[[], Crm],
         follow_ups: Callable[[], FollowUpScheduler] | None = None,
         notifier: Callable[[], Notifier] | None = None,
+        *,
+        default_phone_region: str | None = None,
     ) -> None:
         self._detail = detail
         self._crm = crm
         self._follow_ups = follow_ups or _not_configured("follow-ups")
         self._notifier = notifier or _not_configured("notifications")
         self._actions: dict[str, Action] = {}
-        self.customer = Customer(phone=detail.customer_phone, email=detail.customer_email)
+        self.customer = customer_of(detail, default_phone_region)
 
     @property
     def planned(self) -> tuple[Action, ...]:
@@ -188,9 +198,36 @@ class ActionPlan:
         notification = Notification(self._detail.conversation_id, subject.strip(), lines)
         self._add(
             f"notification:{_action_key('notify', key)}",
-            lambda call: self._notifier().publish(notification, call),
+            lambda call: self._publish(notification, call),
             notification,
         )
+
+    def _publish(self, notification: Notification, call: CrmCall) -> dict[str, Any]:
+        flagged = self._flag_new_lead(notification, call)
+        if call.deadline.remaining() < PUBLISH_MARGIN_SECONDS:
+            # Published this late, the invocation could stop before the ledger records it, and the
+            # retry would publish again: leave it to the retry instead.
+            raise CrmUnavailableError("too little time left in this invocation to publish the notification once")
+        return self._notifier().publish(flagged, call)
+
+    def _flag_new_lead(self, notification: Notification, call: CrmCall) -> Notification:
+        """Say in the notification whether this conversation's caller is a new lead (their CRM record
+        was created for it). Shares the CRM actions' lookup; a CRM failure does not stop the message."""
+        crm = None
+        try:
+            crm = self._crm()
+            if not isinstance(crm, FindsCallers):
+                return notification
+            match = crm.caller(self.customer, self._detail.conversation_id, call)
+        except UnknownContactError:
+            return notification.with_line("New lead", "no (not in the CRM)")
+        except AftercallError as exc:
+            return notification.with_line("New lead", f"unknown ({type(exc).__name__})")
+        if not match.is_new_lead(self._detail.conversation_id):
+            return notification
+        created = f"yes: {crm.name} record {match.record_id} created for this caller"
+        flagged = notification.with_line("New lead", created)
+        return flagged.with_subject(f"New lead: {notification.subject}")
 
     def default_summary(self) -> dict[str, Any]:
         detail = self._detail
@@ -211,6 +248,29 @@ class ActionPlan:
         if name in self._actions:
             raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
         self._actions[name] = Action(name, perform, arguments, repeatable)
+
+
+def customer_of(detail: ConversationEndedDetail, default_phone_region: str | None = None) -> Customer:
+    """The customer as CRMs look them up: the number in E.164 (read with ``DefaultPhoneRegion``
+    when it has no ``+``), and the name the agent collected, if any, for a new caller's record."""
+    first, last = _state_text(detail.state, FIRST_NAME_KEYS), _state_text(detail.state, LAST_NAME_KEYS)
+    if first is None and last is None and (full := _state_text(detail.state, FULL_NAME_KEYS)):
+        first, _, rest = full.partition(" ")
+        last = rest.strip() or None
+    return Customer(
+        phone=normalise_phone(detail.customer_phone, default_phone_region),
+        email=detail.customer_email,
+        first_name=first,
+        last_name=last,
+    )
+
+
+def _state_text(state: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = state.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:100]
+    return None
 
 
 def _plain(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,9 @@ from aftercall.actions import ActionOutcome, ActionPlan, ledger_entries, perform
 from aftercall.conversation import Conversation
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import Crm
-from aftercall.crm.limiter import share
+from aftercall.crm.caller_lease import CallerLeases
+from aftercall.crm.callers import NewCallers, UnknownCallerPolicy
+from aftercall.crm.limiter import SEARCH_BURST, share
 from aftercall.deadline import Deadline
 from aftercall.errors import (
     ActionsFailedError,
@@ -201,7 +203,9 @@ class EndHandlerRuntime:
 
     def _plan(self, model: ConversationEndedDetail, end_function: EndFunction) -> ActionPlan:
         """Run the End function: it plans actions; nothing is performed or written yet."""
-        plan = ActionPlan(model, self.crm, self.follow_ups, self.notifier)
+        plan = ActionPlan(
+            model, self.crm, self.follow_ups, self.notifier, default_phone_region=self.settings.default_phone_region
+        )
         try:
             end_function(Conversation(model, plan))
         except Exception as exc:
@@ -296,6 +300,12 @@ class EndHandlerRuntime:
         return {"status": "rejected", "error_type": type(error).__name__, "error": str(error), "parked_as": message_id}
 
 
+def new_callers(settings: Settings) -> NewCallers:
+    """``UnknownCallerPolicy`` with the caller lease in the idempotency table."""
+    policy: UnknownCallerPolicy = "park" if settings.unknown_caller_policy == "park" else "create"
+    return NewCallers(policy, CallerLeases(settings.idempotency_table))
+
+
 def build_crm(settings: Settings) -> Crm:
     """The configured CRM adapter (only the one in use is imported: keeps cold starts short)."""
     http: dict[str, Any] = {"allow_loopback_http": settings.local_mode}
@@ -307,8 +317,13 @@ def build_crm(settings: Settings) -> Crm:
     if settings.crm_provider == "hubspot":
         from aftercall.crm.hubspot import DEFAULT_BASE_URL, HubSpotCrm
 
+        search_limiter = share(settings.crm_search_rate_limit, settings.reserved_concurrency, SEARCH_BURST)
+        if search_limiter is not None:  # HubSpot's separate search budget (4/s per token)
+            http["search_limiter"] = search_limiter
         credentials = SecretCredentials(settings.crm_secret_id, ("access_token",), settings.secret_max_age)
-        return HubSpotCrm(credentials, settings.crm_base_url or DEFAULT_BASE_URL, **http)
+        return HubSpotCrm(
+            credentials, settings.crm_base_url or DEFAULT_BASE_URL, new_callers=new_callers(settings), **http
+        )
     if settings.crm_provider == "salesforce":
         from aftercall.crm import salesforce
 

@@ -125,7 +125,10 @@ def from_iso(value: Any, field: str) -> datetime:
         raise invalid(field, "an ISO 8601 timestamp") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last moment UTC can hold
+        raise invalid(field, "an ISO 8601 timestamp within years 1 to 9999 in UTC") from None
 
 
 def from_epoch(value: Any, field: str, *, millis: bool) -> datetime:
@@ -134,8 +137,8 @@ def from_epoch(value: Any, field: str, *, millis: bool) -> datetime:
         if value is None:
             raise missing(field)
         raise invalid(field, "a Unix timestamp (number)")
-    seconds = value / 1000 if millis else float(value)
     try:
+        seconds = value / 1000 if millis else float(value)
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         raise invalid(field, "a Unix timestamp in range") from None
@@ -147,7 +150,10 @@ def number(value: Any, field: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise invalid(field, "a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # JSON integers have no limit; floats do
+        raise invalid(field, "a number in range") from None
 
 
 def phone(value: Any) -> str | None:

@@ -48,7 +48,9 @@ from aftercall.privacy import mask_phone
 from aftercall.trace_context import current_trace_header
 
 DEFAULT_SOURCE = "aftercall.platform"
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+#: A function URL's request limit (6 MB): an event type ingest ignores, such as ElevenLabs'
+#: ``post_call_audio`` (base64 audio, several MB), must still get its 2xx, as ElevenLabs does not retry.
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 #: After a signature mismatch, re-read the secret (a rotation?) at most this often.
 FORCED_REFRESH_INTERVAL = 60.0
 PUT_EVENTS_FAILED_CONDITION = "IngestPutEventsFailed"

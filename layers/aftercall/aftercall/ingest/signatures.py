@@ -15,8 +15,9 @@ Schemes, as the vendors' own SDKs and docs define them:
 * ElevenLabs: ``ElevenLabs-Signature: t=<unix s>,v0=<hex>``, HMAC-SHA256 over ``"<t>.<body>"``;
   the SDK accepts 30 minutes of age, so do we (and 5 minutes of clock skew into the future).
 * Vapi, HMAC credential with Vapi's defaults: ``x-signature: <hex>`` (an optional ``sha256=``
-  prefix is accepted) and ``x-timestamp``, HMAC-SHA256 over ``"<timestamp>.<body>"``; 5 minutes.
-  Or a Bearer-token credential: ``X-Vapi-Secret: <secret>`` / ``Authorization: Bearer <secret>``,
+  prefix is accepted, and the ``base64`` signature encoding) and ``x-timestamp``, HMAC-SHA256 over
+  ``"<timestamp>.<body>"``; 5 minutes. Or a Bearer-token credential: ``X-Vapi-Secret: <secret>`` /
+  ``Authorization: Bearer <secret>`` (or the bare secret, with the Bearer prefix turned off),
   which proves the sender knows the secret but does not bind the body or a time (see docs/ingest.md).
 * Generic: ``X-Aftercall-Signature: t=<unix s>,v1=<hex>``, HMAC-SHA256 over ``"<t>.<body>"``; 5 minutes.
   Or Standard Webhooks (standardwebhooks.com, what Svix and its libraries send): ``webhook-id``,
@@ -60,6 +61,8 @@ MAX_HEADER_CHARS = 2048
 _MILLIS_THRESHOLD = 10**11
 
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+#: A SHA-256 digest (32 bytes) in base64, with its padding.
+_BASE64_SHA256_CHARS = 44
 _DIGITS = re.compile(r"^[0-9]{1,16}$")
 
 
@@ -290,16 +293,19 @@ def verify_vapi(
             )
         check_freshness(_timestamp_seconds(stamp, VAPI_TIMESTAMP_HEADER), now, tolerance, VAPI_TIMESTAMP_HEADER)
         candidate = signature.split("=", 1)[1] if signature.lower().startswith("sha256=") else signature
-        provided = _hex_digests([candidate], VAPI_SIGNATURE_HEADER)
+        provided = _hex_digests([_vapi_hex(candidate)], VAPI_SIGNATURE_HEADER)
         message = stamp.encode("ascii") + b"." + body
         if not _any_match((_hmac_hex(secret, message) for secret in secrets), provided):
             raise SignatureError("signature_mismatch", "the Vapi HMAC signature does not match the body and timestamp")
         return "hmac"
     token = headers.get(VAPI_SECRET_HEADER)
     if token is None:
-        authorization = headers.get(AUTHORIZATION_HEADER, "")
-        scheme, _, credential = authorization.strip().partition(" ")
-        token = credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+        # A Bearer Token credential sends "Authorization: Bearer <token>", or the bare token when
+        # its "Include Bearer Prefix" option is off (Vapi docs, Server authentication).
+        authorization = headers.get(AUTHORIZATION_HEADER, "").strip()
+        scheme, space, credential = authorization.partition(" ")
+        bare = None if space else authorization or None  # "Basic …" and other schemes are not Vapi's
+        token = credential.strip() or None if scheme.lower() == "bearer" else bare
     if token is None or not token.strip():
         raise SignatureError(
             "missing_signature",
@@ -315,6 +321,17 @@ def verify_vapi(
     if not matched:
         raise SignatureError("signature_mismatch", "the Vapi secret does not match the configured one")
     return "secret"
+
+
+def _vapi_hex(candidate: str) -> str:
+    """A Vapi HMAC signature as hex: its ``signatureEncoding`` is ``hex`` (the default) or ``base64``."""
+    if _HEX.match(candidate) or len(candidate) != _BASE64_SHA256_CHARS:
+        return candidate
+    try:
+        raw = base64.b64decode(candidate, validate=True)
+    except (binascii.Error, ValueError):
+        return candidate
+    return raw.hex() if len(raw) == hashlib.sha256().digest_size else candidate
 
 
 def sign_vapi(body: bytes, secret: str, timestamp: int) -> dict[str, str]:
