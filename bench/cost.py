@@ -20,6 +20,7 @@ template's defaults. Nothing is asserted; the targets are reported as met or mis
 
     python bench/cost.py [--json] [--markdown] [--events 1000] [--events-200ms 100]
     python bench/cost.py --from-json cost.json --markdown      # regenerate the tables from a saved run
+    python bench/cost.py --from-json cost.json --update-doc docs/performance.md
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ PRICES = (
     Price("xray_trace", "X-Ray traces recorded", 5.00 / MILLION, "per trace"),
 )
 PRICE = {price.key: price.usd for price in PRICES}
+#: Where ``--update-doc`` puts the ``--markdown`` block.
+DOC_MARKERS = ("<!-- bench/cost.py --markdown: begin -->", "<!-- bench/cost.py --markdown: end -->")
 
 
 def template_defaults() -> dict[str, float]:
@@ -300,7 +303,7 @@ def markdown(output: Mapping[str, Any]) -> str:
         "",
         "| service | price |",
         "|---|---|",
-        *(f"| {p.service} | ${p.usd:.10g} {p.unit} |" for p in PRICES),
+        *(f"| {p.service} | ${p.usd:.10f}".rstrip("0").rstrip(".") + f" {p.unit} |" for p in PRICES),
         "",
         f"**Per conversation, measured** (bench/cost.py, {m['events']} conversations of the generator's mix, "
         f"{per['log_lines']:g} log lines): AWS calls {calls}; {per['dynamodb_write_units']:g} DynamoDB write units "
@@ -348,9 +351,14 @@ def markdown(output: Mapping[str, Any]) -> str:
         f"**${output['usd_per_million_lambda_200ms']:.2f}** |"
     )
     lines.append("")
+    others = "; ".join(
+        f"at {mb} MB: A ${f['usd_per_million_local']:.2f}, B ${f['usd_per_million_lambda_200ms']:.2f}"
+        for mb, f in output.get("at_memory_mb", {}).items()
+    )
     lines.append(
         f"Targets: A ≤ ${output['target_local']:.2f}, B ≤ ${output['target_lambda_200ms']:.2f}: "
         + ("**met**." if output["target_met"] else "**missed**.")
+        + (f" The same counts at other memory sizes: {others}." if others else "")
     )
     return "\n".join(lines)
 
@@ -366,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--memory-mb", type=int, action="append", default=[], help="also price at this MemorySize (repeatable)"
     )
+    parser.add_argument(
+        "--update-doc", type=Path, metavar="MD", help="replace the generated block in MD (docs/performance.md)"
+    )
     args = parser.parse_args(argv)
     if not 100 <= args.events <= 20_000 or not 20 <= args.events_200ms <= 5_000:
         parser.error("--events must be 100..20000 and --events-200ms 20..5000")
@@ -379,6 +390,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured = measure(args.events, args.events_200ms, args.seed, defaults["trace_sampling_rate"])
         output = {**result(measured, args.memory_mb), "machine": machine()}
 
+    if args.update_doc:
+        text = args.update_doc.read_text(encoding="utf-8")
+        begin, end = DOC_MARKERS
+        if begin not in text or end not in text:
+            parser.error(f"--update-doc {args.update_doc}: no {begin} ... {end} block in it")
+        head, rest = text.split(begin, 1)
+        args.update_doc.write_text(f"{head}{begin}\n{markdown(output)}\n{end}{rest.split(end, 1)[1]}", "utf-8")
     if args.json:
         print(json.dumps(output))
     elif args.markdown:

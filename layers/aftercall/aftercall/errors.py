@@ -76,10 +76,6 @@ class ActionInProgressError(AftercallError):
     """Another invocation is performing this action right now; retry later."""
 
 
-class ConversationInProgressError(AftercallError):
-    """Another live invocation is processing this conversation (a twin event); retry later."""
-
-
 class ActionsFailedError(AftercallError):
     """One or more actions failed; the others completed and will not be repeated on retry."""
 
