@@ -104,11 +104,17 @@ def _memory() -> dict[str, float]:
     return {"rss_mb": round(fields.get("VmRSS", peak), 2), "peak_rss_mb": round(fields.get("VmHWM", peak), 2)}
 
 
-def _count_aws_calls(calls: Counter[str], largest: dict[str, int]) -> None:
+#: DynamoDB operations that consume write units; their keys are counted so the parent can price
+#: each write by the size of the item it wrote (bench/cost.py).
+_DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+
+
+def _count_aws_calls(calls: Counter[str], largest: dict[str, int], writes: Counter[str], reads: Counter[str]) -> None:
     """Count every AWS API call the handler makes (and its largest request), by service.operation.
 
     Wraps botocore's one entry point for API calls after the handler was imported (botocore is
-    loaded by then); what it records is bounded by the number of distinct operations.
+    loaded by then); what it records is bounded by the number of distinct operations, plus one
+    counter per DynamoDB item written (``writes``, by the item's ``id``) and the items read (``reads``).
     """
     import botocore.client
 
@@ -120,6 +126,13 @@ def _count_aws_calls(calls: Counter[str], largest: dict[str, int]) -> None:
         calls[name] += 1
         size = len(json.dumps(api_params, default=str))
         largest[name] = max(largest.get(name, 0), size)
+        if operation_name == "GetItem":
+            reads["items"] += 1
+        elif operation_name == "BatchGetItem":
+            reads["items"] += sum(len(t["Keys"]) for t in api_params.get("RequestItems", {}).values())
+        if operation_name in _DYNAMODB_WRITES:
+            key = api_params.get("Key") or api_params.get("Item") or {}
+            writes[str(key.get("id", {}).get("S", "?"))] += 1
         return original(client, operation_name, api_params)
 
     base._make_api_call = counting
@@ -131,9 +144,10 @@ def _cpu_ms() -> float:
     return round((usage.ru_utime + usage.ru_stime) * 1000, 2)
 
 
-def _trace_header() -> str:
-    """A fresh sampled X-Ray header, as the Lambda runtime sets ``_X_AMZN_TRACE_ID`` per invocation."""
-    return f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=1"
+def _trace_header(sampled: bool = True) -> str:
+    """A fresh X-Ray header, as the Lambda runtime sets ``_X_AMZN_TRACE_ID`` per invocation."""
+    root = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]}"
+    return f"{root};Sampled={int(sampled)}"
 
 
 def _status(result: Any) -> str:
@@ -155,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-bytecode-under", action="append", default=[], help="compile modules under DIR")
     parser.add_argument("--modules", action="store_true", help="report every imported module and its file")
     parser.add_argument("--count-aws-calls", action="store_true", help="count AWS API calls by operation")
+    parser.add_argument(
+        "--sampled-share", type=float, default=1.0, help="share of invocations X-Ray samples (every Nth)"
+    )
     parser.add_argument("--tracemalloc", default="", help="two checkpoints 'A,B': report allocation growth A→B")
     args = parser.parse_args(argv)
 
@@ -185,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["memory_after_import"] = _memory()
     aws_calls: Counter[str] = Counter()
     aws_bytes: dict[str, int] = {}
+    dynamodb_writes: Counter[str] = Counter()
+    dynamodb_reads: Counter[str] = Counter()
     if args.count_aws_calls:
-        _count_aws_calls(aws_calls, aws_bytes)
+        _count_aws_calls(aws_calls, aws_bytes, dynamodb_writes, dynamodb_reads)
 
     durations: list[float] = []
     cpu: list[float] = []
@@ -196,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(args.events, encoding="utf-8") as events:
         for count, line in enumerate(events, start=1):
             event = json.loads(line)
-            os.environ["_X_AMZN_TRACE_ID"] = _trace_header()
+            # Sampled evenly: invocation n is sampled when the running share falls below the target.
+            sampled = int(count * args.sampled_share) > int((count - 1) * args.sampled_share)
+            os.environ["_X_AMZN_TRACE_ID"] = _trace_header(sampled)
             context = Context(args.timeout)
             started = time.perf_counter()
             cpu_started = time.process_time()
@@ -226,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu_ms=[round(c, 3) for c in cpu],
         aws_calls=dict(aws_calls),
         aws_request_bytes_max=aws_bytes,
+        dynamodb_writes_by_key=dict(dynamodb_writes),
+        dynamodb_items_read=dynamodb_reads["items"],
         statuses=dict(statuses),
         errors=errors,
         memory=samples,

@@ -208,7 +208,7 @@ class BenchStack:
         self.moto_url = f"http://{host}:{port}"
         self.crm.start()
         for customer in CUSTOMERS:
-            self.crm.add_contact(phone=customer.phone, email=customer.email, properties={"hs_lead_status": "NEW"})
+            self.crm.add_contact(phone=customer.typed_phone, email=customer.email, properties={"hs_lead_status": "NEW"})
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._udp.bind(("127.0.0.1", 0))
         self._create_resources()

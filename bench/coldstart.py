@@ -7,6 +7,9 @@ tracing on as with ``Tracing: Active``):
 
 * ``ours``: ``functions/end_handler/app.py`` with the seed End function, on one unresolved support
   call (idempotency record, CRM secret, contact search, a note and a ticket, two ledger entries);
+* ``ours_traced``: ours again on an invocation X-Ray samples (the template's sampling rule records
+  ``TraceSamplingRate`` of them, 5% by default; ``ours`` is an unsampled one, as most are): the
+  Tracer is built, the X-Ray SDK imported and botocore and requests patched;
 * ``baseline``: ``bench/_baseline_handler.py``, which imports boto3, makes a DynamoDB client and
   does one ``put_item``;
 * ``ours_uncompiled``: ours again, but every module of the layer (its requirement closure, botocore
@@ -18,7 +21,7 @@ tracing on as with ``Tracing: Active``):
 The variants alternate (their order rotates every round) after one untimed warm-up each; the
 parent times each process from spawn to its report (``wall``), the child reports its own
 ``perf_counter`` deltas for the import and the first invocation. Medians are printed, with the
-ratio to the baseline. Nothing here asserts a speed; the target (at most 2x the baseline) is
+ratio to the baseline. Nothing here asserts a speed; the target (at most 1.25x the baseline) is
 reported as met or missed.
 
     python bench/coldstart.py [--runs 7] [--json] [--profile-imports] [--no-uncompiled] [--compare DIR]
@@ -51,11 +54,11 @@ from _lambda_stack import (
     write_events,
 )
 
-TARGET_RATIO = 2.0
+TARGET_RATIO = 1.25
 PROFILE_RUNS = 3
 OURS = "app.lambda_handler"
 BASELINE = "_baseline_handler.lambda_handler"
-EXPECTED = {"ours": "processed", "ours_uncompiled": "processed", "baseline": "stored"}
+EXPECTED = {"ours": "processed", "ours_traced": "processed", "ours_uncompiled": "processed", "baseline": "stored"}
 
 
 def layer_sources() -> list[str]:
@@ -118,21 +121,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compare and not (args.compare / "layers" / "aftercall" / "aftercall").is_dir():
         parser.error(f"--compare {args.compare}: no layers/aftercall/aftercall under it")
 
-    variants = ["ours", "baseline"] + ([] if args.no_uncompiled else ["ours_uncompiled"])
+    variants = ["ours", "baseline", "ours_traced"] + ([] if args.no_uncompiled else ["ours_uncompiled"])
     site = site_dirs()
     paths = {
         "ours": [str(FUNCTION_DIR), str(LAYER_DIR), *site],
+        "ours_traced": [str(FUNCTION_DIR), str(LAYER_DIR), *site],
         "ours_uncompiled": [str(FUNCTION_DIR), str(LAYER_DIR), *site],
         "baseline": [str(BENCH_DIR), *site],
     }
-    extra = {"ours": [], "baseline": [], "ours_uncompiled": [f"--no-bytecode-under={p}" for p in layer_sources()]}
-    handlers = {"ours": OURS, "ours_uncompiled": OURS, "baseline": BASELINE}
+    # X-Ray samples a cold start as any invocation: at the template's rate (TraceSamplingRate), so
+    # "ours" is the unsampled one, as most are; "ours_traced" shows what a sampled one costs.
+    unsampled = "--sampled-share=0"
+    extra = {
+        "ours": [unsampled],
+        "ours_traced": [],
+        "baseline": [unsampled],
+        "ours_uncompiled": [unsampled, *(f"--no-bytecode-under={p}" for p in layer_sources())],
+    }
+    handlers = {"ours": OURS, "ours_traced": OURS, "ours_uncompiled": OURS, "baseline": BASELINE}
     expected = dict(EXPECTED)
     if args.compare:
         variants.append("compare")
         code = args.compare.resolve()
         paths["compare"] = [str(code / "functions" / "end_handler"), str(code / "layers" / "aftercall"), *site]
-        extra["compare"], handlers["compare"], expected["compare"] = [], OURS, "processed"
+        extra["compare"], handlers["compare"], expected["compare"] = [unsampled], OURS, "processed"
     results: dict[str, list[ChildRun]] = {name: [] for name in variants}
     profile: list[tuple[str, float]] = []
 
@@ -198,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_ratio_paired": paired("ours", "cpu"),
         "import_ms": {name: s["import_ms"] for name, s in summary.items()},
         "first_invoke_ms": {name: s["first_invoke_ms"] for name, s in summary.items()},
+        "ratio_traced": round(summary["ours_traced"]["wall_ms"] / baseline, 2),
+        "cpu_ratio_traced": round(summary["ours_traced"]["cpu_ms"] / summary["baseline"]["cpu_ms"], 2),
         "variants": summary,
         "memory_size_mb": stack.memory_mb,
         "machine": machine(),

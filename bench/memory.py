@@ -22,64 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from _lambda_stack import FUNCTION_DIR, LAYER_DIR, BenchStack, machine, median, mixed_events, run_child, site_dirs
+from _lambda_stack import BenchStack, machine, median
+from _per_conversation import metric_series, per_conversation, run_warm, table_items
 
 GROWTH_LIMIT = 0.10
-INVALID_SHARE = 0.01
 
 
 def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
-
-
-def transcript(kilobytes: int) -> list[dict[str, str]]:
-    """A call transcript of about ``kilobytes`` KB as JSON: the largest thing agents put in ``conv.state``."""
-    turn = "Could you check the second charge on my November invoice and refund it, please? " * 2
-    return [{"role": ("caller", "agent")[n % 2], "text": turn} for n in range(kilobytes * 1024 // (len(turn) + 30))]
-
-
-def metric_series(log_text: str) -> list[str]:
-    """The distinct CloudWatch metrics (name and dimension values) the EMF lines in the log create."""
-    series: set[str] = set()
-    for line in log_text.splitlines():
-        if '"_aws"' not in line:
-            continue
-        try:
-            document = json.loads(line)
-            directives = document["_aws"]["CloudWatchMetrics"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        for directive in directives:
-            for dimensions in directive.get("Dimensions", [[]]):
-                labels = ",".join(f"{d}={document.get(d)}" for d in dimensions)
-                for metric in directive.get("Metrics", []):
-                    series.add(f"{directive.get('Namespace')}/{metric['Name']}[{labels}]")
-    return sorted(series)
-
-
-def item_bytes(item: dict[str, Any]) -> int:
-    """An item's size by DynamoDB's rule of thumb: attribute names plus values (numbers ~1 byte per 2 digits)."""
-    size = 0
-    for name, value in item.items():
-        ((kind, data),) = value.items()
-        size += len(name.encode()) + (len(str(data)) // 2 + 1 if kind == "N" else len(str(data).encode()))
-    return size
-
-
-def table_items(stack: BenchStack) -> list[int]:
-    """Sizes of every item the run left in the idempotency table (records and action ledger)."""
-    sizes: list[int] = []
-    for page in stack.client("dynamodb").get_paginator("scan").paginate(TableName=stack.table):
-        sizes += [item_bytes(item) for item in page["Items"]]
-    return sizes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,36 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     last = args.events
     checkpoints = sorted({1, 10, 50, 100, *range(200, last + 1, max(100, last // 10)), last})
-    extra = ["--count-aws-calls", "--checkpoints", ",".join(map(str, checkpoints))]
+    extra = ["--checkpoints", ",".join(map(str, checkpoints))]
     if args.diagnose:
         extra += ["--tracemalloc", f"100,{last}"]
-    with BenchStack() as stack, tempfile.TemporaryDirectory(prefix="aftercall-memory-") as tmp:
-        events_file = Path(tmp) / "events.jsonl"
-        with events_file.open("w", encoding="utf-8") as handle:
-            for event in mixed_events(last, seed=args.seed, invalid=INVALID_SHARE):
-                if args.state_kb:
-                    event["detail"]["state"]["transcript"] = transcript(args.state_kb)
-                handle.write(json.dumps(event) + "\n")
-        run = run_child(
-            "app.lambda_handler",
-            [str(FUNCTION_DIR), str(LAYER_DIR), *site_dirs()],
-            events_file,
-            stack.lambda_env(),
-            extra=extra,
-            function_timeout_s=stack.timeout_s,
-            timeout_s=max(600.0, last * 2.0),
-            keep_log=True,
-        )
+    with BenchStack() as stack:
+        run = run_warm(stack, last, seed=args.seed, extra=extra, state_kb=args.state_kb)
         crm = stack.crm_requests()
         memory_size = stack.memory_mb
-        items = table_items(stack)
+        sizes = table_items(stack)
 
     report = run.report
     series = metric_series(run.log_text)
-    routes: dict[str, int] = {}
-    for route, count in crm["by_route"].items():  # PATCH /crm/v3/objects/contacts/1042 → .../{id}
-        key = re.sub(r"/\d+(?=/|$)", "/{id}", route)
-        routes[key] = routes.get(key, 0) + count
     samples: dict[str, dict[str, float]] = report["memory"]
     rss_100, rss_last = samples["100"]["rss_mb"], samples[str(last)]["rss_mb"]
     growth = (rss_last - rss_100) / rss_100
@@ -165,17 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "billed_mean": round(sum(math.ceil(d) for d in warm) / len(warm), 2),
         },
         "warm_cpu_ms": {"mean": round(sum(warm_cpu) / len(warm_cpu), 2), "median": round(median(warm_cpu), 2)},
-        "per_conversation": {
-            "aws_calls": {op: round(n / conversations, 3) for op, n in sorted(report["aws_calls"].items())},
-            "aws_request_bytes_max": report["aws_request_bytes_max"],
-            "crm_requests": round(crm["total"] / conversations, 3),
-            "crm_requests_by_route": {r: round(n / conversations, 3) for r, n in sorted(routes.items())},
-            "log_bytes": round(run.log_bytes / conversations, 1),
-            "emf_lines": round(run.log_text.count('"_aws"') / conversations, 2),
-            "table_items": round(len(items) / conversations, 3),
-            "table_item_bytes_mean": round(sum(items) / max(1, len(items)), 1),
-            "table_item_bytes_max": max(items, default=0),
-        },
+        "per_conversation": per_conversation(run, crm, sizes),
         "metric_series": len(series),
         "metric_series_names": series,
         "machine": machine(),

@@ -52,6 +52,8 @@ def as_json(result: Any) -> dict[str, Any]:
         (("replay",), ["--mode", "put-events", "new event id", "--dry-run", "--conversation-id", "--rate"]),
         (("status",), ["depth", "--peek", "Nothing is deleted"]),
         (("local",), ["template.yaml", "--parameter", "Ctrl-C"]),
+        (("try",), ["no AWS", "--function", "--from", "masked", "Exit code 0"]),
+        (("inspect",), ["idempotency record", "attempts", "timeline", "--hours", "Exit code 0"]),
     ],
 )
 def test_every_command_explains_itself(command: tuple[str, ...], phrases: list[str]) -> None:

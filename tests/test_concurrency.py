@@ -177,7 +177,7 @@ def test_a_failing_action_neither_cancels_nor_repeats_the_others_and_the_retry_d
 
 def test_concurrent_lookups_of_one_key_make_one_call_and_all_get_its_answer() -> None:
     # Given a lookup that is held until released, and a leader already waiting in it
-    lookups: SharedLookups[str] = SharedLookups()
+    lookups: SharedLookups[str, str] = SharedLookups()
     release = threading.Event()
     calls: list[str] = []
 
@@ -198,7 +198,7 @@ def test_concurrent_lookups_of_one_key_make_one_call_and_all_get_its_answer() ->
 
 def test_a_caller_that_cannot_wait_for_a_concurrent_lookup_gives_up_with_a_crm_error() -> None:
     # Given a lookup in flight that will not answer soon
-    lookups: SharedLookups[str] = SharedLookups()
+    lookups: SharedLookups[str, str] = SharedLookups()
     started, release = threading.Event(), threading.Event()
 
     def held() -> str:
@@ -219,7 +219,7 @@ def test_a_caller_that_cannot_wait_for_a_concurrent_lookup_gives_up_with_a_crm_e
 
 def test_a_failed_lookup_is_not_cached() -> None:
     # Given a lookup that failed
-    lookups: SharedLookups[str] = SharedLookups()
+    lookups: SharedLookups[str, str] = SharedLookups()
 
     def refused() -> str:
         raise UnknownContactError("no contact")

@@ -86,12 +86,15 @@ def test_a_contact_is_found_by_email_when_there_is_no_phone(stack: LocalStack, h
     assert stored["associations"] == {"contacts": [stack.contact_id]}
 
 
-def test_a_recovering_call_finds_the_note_an_earlier_attempt_made(stack: LocalStack, hubspot: HubSpotCrm) -> None:
-    # Given a note already written for the conversation (by an attempt that then timed out)
+def test_a_recovering_call_finds_the_note_an_earlier_attempt_made(stack: LocalStack) -> None:
+    # Given a note already written for the conversation by an attempt that was then stopped at its
+    # deadline (now), and HubSpot's search that shows new notes only ~2 s after they were written
+    hubspot = stack.hubspot(read_timeout=0.5)
     note = _note()
     first = hubspot.log_summary(note, _call())
-    # When the action runs again, recovering
-    again = hubspot.log_summary(note, _call(recovering=True))
+    stopped_at = time.time()
+    # When the action runs again, told by the ledger that the earlier attempt may have left a write
+    again = hubspot.log_summary(note, CrmCall(Deadline.after(30), recovering=True, unanswered_write_at=stopped_at))
     # Then it returns the same note and creates none
     assert again.object_id == first.object_id
     assert len(stack.notes_for(note.conversation_id)) == 1
@@ -224,7 +227,7 @@ def test_a_retry_waits_for_a_create_an_earlier_attempt_left_unanswered(stack: Lo
     hubspot = stack.hubspot(read_timeout=0.5)
     note = _note()
     first = _call(0.7)
-    with pytest.raises(CrmUnavailableError, match=r"may still apply it; waiting .* leaving it for a retry"):
+    with pytest.raises(CrmUnavailableError, match=r"may still apply it .*waiting .* leaving it for a retry"):
         hubspot.log_summary(note, first)
     # When the action runs again at once, told when the unanswered create went out (the ledger's job)
     (sent_at,) = first.unanswered_writes
@@ -241,15 +244,22 @@ def test_a_retry_waits_for_a_create_an_earlier_attempt_left_unanswered(stack: Lo
     assert search.received >= hung.answered
 
 
-def test_a_500_is_an_answer_the_adapter_looks_after_at_once(stack: LocalStack, hubspot: HubSpotCrm) -> None:
-    # Given the CRM answers the note create with 500 (it is done with the request, written or not)
+def test_a_500_is_looked_after_only_once_the_search_can_show_it(stack: LocalStack) -> None:
+    # Given the CRM answers the note create with 500 (written or not), and a search that shows a new
+    # note only ~2 s after it was written
     stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=500, times=1)
+    hubspot = stack.hubspot()
     note = _note()
     call = _call()
     # When the summary is logged
     hubspot.log_summary(note, call)
-    # Then nothing is left in doubt for a later attempt, and one note exists
-    assert call.unanswered_writes == []
+    # Then the write was noted as in doubt for a later attempt, the search came only once HubSpot's
+    # index lag had passed since the 500, and one note exists
+    assert len(call.unanswered_writes) == 1
+    failed, search, created = stack.crm.requests_to("POST", NOTES)
+    assert (failed.status, search.path, created.status) == (500, f"{NOTES}/search", 201)
+    assert failed.answered is not None
+    assert search.received >= failed.answered + hubspot.search_lag_seconds
     assert len(stack.notes_for(note.conversation_id)) == 1
 
 

@@ -139,12 +139,13 @@ def test_a_failed_lead_update_is_retried_alone_and_the_email_stays_queued_once(
 def test_an_unknown_prospect_fails_the_update_naming_no_number_while_the_email_is_queued(
     stack: LocalStack, peers: FollowUpPeers
 ) -> None:
-    # Given an outbound call to a number (and an email) the CRM has no contact for
+    # Given an outbound call to a number (and an email) the CRM has no contact for, and
+    # UnknownCallerPolicy=park
     phone = unique_phone()
     event = _info_requested(callee=phone, customer_email="someone.else@example.com")
     # When the handler processes it
     with pytest.raises(ActionsFailedError) as raised:
-        stack.runtime(**peers.settings()).handle(event, lambda_context(), end_function)
+        stack.runtime(unknown_caller_policy="park", **peers.settings()).handle(event, lambda_context(), end_function)
     # Then the update failed with UnknownContactError, masking the number, and the email was still
     # queued (the two are independent)
     error = raised.value.failures["disposition"]

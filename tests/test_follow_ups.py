@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -31,7 +32,7 @@ from aftercall.errors import (
 )
 from aftercall.follow_ups import CALLBACK_DETAIL_TYPE, FOLLOW_UP_SOURCE, schedule_name
 from aftercall.handler import parse_event
-from aftercall.ledger import COMPLETED, FAILED
+from aftercall.ledger import COMPLETED, FAILED, RECORD_IN_PROGRESS, record_key
 from aftercall.privacy import mask_email, mask_phone
 from tests.support.events import DROP, conversation_ended, re_emitted
 from tests.support.lambda_context import lambda_context
@@ -178,8 +179,8 @@ def test_two_follow_ups_of_one_kind_are_told_apart_by_their_key(stack: LocalStac
 
 
 def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(stack: LocalStack, peers: FollowUpPeers) -> None:
-    # Given an invocation that claimed the follow-up, created its schedule and then timed out before
-    # recording it in the ledger (its lease ran out with it)
+    # Given an invocation that took the conversation, created the follow-up's schedule and then timed
+    # out before recording it in the ledger (its lease ran out with it)
     event = conversation_ended(caller=unique_phone())
     conversation_id = _conversation_id(event)
     end_function = _plans_follow_up(datetime.now(UTC) + timedelta(days=1), "We'll call you back tomorrow.")
@@ -188,7 +189,16 @@ def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(stack: Lo
     end_function(Conversation(parse_event(event, "sandbox"), plan))
     (action,) = plan.planned
     timed_out = Deadline.after(-1)
-    stack.ledger().claim(conversation_id, action.name, timed_out)
+    stack.ledger().start(conversation_id, timed_out)  # it was performing actions when it was stopped
+    aws.client("dynamodb").put_item(  # the conversation's idempotency record, left in progress by it
+        TableName=stack.table,
+        Item={
+            "id": {"S": record_key(conversation_id)},
+            "status": {"S": RECORD_IN_PROGRESS},
+            "in_progress_expiration": {"N": str(timed_out.epoch_ms)},
+            "expiration": {"N": str(int(time.time()) + 3600)},
+        },
+    )
     action.perform(CrmCall(deadline=timed_out))
     (first,) = peers.schedules()
     # When Lambda retries the event

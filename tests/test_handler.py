@@ -324,12 +324,12 @@ def test_a_missing_crm_secret_fails_the_action_with_a_credentials_error(stack: L
 
 
 def test_an_unknown_caller_fails_the_action_without_leaking_the_number(stack: LocalStack, logs: io.StringIO) -> None:
-    # Given a call from a number the CRM does not know
+    # Given a call from a number the CRM does not know, and UnknownCallerPolicy=park
     raw = "+14155559876"
     event = conversation_ended(caller=raw)
     # When it is processed
     with pytest.raises(ActionsFailedError) as raised:
-        stack.runtime().handle(event, lambda_context(), end_function)
+        stack.runtime(unknown_caller_policy="park").handle(event, lambda_context(), end_function)
     # Then the summary failed as an unknown contact, with the number masked in the error and logs
     error = raised.value.failures["crm_summary"]
     assert isinstance(error, UnknownContactError)

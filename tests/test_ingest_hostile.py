@@ -12,6 +12,7 @@
   default (Authorization without ``Bearer``, base64 signatures) are accepted.
 """
 
+# ruff: noqa: F811
 from __future__ import annotations
 
 import base64
@@ -20,46 +21,34 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aftercall import aws
 from aftercall.ingest import signatures
 from aftercall.ingest.common import Ignored, Normalised
 from aftercall.ingest.errors import PayloadError, SignatureError
 from aftercall.ingest.normalise import normalise, parse_json
 from aftercall.ingest.service import IngestService, WebhookRequest
 from aftercall.models.event import ConversationEndedDetail
-from tests.ops_support import OpsTarget, create_ops_target, delete_ops_target
-from tests.support.stack import unique
-from tests.test_ingest_service import SAMPLE_FILES, SECRETS, encode, sample, settings_for, webhook
+from tests.ops_support import OpsTarget
 
-
-@pytest.fixture
-def ingest_target(moto_endpoint: str) -> Iterator[OpsTarget]:
-    """A bus whose rule copies what it accepts into a "delivered" queue, and a failed-events queue."""
-    target = create_ops_target(moto_endpoint)
-    yield target
-    delete_ops_target(target)
-
-
-@pytest.fixture
-def signing_secret(moto_endpoint: str) -> Iterator[str]:
-    """The signing secret, one key per platform, in Secrets Manager on the moto server."""
-    name = unique("aftercall/ingest")
-    aws.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps(SECRETS))
-    yield name
-    aws.client("secretsmanager").delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
-
-
-@pytest.fixture
-def ingest(ingest_target: OpsTarget, signing_secret: str) -> IngestService:
-    return IngestService(settings_for(ingest_target, signing_secret))
-
+# The ingest tests' fixtures, imported for this module only: ops_target (a bus copying what it
+# accepts to a "delivered" queue), secret_id (the signing secret in Secrets Manager) and service
+# (ingest on both). Not `pytest_plugins`: that registers them for every test of the session, where
+# this ops_target replaced the operator tools' own. (F811: the tests take them as parameters.)
+from tests.test_ingest_service import (  # noqa: F401
+    SAMPLE_FILES,
+    SECRETS,
+    encode,
+    ops_target,
+    sample,
+    secret_id,
+    service,
+    webhook,
+)
 
 PLATFORMS = tuple(SAMPLE_FILES)
 
@@ -197,16 +186,16 @@ def test_text_that_is_not_valid_unicode_is_a_400(body: bytes) -> None:
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_signed_hostile_webhook_never_gets_a_5xx(
-    platform: str, data: st.DataObject, ingest: IngestService, ingest_target: OpsTarget
+    platform: str, data: st.DataObject, service: IngestService, ops_target: OpsTarget
 ) -> None:
     # Given a correctly signed webhook whose fields were replaced by hostile values
     body = json.dumps(_mutated(data, platform), ensure_ascii=False).encode("utf-8", "surrogatepass")
     # When it is posted
-    response = ingest.handle(webhook(platform, body))
+    response = service.handle(webhook(platform, body))
     # Then the answer is a 2xx or a 4xx with a reason, never a server error
     assert response.status < 500, response.body
     assert response.status < 300 or response.body["error"]
-    ingest_target.delivered()  # keep the delivered queue small
+    ops_target.delivered()  # keep the delivered queue small
 
 
 # ---------------------------------------------------------------------------------------------- duplicate keys
@@ -229,17 +218,17 @@ def test_a_repeated_key_anywhere_is_a_400_duplicate_key(body: bytes) -> None:
 
 @pytest.mark.parametrize("platform", ["vapi", "retell", "elevenlabs", "generic"])
 def test_a_signed_webhook_with_a_repeated_key_puts_nothing_on_the_bus(
-    platform: str, ingest: IngestService, ingest_target: OpsTarget
+    platform: str, service: IngestService, ops_target: OpsTarget
 ) -> None:
     # Given a genuine, correctly signed body in which the call's id appears twice with two values
     text = encode(sample(platform)).decode("utf-8")
     first_key = {"vapi": '"type"', "retell": '"event"', "elevenlabs": '"type"', "generic": '"schema_version"'}[platform]
     doubled = text.replace(first_key, f'{first_key}: "something-else", {first_key}', 1)
     # When it is posted
-    response = ingest.handle(webhook(platform, doubled.encode("utf-8")))
+    response = service.handle(webhook(platform, doubled.encode("utf-8")))
     # Then it is refused with the reason, and nothing reached the bus
     assert (response.status, response.body["error"]) == (400, "duplicate_key")
-    assert ingest_target.delivered() == []
+    assert ops_target.delivered() == []
 
 
 # ---------------------------------------------------------------------------------------------- must not fail
@@ -258,22 +247,22 @@ def _audio_webhook(audio_bytes: int) -> bytes:
 
 @pytest.mark.parametrize("audio_bytes", [1_500_000, 4_300_000])
 def test_an_ignored_event_type_of_several_mb_gets_a_200(
-    audio_bytes: int, ingest: IngestService, ingest_target: OpsTarget
+    audio_bytes: int, service: IngestService, ops_target: OpsTarget
 ) -> None:
     # Given a signed ElevenLabs post_call_audio webhook of 2 to 6 MB (ElevenLabs does not retry)
     body = _audio_webhook(audio_bytes)
     assert 2_000_000 < len(body) < 6 * 1024 * 1024
     # When it is posted
-    response = ingest.handle(webhook("elevenlabs", body))
+    response = service.handle(webhook("elevenlabs", body))
     # Then it is acknowledged and ignored, and nothing reached the bus
     assert (response.status, response.body["status"]) == (200, "ignored")
-    assert ingest_target.delivered() == []
+    assert ops_target.delivered() == []
 
 
-def test_a_body_over_the_function_urls_6_mb_limit_is_a_413(ingest: IngestService) -> None:
+def test_a_body_over_the_function_urls_6_mb_limit_is_a_413(service: IngestService) -> None:
     body = _audio_webhook(4_800_000)
     assert len(body) > 6 * 1024 * 1024
-    response = ingest.handle(webhook("elevenlabs", body))
+    response = service.handle(webhook("elevenlabs", body))
     assert (response.status, response.body["error"]) == (413, "body_too_large")
 
 
@@ -311,16 +300,16 @@ def _vapi_hmac(body: bytes, secret: str, stamp: int, encoding: str) -> str:
         ),
     ],
 )
-def test_vapis_credential_options_are_accepted(headers: Any, ingest: IngestService, ingest_target: OpsTarget) -> None:
+def test_vapis_credential_options_are_accepted(headers: Any, service: IngestService, ops_target: OpsTarget) -> None:
     # Given a Vapi end-of-call report sent with one of Vapi's documented credential options
     body = encode(sample("vapi"))
     request = WebhookRequest(
         "POST", "/vapi", {**headers(body, SECRETS["vapi"]), "content-type": "application/json"}, body
     )
     # When it is posted, Then it is accepted and on the bus
-    response = ingest.handle(request)
+    response = service.handle(request)
     assert response.status == 200, response.body
-    assert len(ingest_target.delivered()) == 1
+    assert len(ops_target.delivered()) == 1
 
 
 @pytest.mark.parametrize(
@@ -333,12 +322,12 @@ def test_vapis_credential_options_are_accepted(headers: Any, ingest: IngestServi
     ],
 )
 def test_vapi_credentials_that_do_not_match_are_still_refused(
-    headers: dict[str, str], ingest: IngestService, ingest_target: OpsTarget
+    headers: dict[str, str], service: IngestService, ops_target: OpsTarget
 ) -> None:
     body = encode(sample("vapi"))
-    response = ingest.handle(WebhookRequest("POST", "/vapi", headers, body))
+    response = service.handle(WebhookRequest("POST", "/vapi", headers, body))
     assert response.status == 401
-    assert ingest_target.delivered() == []
+    assert ops_target.delivered() == []
 
 
 def test_a_wrong_base64_signature_is_a_mismatch() -> None:

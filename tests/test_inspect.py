@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from aftercall_ops.cli import app
 from aftercall_ops.local import LocalStack
+from aftercall_ops.stack import Aws, resolve_target
 from tests.support.events import support_call_ended
 
 
@@ -54,8 +55,16 @@ def ship_logs(stack: LocalStack) -> None:
     stream = uuid.uuid4().hex
     logs.create_log_stream(logGroupName=group, logStreamName=stream)
     now = int(time.time() * 1000)
-    events = [{"timestamp": now, "message": json.dumps(record)} for record in stack.log_records()]
+    events = [
+        {"timestamp": now, "message": json.dumps({**record, **trace_of(record)})} for record in stack.log_records()
+    ]
     logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
+
+def trace_of(record: dict[str, Any]) -> dict[str, str]:
+    """In Lambda, Powertools adds the invocation's X-Ray trace id to each line; one per invocation here."""
+    request = record.get("function_request_id")
+    return {"xray_trace_id": f"1-67891233-{request.replace('-', '')[:24]}"} if request else {}
 
 
 def inspect(stack: LocalStack, conversation_id: str) -> tuple[int, dict[str, Any]]:
@@ -87,13 +96,16 @@ def test_a_processed_call_shows_its_record_each_action_with_its_crm_object_and_i
     (note,) = local.crm.notes_for(f"aftercall-{conversation_id}")
     assert actions["crm_summary"]["result"]["object_id"] == str(note["id"])
     # And its log lines are in the timeline, none of the other call's
-    texts = [entry["text"].split("] ", 1)[1] for entry in story["timeline"] if entry["source"].startswith("log")]
+    texts = [entry["text"].split("] ", 1)[-1] for entry in story["timeline"] if entry["source"].startswith("log")]
     assert "conversation ended" in texts
     assert any(text.startswith("action done action=support_ticket") for text in texts)
     # And they are placed at the time the handler logged them, in order
     times = [entry["at"] for entry in story["timeline"] if entry["source"].startswith("log")]
     assert times == sorted(times)
     assert len(set(times)) > 1
+    # And the X-Ray trace of its invocation is named, to open the whole path in the console
+    (trace,) = story["xray_traces"]
+    assert trace.startswith("1-67891233-")
     other_id = other["detail"]["conversation_id"]
     assert all(other_id not in json.dumps(entry) for entry in story["timeline"])
     # And the lines carry what the template's saved "slowest actions" query reads: action and seconds
@@ -142,3 +154,20 @@ def test_an_id_the_contract_refuses_is_a_usage_error(local: LocalStack) -> None:
     # Then it is refused before any call
     assert result.exit_code == 2
     assert "is not a conversation id" in result.stdout
+
+
+def test_operator_commands_invoke_the_alias_the_rule_uses_not_latest(
+    local: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an operator's shell with the local stack's environment
+    for name, value in local.env.items():
+        monkeypatch.setenv(name, value)
+    aws = Aws()
+    # When a command resolves the stack, Then the function it invokes is qualified with the alias
+    # the rule uses (EndHandlerAliasName), not $LATEST
+    target = resolve_target(aws, stack=local.stack_name)
+    assert target.function_name == f"{local.outputs['EndHandlerFunctionName']}:current"
+    # And the local stack serves that alias like AWS does
+    answer = aws.client("lambda").invoke(FunctionName=target.function_name, Payload=json.dumps(support_call_ended()))
+    assert answer["StatusCode"] == 200
+    assert "FunctionError" not in answer

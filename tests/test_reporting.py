@@ -53,12 +53,14 @@ def emitted(stdout: str) -> list[Datapoint]:
             continue
         blob = json.loads(line)
         for directive in blob["_aws"]["CloudWatchMetrics"]:
-            (dimension_set,) = directive["Dimensions"]
-            dimensions = {name: blob[name] for name in dimension_set}
-            for metric in directive["Metrics"]:
-                values = blob[metric["Name"]]
-                for value in values if isinstance(values, list) else [values]:
-                    points.append(Datapoint(directive["Namespace"], metric["Name"], metric["Unit"], value, dimensions))
+            for dimension_set in directive["Dimensions"]:  # each set files every metric of the directive once
+                dimensions = {name: blob[name] for name in dimension_set}
+                for metric in directive["Metrics"]:
+                    values = blob[metric["Name"]]
+                    for value in values if isinstance(values, list) else [values]:
+                        points.append(
+                            Datapoint(directive["Namespace"], metric["Name"], metric["Unit"], value, dimensions)
+                        )
     return points
 
 

@@ -686,18 +686,44 @@ def local(
     workers: Annotated[
         int | None, typer.Option(min=1, max=64, help="Concurrent End function runs (default: ReservedConcurrency).")
     ] = None,
+    crm_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this CRM endpoint instead of the fake HubSpot: a CRM sandbox (HTTPS), or a fake on loopback "
+            "(plain HTTP to loopback only). -p CrmProvider=... picks the adapter."
+        ),
+    ] = None,
+    crm_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="File holding the CRM's token (HubSpot), or its whole secret as a JSON object; with --crm-url.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole stack on this machine until Ctrl-C: AWS (moto on loopback), the dispatcher, a fake CRM.
+    """Run the whole stack on this machine until Ctrl-C: AWS (moto on loopback), the dispatcher, a fake CRM
+    (or the CRM given with --crm-url).
 
     Resource names, the rule's pattern, retry settings and the DLQ wiring come from template.yaml.
     Prints the environment to export so that aftercall emit/replay/status (and the AWS CLI) talk to it.
     """
-    from aftercall_ops.local import serve
+    from aftercall_ops.local import crm_secret_from_file, serve
     from aftercall_ops.moto_fixes import serialise_sqs_deletes
 
     serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
     try:
-        serve(stack_name, _parameters(parameter or []), moto_port=port, workers=workers)
+        if crm_token_file is not None and crm_url is None:
+            raise ValueError("--crm-token-file goes with --crm-url (the fake CRM has its own token)")
+        secret = crm_secret_from_file(crm_token_file) if crm_token_file is not None else None
+        serve(
+            stack_name,
+            _parameters(parameter or []),
+            moto_port=port,
+            workers=workers,
+            crm_url=crm_url,
+            crm_secret=secret,
+        )
     except ValueError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_USAGE) from None

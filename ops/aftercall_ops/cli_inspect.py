@@ -99,6 +99,8 @@ def _print(out: Console, found: Inspection) -> None:
             style = "red" if entry.problem else ""
             line = f"  {entry.at.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}  {entry.source:<22} {escape(entry.text)}"
             out.print(line, style=style)
+    for trace in found.traces:
+        out.print(f"  X-Ray trace: {escape(trace)} (CloudWatch → X-Ray traces)")
     for problem in found.problems:
         out.print(f"[bold red]problem:[/] {escape(problem)}")
     for note in found.notes:

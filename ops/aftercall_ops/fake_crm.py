@@ -24,6 +24,22 @@ Admin endpoints (no auth):
 * ``POST /__admin/tokens`` (``{"token": "...", "keep_old": false}``): rotate the access token
 * ``POST /__admin/config`` (``{"rate_limit_per_second": 5, "rate_limit_retry_after": 1}``)
 * ``POST /__admin/reset``: forget data, faults and the request log
+
+As inconvenient as HubSpot, by default (each point quotes or follows HubSpot's documentation):
+
+* Phones are stored as typed (``(415) 555-0134``, ``+1 415-555-0134``); ``EQ`` matches the stored
+  string exactly. Contacts carry HubSpot's calculated ``hs_searchable_calculated_phone_number`` and
+  ``hs_searchable_calculated_mobile_number``: the number's digits, without the country code.
+* Index lag: "it may take a few moments for newly created or updated objects to appear in search
+  results": an object created through the API shows in search ``index_lag_seconds`` (2 s) later.
+  Contacts seeded through ``add_contact`` are old records, searchable at once.
+* Limits: "search endpoints are rate limited to four requests per second per authentication
+  token", and searches count in the general limit, 100 requests per rolling 10 s for a Starter
+  private app. Both answer 429 with HubSpot's body (``policyName`` ``SECONDLY`` or
+  ``TEN_SECONDLY_ROLLING``) and no ``Retry-After``; other answers carry ``X-HubSpot-RateLimit-Max``,
+  ``-Remaining`` and ``-Interval-Milliseconds`` (search answers carry none).
+* A contact with an email that exists is refused: ``409`` "Contact already exists. Existing ID: N";
+  an invalid email is refused with ``400 INVALID_EMAIL``.
 """
 
 from __future__ import annotations
@@ -33,7 +49,9 @@ import copy
 import itertools
 import re
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +109,25 @@ RATE_LIMIT_BODY = {
     "policyName": "SECONDLY",
     "category": "RATE_LIMITS",
 }
+#: HubSpot's 429 bodies (no Retry-After header comes with them).
+SEARCH_RATE_LIMIT_BODY = {
+    "status": "error",
+    "message": "You have reached your secondly limit.",
+    "errorType": "RATE_LIMIT",
+    "policyName": "SECONDLY",
+}
+TEN_SECONDLY_BODY = {
+    "status": "error",
+    "message": "You have reached your ten_secondly_rolling limit.",
+    "errorType": "RATE_LIMIT",
+    "policyName": "TEN_SECONDLY_ROLLING",
+}
+#: HubSpot's published defaults: search 4/s per token, general 100 per 10 s (Starter private app).
+SEARCH_LIMIT_PER_SECOND = 4
+GENERAL_LIMIT = 100
+GENERAL_WINDOW_SECONDS = 10.0
+INDEX_LAG_SECONDS = 2.0
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _OBJECT_PATH = re.compile(r"^/crm/v3/objects/(?P<type>[a-z]+)(?:/(?P<rest>[^/]+))?/?$")
 
 
@@ -112,8 +149,12 @@ class _Store:
         self.lock = threading.RLock()
         self.objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in OBJECT_TYPES}
         self._ids = itertools.count(1001)
+        #: Object id -> when (monotonic) it shows in search.
+        self.searchable_at: dict[str, float] = {}
 
-    def create(self, kind: str, properties: Mapping[str, Any], associations: Iterable[str] = ()) -> dict[str, Any]:
+    def create(
+        self, kind: str, properties: Mapping[str, Any], associations: Iterable[str] = (), *, index_lag: float = 0.0
+    ) -> dict[str, Any]:
         with self.lock:
             object_id = str(next(self._ids))
             stamp = _now_iso()
@@ -122,6 +163,8 @@ class _Store:
             if kind == "contacts":
                 props.setdefault("createdate", stamp)
                 props.setdefault("lastmodifieddate", stamp)
+                _calculate_phones(props)
+            self.searchable_at[object_id] = time.monotonic() + index_lag
             obj = {
                 "id": object_id,
                 "properties": props,
@@ -141,6 +184,8 @@ class _Store:
             stamp = _now_iso()
             obj["properties"].update({key: _as_property(value) for key, value in properties.items()})
             obj["properties"]["hs_lastmodifieddate"] = stamp
+            if kind == "contacts":
+                _calculate_phones(obj["properties"])
             obj["updatedAt"] = stamp
             return copy.deepcopy(obj)
 
@@ -156,12 +201,62 @@ class _Store:
     def search(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Match under the lock without copying every object (searches stay cheap at volume)."""
         with self.lock:
-            return copy.deepcopy(_search(list(self.objects[kind].values()), body))
+            now = time.monotonic()
+            indexed = [obj for obj in self.objects[kind].values() if self.searchable_at.get(obj["id"], 0.0) <= now]
+            return copy.deepcopy(_search(indexed, body))
+
+    def find_by_email(self, email: str) -> str | None:
+        """The id of the contact with this email (HubSpot's unique key for contacts), searchable or not."""
+        with self.lock:
+            for obj in self.objects["contacts"].values():
+                if obj["properties"].get("email", "").casefold() == email.casefold():
+                    return str(obj["id"])
+        return None
 
     def clear(self) -> None:
         with self.lock:
             for objects in self.objects.values():
                 objects.clear()
+            self.searchable_at.clear()
+
+
+def _calculated_phone(typed: str) -> str:
+    """HubSpot's ``hs_searchable_calculated_*`` value: digits only, without the country code.
+
+    A number typed with ``+`` loses its country code; one typed without is kept as its digits.
+    """
+    digits = re.sub(r"\D", "", typed)
+    if not typed.strip().startswith("+") or not digits:
+        return digits
+    for length in (1, 2, 3):  # ITU country codes are 1 to 3 digits and prefix-free
+        if digits[:length] in _COUNTRY_CODES:
+            return digits[length:]
+    return digits
+
+
+#: Country calling codes (ITU-T E.164 assignments) the fake strips from numbers typed with ``+``.
+_COUNTRY_CODE_TEXT = (
+    "1 7 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61 62 63 64 65 "
+    "66 81 82 84 86 90 91 92 93 94 95 98 211 212 213 216 218 220 221 222 223 224 225 226 227 228 229 230 "
+    "231 232 233 234 235 236 237 238 239 240 241 242 243 244 245 246 248 249 250 251 252 253 254 255 256 "
+    "257 258 260 261 262 263 264 265 266 267 268 269 290 291 297 298 299 350 351 352 353 354 355 356 357 "
+    "358 359 370 371 372 373 374 375 376 377 378 380 381 382 383 385 386 387 389 420 421 423 500 501 502 "
+    "503 504 505 506 507 508 509 590 591 592 593 594 595 596 597 598 599 670 672 673 674 675 676 677 678 "
+    "679 680 681 682 683 685 686 687 688 689 690 691 692 850 852 853 855 856 880 886 960 961 962 963 964 "
+    "965 966 967 968 970 971 972 973 974 975 976 977 992 993 994 995 996 998 "
+)
+_COUNTRY_CODES = frozenset(_COUNTRY_CODE_TEXT.split())
+
+
+def _calculate_phones(props: dict[str, str]) -> None:
+    for typed, calculated in (
+        ("phone", "hs_searchable_calculated_phone_number"),
+        ("mobilephone", "hs_searchable_calculated_mobile_number"),
+    ):
+        if props.get(typed):
+            props[calculated] = _calculated_phone(props[typed])
+        else:
+            props.pop(calculated, None)
 
 
 def _as_property(value: Any) -> str:
@@ -271,7 +366,11 @@ class FakeCrm(FakeHttpService):
         rate_limit_per_second: float | None = None,
         rate_limit_retry_after: float | None = None,
         log_size: int = 100_000,
+        search_limit_per_second: int | None = SEARCH_LIMIT_PER_SECOND,
+        general_limit: int | None = GENERAL_LIMIT,
+        index_lag_seconds: float = INDEX_LAG_SECONDS,
     ) -> None:
+        """HubSpot's limits and index lag are on by default; ``None``/``0`` turns one off (say why)."""
         super().__init__(
             host=host,
             port=port,
@@ -283,6 +382,11 @@ class FakeCrm(FakeHttpService):
         self._store = _Store()
         self._tokens = {token}
         self._token = token
+        self.search_limit_per_second = search_limit_per_second
+        self.general_limit = general_limit
+        self.index_lag_seconds = index_lag_seconds
+        self._searches: dict[str, deque[float]] = {}
+        self._window: dict[str, deque[float]] = {}
 
     @property
     def url(self) -> str:
@@ -367,7 +471,55 @@ class FakeCrm(FakeHttpService):
     def _admin_error(self, message: str) -> Any:
         return _error(message)
 
+    def _limited(self, request: Request, search: bool) -> Answer | None:
+        """HubSpot's two limits for this token: the search one (per second), the general one (per rolling 10 s)."""
+        token = (request.header("Authorization") or "")[len("Bearer ") :].strip()
+        now = time.monotonic()
+        with self._lock:
+            window = self._window.setdefault(token, deque())
+            while window and window[0] <= now - GENERAL_WINDOW_SECONDS:
+                window.popleft()
+            if search and self.search_limit_per_second:
+                searches = self._searches.setdefault(token, deque())
+                while searches and searches[0] <= now - 1.0:
+                    searches.popleft()
+                if len(searches) >= self.search_limit_per_second:
+                    return Answer(429, {**SEARCH_RATE_LIMIT_BODY, "correlationId": str(uuid.uuid4())})
+            if self.general_limit and len(window) >= self.general_limit:
+                return Answer(429, {**TEN_SECONDLY_BODY, "correlationId": str(uuid.uuid4())}, self._budget_headers(0))
+            if search and self.search_limit_per_second:
+                self._searches[token].append(now)
+            window.append(now)
+        return None
+
+    def _budget_headers(self, remaining: int) -> dict[str, str]:
+        if not self.general_limit:
+            return {}
+        return {
+            "X-HubSpot-RateLimit-Max": str(self.general_limit),
+            "X-HubSpot-RateLimit-Remaining": str(max(0, remaining)),
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(GENERAL_WINDOW_SECONDS * 1000)),
+        }
+
     def _route(self, request: Request) -> Answer:
+        search = request.method == "POST" and request.path.endswith("/search")
+        limited = self._limited(request, search)
+        if limited is not None:
+            return limited
+        answer = self._api(request)
+        if not search and self.general_limit:
+            answer.headers.update(self._budget_headers(self._remaining(request)))
+        return answer
+
+    def _remaining(self, request: Request) -> int:
+        token = (request.header("Authorization") or "")[len("Bearer ") :].strip()
+        now = time.monotonic()
+        with self._lock:
+            window = self._window.get(token, deque())
+            inside = sum(1 for at in window if at > now - GENERAL_WINDOW_SECONDS)
+        return (self.general_limit or 0) - inside
+
+    def _api(self, request: Request) -> Answer:
         method, path = request.method, request.path
         match = _OBJECT_PATH.match(path)
         if match is None or match["type"] not in OBJECT_TYPES:
@@ -406,7 +558,24 @@ class FakeCrm(FakeHttpService):
             if not valid or self._store.get("contacts", target) is None:
                 raise ValueError(f"One or more associations are invalid (to.id {target!r})")
             targets.append(target)
-        obj = self._store.create(kind, props, targets)
+        if kind == "contacts" and props.get("email"):
+            email = str(props["email"])
+            if not _EMAIL.match(email):
+                return Answer(
+                    400,
+                    {
+                        **_error(f"Property values were not valid: email {email!r} is not a valid email address"),
+                        "errors": [{"message": "Email address is invalid", "code": "INVALID_EMAIL"}],
+                    },
+                )
+            with self._store.lock:  # the check and the create as one step, as HubSpot's unique email is
+                existing = self._store.find_by_email(email)
+                if existing is None:
+                    obj = self._store.create(kind, props, targets, index_lag=self.index_lag_seconds)
+            if existing is not None:
+                return Answer(409, _error(f"Contact already exists. Existing ID: {existing}", "CONFLICT"))
+            return Answer(201, _public(obj))
+        obj = self._store.create(kind, props, targets, index_lag=self.index_lag_seconds)
         return Answer(201, _public(obj))
 
     def _one(self, kind: str, object_id: str, method: str, body: Any) -> Answer:

@@ -1,7 +1,11 @@
 """Realistic synthetic ``Conversation Ended`` details, for ``aftercall emit --generate`` and tests.
 
 Customers come from a fixed, seeded directory (:data:`CUSTOMERS`) that the local stack also
-loads into its fake CRM, so generated calls find their contact.
+loads into its fake CRM, so generated calls find their contact. As in a real CRM, the directory's
+numbers are stored as people typed them (:attr:`Customer.typed_phone`: E.164, ``(415) 555-0134``,
+``+1 415-555-0134``, ``415.555.0134``), and events write them in more than one way too. With
+``new_callers``, a share of the conversations is with callers the CRM does not know yet (new
+leads), each with one or two conversations.
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ class Customer:
     phone: str
     email: str
 
+    @property
+    def typed_phone(self) -> str:
+        """The number as someone typed it into the CRM (one of four formats, fixed per customer)."""
+        return typed(self.phone, int(self.phone[-4:]))
+
+
+def typed(e164: str, variant: int) -> str:
+    """A North American E.164 number written one of the ways people write it."""
+    area, exchange, line = e164[2:5], e164[5:8], e164[8:]
+    return (e164, f"({area}) {exchange}-{line}", f"+1 {area}-{exchange}-{line}", f"{area}.{exchange}.{line}")[
+        variant % 4
+    ]
+
 
 def _directory(size: int = 200, seed: int = 7) -> tuple[Customer, ...]:
     rng = random.Random(seed)
@@ -48,11 +65,30 @@ CUSTOMERS: tuple[Customer, ...] = _directory()
 AGENT_NUMBER = "+18005550100"
 
 
+#: New callers' numbers: an area code none of :data:`CUSTOMERS` uses.
+NEW_CALLER_PREFIX = "+1628555"
+
+
+def new_caller(index: int) -> Customer:
+    """A caller the CRM does not know (``index`` < 10,000 gives a distinct number)."""
+    first, last = FIRST[index % len(FIRST)], LAST[index % len(LAST)]
+    return Customer(f"{first} {last}", f"{NEW_CALLER_PREFIX}{index % 10_000:04d}", f"new.{index}@example.net")
+
+
 def conversation(
-    rng: random.Random, index: int, *, environment: str = "sandbox", now: datetime | None = None
+    rng: random.Random,
+    index: int,
+    *,
+    environment: str = "sandbox",
+    now: datetime | None = None,
+    customer: Customer | None = None,
 ) -> dict[str, Any]:
-    """One plausible conversation: two thirds inbound support calls, one third outbound sales calls."""
-    customer = rng.choice(CUSTOMERS)
+    """One plausible conversation: two thirds inbound support calls, one third outbound sales calls.
+
+    The customer's number is written with spaces or dashes in one event out of four (the contract
+    accepts them; the runtime reads them as E.164).
+    """
+    customer = customer or rng.choice(CUSTOMERS)
     ended = (now or datetime.now(UTC)) - timedelta(seconds=rng.randint(1, 600))
     duration = rng.randint(20, 900)
     started = ended - timedelta(seconds=duration)
@@ -66,14 +102,15 @@ def conversation(
             "resolution": "resolved" if resolved else "unresolved",
             "support_needed": not resolved,
             "follow_up_required": not resolved and rng.random() < 0.5,
-            "user_id": f"cust-{CUSTOMERS.index(customer):04d}",
+            "user_id": f"cust-{CUSTOMERS.index(customer):04d}" if customer in CUSTOMERS else "new-caller",
             "turns": rng.randint(4, 40),
         }
         if not resolved:
             state["ticket_subject"] = f"Caller needs help with {topic}"
             state["issue_description"] = f"The caller asked about {topic}; the agent could not resolve it on the call."
             state["ticket_priority"] = rng.choice(("LOW", "MEDIUM", "HIGH"))
-        direction, caller, callee, agent = "inbound", customer.phone, AGENT_NUMBER, rng.choice(AGENTS[:2])
+        number = customer.phone if index % 4 else typed(customer.phone, 2)
+        direction, caller, callee, agent = "inbound", number, AGENT_NUMBER, rng.choice(AGENTS[:2])
         email = None
         reason = rng.choice(("completed", "customer_hangup", "agent_hangup"))
     else:
@@ -84,7 +121,8 @@ def conversation(
             "disposition": disposition,
             "campaign": "autumn-renewals",
         }
-        direction, caller, callee, agent = "outbound", AGENT_NUMBER, customer.phone, AGENTS[2]
+        number = customer.phone if index % 4 else typed(customer.phone, 2)
+        direction, caller, callee, agent = "outbound", AGENT_NUMBER, number, AGENTS[2]
         email = customer.email
         reason = {"no_answer": "no_answer", "voicemail": "voicemail", "busy": "busy"}.get(disposition, "completed")
     return {
@@ -127,11 +165,13 @@ def conversations(
     duplicates: float = 0.0,
     invalid: float = 0.0,
     environment: str = "sandbox",
+    new_callers: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """``count`` details; a ``duplicates`` share are re-emissions of earlier ones, ``invalid`` are defective."""
+    """``count`` details; a ``duplicates`` share are re-emissions of earlier ones, ``invalid`` are
+    defective, ``new_callers`` are with callers the CRM does not know (a third of them call twice)."""
     if count < 0:
         raise ValueError("count must not be negative")
-    for name, ratio in (("duplicates", duplicates), ("invalid", invalid)):
+    for name, ratio in (("duplicates", duplicates), ("invalid", invalid), ("new_callers", new_callers)):
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"{name} must be a ratio between 0 and 1, got {ratio}")
     rng = random.Random(seed)
@@ -145,6 +185,9 @@ def conversations(
                 details.append(conversation(rng, index, environment=environment))
         elif roll < duplicates + invalid:
             details.append(invalid_conversation(rng, index, environment=environment))
+        elif new_callers and rng.random() < new_callers:
+            known = index // 3  # one new caller for every three such conversations' indexes: some call twice
+            details.append(conversation(rng, index, environment=environment, customer=new_caller(known)))
         else:
             details.append(conversation(rng, index, environment=environment))
     return details

@@ -84,6 +84,11 @@ class Inspection:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def traces(self) -> list[str]:
+        """The X-Ray traces its log lines name (Ingest → EventBridge → EndHandler is one per delivery)."""
+        return sorted({line["trace"] for line in self.log_lines if line.get("trace")})
+
     def timeline(self) -> list[TimelineEntry]:
         entries: list[TimelineEntry] = []
         for line in self.log_lines:
@@ -117,6 +122,7 @@ class Inspection:
             "schedules": [{**s, "at": s["at"].isoformat() if s.get("at") else None} for s in self.schedules],
             "failed_events": [m.to_json() for m in self.failed_events],
             "log_window": [window[0].isoformat(), window[1].isoformat()] if window else None,
+            "xray_traces": self.traces,
             "timeline": [entry.to_json() for entry in self.timeline()],
             "notes": self.notes,
         }
@@ -300,7 +306,8 @@ def _log_line(row: list[dict[str, str]], conversation_id: str) -> dict[str, Any]
     request = str(record.get("function_request_id") or "")[:8]
     if request:  # the invocation (Lambda's async retries of it keep its request id)
         text = f"[{request}] {text}"
-    return {"at": at, "level": record.get("level", ""), "text": text, "log": group}
+    trace = record.get("xray_trace_id")
+    return {"at": at, "level": record.get("level", ""), "text": text, "log": group, "trace": trace}
 
 
 def _log_time(insights: str | None, powertools: Any) -> datetime | None:

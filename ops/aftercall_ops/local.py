@@ -63,6 +63,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from aftercall.crm.http import check_outbound_url
+from aftercall.errors import ConfigurationError
 from aftercall_ops.fake_crm import FakeCrm
 from aftercall_ops.generate import CUSTOMERS
 from aftercall_ops.template import PROJECT_ROOT, Resolver, StackSpec, load_template, stack_spec
@@ -987,15 +989,20 @@ class LocalStack:
         max_event_age: float | None = None,
         end_handler_environment: Mapping[str, str] | None = None,
         crm_seed: int = 0,
+        crm_url: str | None = None,
+        crm_secret: Mapping[str, str] | None = None,
     ) -> None:
         self.stack_name = stack_name
         self.parameters = {**DEFAULT_PARAMETERS, **(parameters or {})}
         for name in ("CrmSecretArn", "CrmBaseUrl"):
             if self.parameters.get(name):
                 raise ValueError(
-                    f"parameter {name} points at a real CRM; the local stack always uses its fake CRM "
-                    "and a secret of its own, so leave it empty"
+                    f"parameter {name} points at a real CRM; the local stack uses its fake CRM and a secret of "
+                    "its own, or the CRM you name with crm_url (aftercall local --crm-url), so leave it empty"
                 )
+        #: Another CRM endpoint instead of the fake (a CRM sandbox, a fake of your own), and its secret.
+        self.external_crm_url = _external_crm_url(crm_url) if crm_url else None
+        self.external_crm_secret = dict(crm_secret or {})
         self._template = load_template()
         self.spec: StackSpec = stack_spec(stack_name, self.parameters, self._template)
         self._resolver = Resolver(self._template, self.parameters, stack_name)
@@ -1070,6 +1077,22 @@ class LocalStack:
     ) -> None:
         self.stop()
 
+    def _start_fake_crm(self) -> None:
+        """The fake HubSpot, with the generator's customers as people typed their numbers."""
+        self.crm.start()
+        for customer in CUSTOMERS:
+            first, _, last = customer.name.partition(" ")
+            self.crm.add_contact(
+                phone=customer.typed_phone,  # as people typed them: HubSpot keeps the format
+                email=customer.email,
+                properties={"firstname": first, "lastname": last},
+            )
+
+    @property
+    def crm_url(self) -> str:
+        """Where the End function sends its CRM requests: the fake CRM, or ``crm_url``."""
+        return self.external_crm_url or self.crm.url
+
     def start(self) -> LocalStack:
         """Start moto, the fake CRM, create the resources, then the dispatcher; returns ``self``."""
         if self._started:
@@ -1080,12 +1103,8 @@ class LocalStack:
             self._claim_names()
             self._prepare_state_dir()
             self._start_moto()
-            self.crm.start()
-            for customer in CUSTOMERS:
-                first, _, last = customer.name.partition(" ")
-                self.crm.add_contact(
-                    phone=customer.phone, email=customer.email, properties={"firstname": first, "lastname": last}
-                )
+            if self.external_crm_url is None:
+                self._start_fake_crm()
             self._create_resources()
             self._create_rule()
             self._start_functions()
@@ -1096,7 +1115,7 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
-        log.info("local stack %s is up: moto %s, fake CRM %s", self.stack_name, self.moto_url, self.crm.url)
+        log.info("local stack %s is up: moto %s, CRM %s", self.stack_name, self.moto_url, self.crm_url)
         return self
 
     def stop(self) -> None:
@@ -1313,7 +1332,9 @@ class LocalStack:
                 value[str(generate["GenerateStringKey"])] = generated
             elif generate:
                 value = generated
-        if planned.logical_id == CRM_SECRET:
+        if planned.logical_id == CRM_SECRET and self.external_crm_url is not None:
+            value = self.external_crm_secret or (value if isinstance(value, dict) else {})
+        elif planned.logical_id == CRM_SECRET:
             value = {**(value if isinstance(value, dict) else {}), "access_token": self.crm.token}
         return value if isinstance(value, str) else json.dumps(value)
 
@@ -1458,7 +1479,7 @@ class LocalStack:
             for key, value in variables.items()
         }
         if is_end_handler:
-            environment["CRM_BASE_URL"] = self.crm.url
+            environment["CRM_BASE_URL"] = self.crm_url
             environment.update(self.end_handler_environment)
         reserved = properties.get("ReservedConcurrentExecutions")
         logging_config = properties.get("LoggingConfig", {})
@@ -1527,7 +1548,7 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
             "AWS_MAX_ATTEMPTS": "1",
             "AFTERCALL_STACK": self.stack_name,
-            "AFTERCALL_FAKE_CRM_URL": self.crm.url,
+            "AFTERCALL_FAKE_CRM_URL": self.crm_url,
         }
 
     def _worker_env(self, config: _FunctionConfig) -> dict[str, str]:
@@ -1969,7 +1990,11 @@ def _instructions(stack: LocalStack) -> Iterator[str]:
     for key, value in sorted(stack.outputs.items()):
         yield f"#   {key:<{width}}  {value}"
     yield ""
-    url = stack.crm.url
+    url = stack.crm_url
+    if stack.external_crm_url is not None:
+        yield f"# CRM: {url} (yours; the secret holds what --crm-token-file gave)"
+        yield "# Ctrl-C stops it; everything lives in memory and is gone afterwards."
+        return
     yield f"# Fake CRM (HubSpot API): {url}  ({len(CUSTOMERS)} contacts from aftercall_ops.generate.CUSTOMERS)"
     yield "#   make every CRM request fail:"
     fault = json.dumps({"kind": "status", "status": 503})
@@ -1986,7 +2011,40 @@ def _instructions(stack: LocalStack) -> Iterator[str]:
     yield "# Ctrl-C stops it; everything lives in memory and is gone afterwards."
 
 
-def serve(stack_name: str, parameters: dict[str, str], *, moto_port: int, workers: int | None) -> None:
+def _external_crm_url(url: str) -> str:
+    """The CRM endpoint the local stack may use: HTTPS, or plain HTTP to loopback only."""
+    try:
+        return check_outbound_url(url, allow_loopback_http=True)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def crm_secret_from_file(path: Path) -> dict[str, str]:
+    """The CRM secret from a file: a JSON object (every key, for Salesforce or Zendesk), or a bare token
+    (HubSpot's ``access_token``)."""
+    text = path.read_text().strip()
+    if not text:
+        raise ValueError(f"{path} is empty: put the CRM's token (or its secret as a JSON object) in it")
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ValueError(f"{path} starts with '{{' but is not a JSON object") from None
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError(f"{path} must hold a JSON object of strings")
+        return value
+    return {"access_token": text}
+
+
+def serve(
+    stack_name: str,
+    parameters: dict[str, str],
+    *,
+    moto_port: int,
+    workers: int | None,
+    crm_url: str | None = None,
+    crm_secret: Mapping[str, str] | None = None,
+) -> None:
     """Run the local stack until Ctrl-C or SIGTERM, printing how to use it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
@@ -1999,7 +2057,9 @@ def serve(stack_name: str, parameters: dict[str, str], *, moto_port: int, worker
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with LocalStack(stack_name, parameters, workers=workers, moto_port=moto_port) as stack:
+        with LocalStack(
+            stack_name, parameters, workers=workers, moto_port=moto_port, crm_url=crm_url, crm_secret=crm_secret
+        ) as stack:
             print("\n".join(_instructions(stack)), flush=True)
             while not stop.wait(0.5):
                 pass

@@ -17,7 +17,7 @@ from aftercall import aws
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import Crm
 from aftercall.crm.hubspot import HubSpotCrm, marker
-from aftercall.handler import EndHandlerRuntime
+from aftercall.handler import EndHandlerRuntime, new_callers
 from aftercall.ledger import ActionLedger
 from aftercall.settings import Settings
 from aftercall_ops.fake_crm import FakeCrm
@@ -113,7 +113,13 @@ class LocalStack:
         def crm_factory(s: Settings) -> Crm:
             credentials = SecretCredentials(s.crm_secret_id, ("access_token",), s.secret_max_age)
             assert s.crm_base_url is not None
-            return HubSpotCrm(credentials, s.crm_base_url, allow_loopback_http=s.local_mode, **FAST_HTTP)
+            return HubSpotCrm(
+                credentials,
+                s.crm_base_url,
+                allow_loopback_http=s.local_mode,
+                new_callers=new_callers(s),
+                **FAST_HTTP,
+            )
 
         return EndHandlerRuntime(settings, crm_factory=crm_factory)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,15 +24,17 @@ from aftercall.crm.base import (
     CrmCall,
     Customer,
     Disposition,
+    FindsCallers,
     SummaryNote,
     SupportTicket,
     TicketPriority,
 )
 from aftercall.deadline import Deadline
-from aftercall.errors import ConfigurationError
-from aftercall.ledger import ActionLedger
+from aftercall.errors import AftercallError, ConfigurationError, CrmUnavailableError, UnknownContactError
+from aftercall.ledger import ActionLedger, Prior, completed_entry, failed_entry
 from aftercall.models.event import E164, EMAIL, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
+from aftercall.phones import normalise_phone
 
 if TYPE_CHECKING:
     # Imported when a follow-up is planned: its payload model costs every cold start a few
@@ -40,6 +43,12 @@ if TYPE_CHECKING:
 
 #: Summary fields taken from ``conv.state`` when the End function passes no summary of its own.
 SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
+#: ``conv.state`` keys a new caller's name is read from (the first one present wins).
+FIRST_NAME_KEYS = ("first_name", "firstname", "given_name")
+LAST_NAME_KEYS = ("last_name", "lastname", "family_name")
+FULL_NAME_KEYS = ("customer_name", "caller_name", "name")
+#: A notification is not published with less time than this left (see ``ActionPlan._publish``).
+PUBLISH_MARGIN_SECONDS = 1.0
 #: What the FollowUp function accepts (:class:`aftercall.follow_ups.FollowUpPayload`), checked when planned.
 MAX_FOLLOW_UP_KEY = 64
 _ACTION_KEY = re.compile(rf"^[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_FOLLOW_UP_KEY - 1}}}$")
@@ -48,12 +57,18 @@ MAX_FOLLOW_UP_SUBJECT = 200
 
 @dataclass(frozen=True)
 class Action:
-    """One planned side effect; ``name`` is unique within a conversation (the ledger key)."""
+    """One planned side effect; ``name`` is unique within a conversation (its ledger entry).
+
+    ``repeatable``: performing it again cannot make a second effect (a lead status set to a value,
+    a schedule whose name is derived from the conversation), so its result may wait for the
+    conversation's last ledger write instead of a write of its own.
+    """
 
     name: str
     perform: Callable[[CrmCall], dict[str, Any]]
     #: What the End function asked for (a SummaryNote, FollowUp, ...): for tests and ``aftercall try``.
     arguments: object = None
+    repeatable: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,9 @@ class ActionOutcome:
     seconds: float
     result: dict[str, Any] | None = None
     error: BaseException | None = None
+    #: Whether the ledger already has it (else it rides on the stored report, or the closing write).
+    recorded: bool = False
+    unanswered_write_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 3)}
@@ -82,13 +100,15 @@ class ActionPlan:
         crm: Callable[[], Crm],
         follow_ups: Callable[[], FollowUpScheduler] | None = None,
         notifier: Callable[[], Notifier] | None = None,
+        *,
+        default_phone_region: str | None = None,
     ) -> None:
         self._detail = detail
         self._crm = crm
         self._follow_ups = follow_ups or _not_configured("follow-ups")
         self._notifier = notifier or _not_configured("notifications")
         self._actions: dict[str, Action] = {}
-        self.customer = Customer(phone=detail.customer_phone, email=detail.customer_email)
+        self.customer = customer_of(detail, default_phone_region)
 
     @property
     def planned(self) -> tuple[Action, ...]:
@@ -123,7 +143,9 @@ class ActionPlan:
                 f"not quoted, it may be personal data); use one of {', '.join(sorted(DISPOSITIONS))}"
             )
         record = Disposition(self._detail.conversation_id, self.customer, disposition, note)
-        self._add("disposition", lambda call: self._crm().log_disposition(record, call).to_json(), record)
+        self._add(
+            "disposition", lambda call: self._crm().log_disposition(record, call).to_json(), record, repeatable=True
+        )
 
     def schedule_follow_up(
         self,
@@ -163,7 +185,9 @@ class ActionPlan:
             message.strip()[:1600],
             (subject.strip()[:MAX_FOLLOW_UP_SUBJECT] or None) if subject else None,
         )
-        self._add(f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call), follow_up)
+        self._add(
+            f"follow_up:{name}", lambda call: self._follow_ups().schedule(follow_up, call), follow_up, repeatable=True
+        )
 
     def notify(self, subject: str, details: Mapping[str, Any] | None = None, *, key: str = "team") -> None:
         """Publish a readable summary of this conversation to the notifications topic."""
@@ -174,9 +198,36 @@ class ActionPlan:
         notification = Notification(self._detail.conversation_id, subject.strip(), lines)
         self._add(
             f"notification:{_action_key('notify', key)}",
-            lambda call: self._notifier().publish(notification, call),
+            lambda call: self._publish(notification, call),
             notification,
         )
+
+    def _publish(self, notification: Notification, call: CrmCall) -> dict[str, Any]:
+        flagged = self._flag_new_lead(notification, call)
+        if call.deadline.remaining() < PUBLISH_MARGIN_SECONDS:
+            # Published this late, the invocation could stop before the ledger records it, and the
+            # retry would publish again: leave it to the retry instead.
+            raise CrmUnavailableError("too little time left in this invocation to publish the notification once")
+        return self._notifier().publish(flagged, call)
+
+    def _flag_new_lead(self, notification: Notification, call: CrmCall) -> Notification:
+        """Say in the notification whether this conversation's caller is a new lead (their CRM record
+        was created for it). Shares the CRM actions' lookup; a CRM failure does not stop the message."""
+        crm = None
+        try:
+            crm = self._crm()
+            if not isinstance(crm, FindsCallers):
+                return notification
+            match = crm.caller(self.customer, self._detail.conversation_id, call)
+        except UnknownContactError:
+            return notification.with_line("New lead", "no (not in the CRM)")
+        except AftercallError as exc:
+            return notification.with_line("New lead", f"unknown ({type(exc).__name__})")
+        if not match.is_new_lead(self._detail.conversation_id):
+            return notification
+        created = f"yes: {crm.name} record {match.record_id} created for this caller"
+        flagged = notification.with_line("New lead", created)
+        return flagged.with_subject(f"New lead: {notification.subject}")
 
     def default_summary(self) -> dict[str, Any]:
         detail = self._detail
@@ -191,10 +242,35 @@ class ActionPlan:
         summary.update({key: detail.state[key] for key in SUMMARY_STATE_KEYS if key in detail.state})
         return summary
 
-    def _add(self, name: str, perform: Callable[[CrmCall], dict[str, Any]], arguments: object) -> None:
+    def _add(
+        self, name: str, perform: Callable[[CrmCall], dict[str, Any]], arguments: object, *, repeatable: bool = False
+    ) -> None:
         if name in self._actions:
             raise ValueError(f"action {name!r} was already planned for this conversation; plan it once")
-        self._actions[name] = Action(name, perform, arguments)
+        self._actions[name] = Action(name, perform, arguments, repeatable)
+
+
+def customer_of(detail: ConversationEndedDetail, default_phone_region: str | None = None) -> Customer:
+    """The customer as CRMs look them up: the number in E.164 (read with ``DefaultPhoneRegion``
+    when it has no ``+``), and the name the agent collected, if any, for a new caller's record."""
+    first, last = _state_text(detail.state, FIRST_NAME_KEYS), _state_text(detail.state, LAST_NAME_KEYS)
+    if first is None and last is None and (full := _state_text(detail.state, FULL_NAME_KEYS)):
+        first, _, rest = full.partition(" ")
+        last = rest.strip() or None
+    return Customer(
+        phone=normalise_phone(detail.customer_phone, default_phone_region),
+        email=detail.customer_email,
+        first_name=first,
+        last_name=last,
+    )
+
+
+def _state_text(state: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = state.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:100]
+    return None
 
 
 def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -258,33 +334,81 @@ def perform_actions(
     ledger: ActionLedger,
     deadline: Deadline,
     max_concurrency: int | None = None,
+    prior: Prior | None = None,
 ) -> list[ActionOutcome]:
     """Perform the planned actions concurrently; never raises for an action's own failure.
 
+    ``prior`` is what earlier attempts left (None: nothing). An action done before is not
+    performed again. One that completes while others still run is recorded in the ledger at once,
+    unless it is ``repeatable``; the results of the last one to finish and of the repeatable ones
+    ride on the report Powertools stores when the conversation completes, and if it fails, the
+    ledger's closing write keeps every outcome not written yet (:func:`ledger_entries`).
     ``max_concurrency=1`` runs them one after another (the platform docs' way; kept for the
     side-by-side benchmark in bench/fanout.py).
     """
     if not actions:
         return []
+    prior = prior or Prior()
+    todo = [action for action in actions if not prior.claim(action.name).done]
+    pending = _Countdown(len(todo))
     workers = min(len(actions), max_concurrency or len(actions))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="action") as pool:
-        futures = [pool.submit(_perform_one, conversation_id, action, ledger, deadline) for action in actions]
+        futures = [
+            pool.submit(_perform_one, conversation_id, action, ledger, deadline, prior, pending) for action in actions
+        ]
         return [future.result() for future in futures]
 
 
-def _perform_one(conversation_id: str, action: Action, ledger: ActionLedger, deadline: Deadline) -> ActionOutcome:
+def ledger_entries(outcomes: list[ActionOutcome]) -> dict[str, dict[str, Any]]:
+    """The outcomes the ledger does not have yet, for the conversation's last write."""
+    entries: dict[str, dict[str, Any]] = {}
+    for outcome in outcomes:
+        if outcome.status == "done" and not outcome.recorded and outcome.result is not None:
+            entries[outcome.name] = completed_entry(outcome.result)
+        elif outcome.status == "failed":
+            error = f"{type(outcome.error).__name__}: {outcome.error}"
+            entries[outcome.name] = failed_entry(error, outcome.unanswered_write_at)
+    return entries
+
+
+class _Countdown:
+    """How many actions are still running: the last one to finish leaves its result to the last write."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._lock = threading.Lock()
+
+    def finished(self) -> bool:
+        """One action finished; True when none is left running."""
+        with self._lock:
+            self._count -= 1
+            return self._count <= 0
+
+
+def _perform_one(
+    conversation_id: str, action: Action, ledger: ActionLedger, deadline: Deadline, prior: Prior, pending: _Countdown
+) -> ActionOutcome:
     started = time.monotonic()
-    try:
-        claim = ledger.claim(conversation_id, action.name, deadline)
-    except Exception as exc:  # noqa: BLE001 - reported as this action's failure; the invocation then fails
-        return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
+    claim = prior.claim(action.name)
     if claim.done:
         return ActionOutcome(action.name, "already_done", time.monotonic() - started, result=claim.result)
     call = CrmCall(deadline=deadline, recovering=claim.recovering, unanswered_write_at=claim.unanswered_write_at)
     try:
         result = action.perform(call)
     except Exception as exc:  # noqa: BLE001 - kept as this action's failure; the others go on
-        ledger.fail(conversation_id, action.name, f"{type(exc).__name__}: {exc}", call.last_unanswered_write)
-        return ActionOutcome(action.name, "failed", time.monotonic() - started, error=exc)
-    ledger.complete(conversation_id, action.name, result)
-    return ActionOutcome(action.name, "done", time.monotonic() - started, result=result)
+        pending.finished()
+        return ActionOutcome(
+            action.name,
+            "failed",
+            time.monotonic() - started,
+            error=exc,
+            unanswered_write_at=call.last_unanswered_write,
+        )
+    recorded = False
+    if not pending.finished() and not action.repeatable:
+        try:
+            ledger.record(conversation_id, action.name, result)
+            recorded = True
+        except Exception:  # noqa: BLE001 - not lost: the conversation's last write carries it
+            recorded = False
+    return ActionOutcome(action.name, "done", time.monotonic() - started, result=result, recorded=recorded)

@@ -50,17 +50,22 @@ class CrmAmbiguousError(CrmUnavailableError):
     right away can miss what it applies a moment later.
     """
 
-    def __init__(self, message: str, *, unanswered_at: float | None = None) -> None:
+    def __init__(self, message: str, *, unanswered_at: float | None = None, answered_at: float | None = None) -> None:
         super().__init__(message)
         self.unanswered_at = unanswered_at
+        #: Set when the CRM did answer (a 5xx): whatever it applied, it applied before this time.
+        self.answered_at = answered_at
 
 
 class CrmRequestError(AftercallError):
     """The CRM rejected a request in a way retrying will not fix (4xx other than 401/408/429)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, body: object = None) -> None:
         super().__init__(message)
         self.status = status
+        #: The CRM's decoded answer, for adapters that read it (HubSpot's "Existing ID" on a 409).
+        #: Never put in the message: it may quote personal data.
+        self.body = body
 
 
 class UnknownContactError(AftercallError):
@@ -69,6 +74,10 @@ class UnknownContactError(AftercallError):
 
 class ActionInProgressError(AftercallError):
     """Another invocation is performing this action right now; retry later."""
+
+
+class ConversationInProgressError(AftercallError):
+    """Another live invocation is processing this conversation (a twin event); retry later."""
 
 
 class ActionsFailedError(AftercallError):

@@ -26,11 +26,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from aftercall import aws
-from aftercall.actions import ActionOutcome, ActionPlan, perform_actions
+from aftercall.actions import ActionOutcome, ActionPlan, ledger_entries, perform_actions
 from aftercall.conversation import Conversation
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import Crm
-from aftercall.crm.limiter import share
+from aftercall.crm.caller_lease import CallerLeases
+from aftercall.crm.callers import NewCallers, UnknownCallerPolicy
+from aftercall.crm.limiter import SEARCH_BURST, share
 from aftercall.deadline import Deadline
 from aftercall.errors import (
     ActionsFailedError,
@@ -40,7 +42,7 @@ from aftercall.errors import (
     InvalidEventError,
 )
 from aftercall.failures import park, rejection_record
-from aftercall.ledger import ActionLedger
+from aftercall.ledger import RECORD_PREFIX, ActionLedger, Prior
 from aftercall.models.event import CONTRACT_NAMES, ConversationEndedDetail, ConversationEndedEvent
 from aftercall.notifications import Notifier
 from aftercall.observability import logger, metrics
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 EndFunction = Callable[[Conversation], object]
 
 #: Powertools idempotency records are keyed ``<prefix>#<md5 of the conversation id>`` (aftercall inspect reads them).
-IDEMPOTENCY_KEY_PREFIX = "aftercall.conversation"
+IDEMPOTENCY_KEY_PREFIX = RECORD_PREFIX
 #: Stop waiting for a twin invocation when less than this is left of our own time budget.
 TWIN_WAIT_MARGIN_SECONDS = 5.0
 
@@ -142,23 +144,20 @@ class EndHandlerRuntime:
         return Notifier(self.settings.notifications_topic_arn)
 
     def handle(self, event: Any, context: LambdaContext, end_function: EndFunction) -> dict[str, Any]:
-        """Process one event. Returns a report; raises when a retry can still help."""
+        """Process one event. Returns a report; raises when a retry can still help.
+
+        Logs one INFO line per conversation ("conversation ended", with what happened to each
+        action) and one ERROR line per failed action; everything else is DEBUG.
+        """
+        started = time.monotonic()
         self.idempotency_config.register_lambda_context(context)
         try:
             detail = parse_event(event, self.settings.stage)
         except InvalidEventError as err:
             return self._reject(event, err, context)
         logger.append_keys(conversation_id=detail.conversation_id)
-        logger.info(
-            "conversation ended",
-            extra={
-                "direction": detail.direction,
-                "channel": detail.channel,
-                "customer_phone": mask_phone(detail.customer_phone),
-                "customer_email": mask_email(detail.customer_email),
-                "state_key_count": len(detail.state),  # the keys are the sender's own names: data, not quoted
-            },
-        )
+        # the keys are the sender's own names: data, not quoted
+        logger.debug("conversation received", extra={"state_key_count": len(detail.state)})
         ran: list[bool] = []
         try:
             report = self._process_waiting_for_twin(
@@ -175,8 +174,9 @@ class EndHandlerRuntime:
             )
             return self._reject(event, conflict, context)
         if not ran:
-            logger.info("duplicate event: this conversation was already processed; nothing done again")
             metrics.add_metric(name="DuplicateConversations", unit=MetricUnit.Count, value=1)
+            statuses = {name: "already_done" for name in report.get("actions", {})}
+            self._log_conversation(detail, "duplicate", statuses, started)
             return {**report, "duplicate": True}
         return report
 
@@ -196,23 +196,18 @@ class EndHandlerRuntime:
             except IdempotencyAlreadyInProgressError:
                 if deadline.remaining() < TWIN_WAIT_MARGIN_SECONDS + delay:
                     raise
-                logger.info("another invocation is processing this conversation; waiting for it to finish")
+                if delay == 0.1:
+                    logger.info("another invocation is processing this conversation; waiting for it to finish")
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _process(
-        self,
-        detail: dict[str, Any],
-        model: ConversationEndedDetail,
-        end_function: EndFunction,
-        deadline: Deadline,
-        ran: list[bool],
-    ) -> dict[str, Any]:
-        ran.append(True)
-        plan = ActionPlan(model, self.crm, self.follow_ups, self.notifier)
-        conv = Conversation(model, plan)
+    def _plan(self, model: ConversationEndedDetail, end_function: EndFunction) -> ActionPlan:
+        """Run the End function: it plans actions; nothing is performed or written yet."""
+        plan = ActionPlan(
+            model, self.crm, self.follow_ups, self.notifier, default_phone_region=self.settings.default_phone_region
+        )
         try:
-            end_function(conv)
+            end_function(Conversation(model, plan))
         except Exception as exc:
             # Its text is the user's (it may quote the state): redacted, with where it was raised.
             error = describe_exception(exc)
@@ -222,22 +217,42 @@ class EndHandlerRuntime:
             )
             metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
             raise EndFunctionError(f"end_function raised {error}") from exc
+        return plan
+
+    def _process(
+        self,
+        detail: dict[str, Any],
+        model: ConversationEndedDetail,
+        end_function: EndFunction,
+        deadline: Deadline,
+        ran: list[bool],
+    ) -> dict[str, Any]:
+        """Under Powertools' guard: plan, perform; the report it stores carries the actions' results."""
+        ran.append(True)
+        started = time.monotonic()
+        plan = self._plan(model, end_function)
+        prior = self.ledger.start(model.conversation_id, deadline) if plan.planned else Prior()
         outcomes = perform_actions(
-            model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency
+            model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency, prior
         )
-        self._report_outcomes(outcomes)
         failures = {o.name: o.error for o in outcomes if o.status == "failed" and o.error is not None}
+        self._report_failures(outcomes)
+        statuses: dict[str, str] = {o.name: o.status for o in outcomes}
         if failures:
+            # Powertools deletes its record when this raises: the ledger keeps every outcome.
+            self.ledger.close(model.conversation_id, ledger_entries(outcomes))
+            record_actions(model.conversation_id, ((o.name, o.status, o.seconds) for o in outcomes))
+            self._log_conversation(model, "failed", statuses, started)
             raise ActionsFailedError(model.conversation_id, failures)
-        metrics.add_metric(name="ConversationsProcessed", unit=MetricUnit.Count, value=1)
-        record_conversation(model)
+        record_conversation(model, [(o.name, o.status, o.seconds) for o in outcomes])
+        self._log_conversation(model, "processed", statuses, started)
         return {
             "conversation_id": model.conversation_id,
             "status": "processed",
             "actions": {o.name: o.to_json() for o in outcomes},
         }
 
-    def _report_outcomes(self, outcomes: list[ActionOutcome]) -> None:
+    def _report_failures(self, outcomes: list[ActionOutcome]) -> None:
         for outcome in outcomes:
             if outcome.status == "failed":
                 logger.error(
@@ -245,11 +260,29 @@ class EndHandlerRuntime:
                     extra={"action": outcome.name, "error": f"{type(outcome.error).__name__}: {outcome.error}"},
                 )
             else:
-                logger.info(
+                logger.debug(
                     "action " + outcome.status.replace("_", " "),
                     extra={"action": outcome.name, "result": outcome.result, "seconds": round(outcome.seconds, 3)},
                 )
-        record_actions((o.name, o.status) for o in outcomes)
+
+    @staticmethod
+    def _log_conversation(
+        detail: ConversationEndedDetail, outcome: str, actions: dict[str, str], started: float
+    ) -> None:
+        """The one INFO line of a conversation: what it was and what happened to each action."""
+        message = "conversation ended" if outcome != "duplicate" else "conversation ended: already processed"
+        logger.info(
+            message,
+            extra={
+                "outcome": outcome,
+                "direction": detail.direction,
+                "channel": detail.channel,
+                "customer_phone": mask_phone(detail.customer_phone),
+                "customer_email": mask_email(detail.customer_email),
+                "actions": actions,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
 
     def _reject(self, event: Any, error: AftercallError, context: LambdaContext) -> dict[str, Any]:
         """Park a permanently failing event in the failed-events queue at once (see failures.py)."""
@@ -267,6 +300,12 @@ class EndHandlerRuntime:
         return {"status": "rejected", "error_type": type(error).__name__, "error": str(error), "parked_as": message_id}
 
 
+def new_callers(settings: Settings) -> NewCallers:
+    """``UnknownCallerPolicy`` with the caller lease in the idempotency table."""
+    policy: UnknownCallerPolicy = "park" if settings.unknown_caller_policy == "park" else "create"
+    return NewCallers(policy, CallerLeases(settings.idempotency_table))
+
+
 def build_crm(settings: Settings) -> Crm:
     """The configured CRM adapter (only the one in use is imported: keeps cold starts short)."""
     http: dict[str, Any] = {"allow_loopback_http": settings.local_mode}
@@ -278,8 +317,13 @@ def build_crm(settings: Settings) -> Crm:
     if settings.crm_provider == "hubspot":
         from aftercall.crm.hubspot import DEFAULT_BASE_URL, HubSpotCrm
 
+        search_limiter = share(settings.crm_search_rate_limit, settings.reserved_concurrency, SEARCH_BURST)
+        if search_limiter is not None:  # HubSpot's separate search budget (4/s per token)
+            http["search_limiter"] = search_limiter
         credentials = SecretCredentials(settings.crm_secret_id, ("access_token",), settings.secret_max_age)
-        return HubSpotCrm(credentials, settings.crm_base_url or DEFAULT_BASE_URL, **http)
+        return HubSpotCrm(
+            credentials, settings.crm_base_url or DEFAULT_BASE_URL, new_callers=new_callers(settings), **http
+        )
     if settings.crm_provider == "salesforce":
         from aftercall.crm import salesforce
 

@@ -1,21 +1,33 @@
-"""The action ledger: one DynamoDB item per (conversation, action), so a retry redoes only what failed.
+"""The action ledger: one DynamoDB item per conversation, beside its Powertools idempotency record.
 
-It shares the idempotency table with Powertools (its keys start with ``action#``). A claim is a
-conditional write: it succeeds for a new action, a failed one, or one whose in-progress lease
-ran past the Lambda deadline of the invocation that held it (that invocation timed out).
-The completed item keeps the CRM object id: this is the conversation→object mapping.
+Both live in the idempotency table: the record (``aftercall.conversation#<md5>``, Powertools)
+guards the conversation: its ``INPROGRESS`` status keeps out a concurrent invocation until the
+holder's Lambda deadline, and its ``COMPLETED`` status stores the handler's report, with every
+action's result. The ledger item (``conversation#<id>``) keeps what the record cannot: the results
+of actions that completed while others still ran (a crash before the record completes must not
+repeat them), and, when the attempt fails (Powertools then deletes its record), every outcome:
+done with what it made, or failed with why. Each write is one write unit (the item stays under
+1 KB: results are CRM object ids, errors are cut short).
 
-A claim also says when the attempt before may have left a write unanswered, which the CRM could
-still apply (``Claim.unanswered_write_at``): the time a failed attempt recorded, or the deadline
-of an attempt that was stopped mid-action. Adapters without an idempotency key wait for such a
-write to settle before they look for it (see aftercall.crm.hubspot).
+Once an attempt holds the record and its End function has planned actions, :meth:`ActionLedger.start`
+is one write that marks it as performing (until its deadline) and returns what earlier attempts
+left: what is done, what failed with a write that got no answer (the time it recorded), and
+whether an attempt was stopped at its deadline while performing (its mark is still there, its
+deadline past: a failed attempt clears it): then every action it had not recorded may have been
+half done, sent before that deadline. An attempt stopped before performing (inside the End
+function) leaves nothing in doubt. Adapters without an idempotency key wait for such a write to
+settle before they look for it (aftercall.crm.hubspot).
+
+**One action on its own** (:meth:`claim`, :meth:`complete`, :meth:`fail`): the FollowUp function's
+sends, long after the conversation, claim their own entry in the same item with their own lease.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -27,16 +39,21 @@ from aftercall.errors import ActionInProgressError
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
+#: The Powertools idempotency record's key prefix (``key_prefix`` in aftercall.handler) and statuses.
+RECORD_PREFIX = "aftercall.conversation"
+RECORD_IN_PROGRESS = "INPROGRESS"
+RECORD_COMPLETED = "COMPLETED"
+#: Errors are kept short: the item stays under 1 KB (one write unit); the logs have the whole message.
+MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
 class Claim:
-    """The outcome of :meth:`ActionLedger.claim`."""
+    """How this attempt performs one action: done already, or to do (after a half-done attempt?)."""
 
     done: bool
     result: dict[str, Any] | None = None
     recovering: bool = False
-    attempt: int = 1
     #: Epoch seconds: the attempt before may have sent a write at about this time that got no answer.
     unanswered_write_at: float | None = None
 
@@ -58,8 +75,49 @@ class ActionRecord:
     expires_at: float | None = None
 
 
-def ledger_key(conversation_id: str, action: str) -> str:
-    return f"action#{conversation_id}#{action}"
+@dataclass(frozen=True)
+class Prior:
+    """What earlier attempts left of a conversation (see :meth:`ActionLedger.start`)."""
+
+    previous: dict[str, Claim] = field(default_factory=dict)
+    #: Epoch seconds: the deadline of an earlier attempt that was stopped while performing.
+    stopped_at: float | None = None
+
+    def claim(self, action: str) -> Claim:
+        """How this attempt should perform ``action``."""
+        old = self.previous.get(action)
+        if old is not None and old.done:
+            return old
+        if self.stopped_at is not None:  # the stopped attempt may have been in the middle of it
+            unanswered = max(self.stopped_at, (old.unanswered_write_at if old else None) or 0.0)
+            return Claim(done=False, recovering=True, unanswered_write_at=unanswered)
+        return old or Claim(done=False)
+
+
+def record_key(conversation_id: str) -> str:
+    """The Powertools idempotency record's key: ``key_prefix#`` and the MD5 of the key value as JSON,
+    Powertools' scheme (tests/test_ledger.py checks it against Powertools itself)."""
+    digest = hashlib.md5(json.dumps(conversation_id, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+    return f"{RECORD_PREFIX}#{digest}"
+
+
+def ledger_key(conversation_id: str) -> str:
+    return f"conversation#{conversation_id}"
+
+
+def _attribute(action: str) -> str:
+    return f"a.{action}"
+
+
+def completed_entry(result: dict[str, Any]) -> dict[str, Any]:
+    return {"M": {"s": {"S": COMPLETED}, "r": {"S": json.dumps(result, separators=(",", ":"))}}}
+
+
+def failed_entry(error: str, unanswered_write_at: float | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"s": {"S": FAILED}, "e": {"S": error[:MAX_ERROR_CHARS]}}
+    if unanswered_write_at is not None:
+        entry["u"] = {"N": str(int(unanswered_write_at * 1000))}
+    return {"M": entry}
 
 
 class ActionLedger:
@@ -74,8 +132,62 @@ class ActionLedger:
             self._client = aws.client("dynamodb")
         return self._client
 
+    # --- the conversation -------------------------------------------------------------------------
+
+    def start(self, conversation_id: str, deadline: Deadline) -> Prior:
+        """Mark this attempt as performing until ``deadline``; return what earlier attempts left (one write)."""
+        now = time.time()
+        response = self.client.update_item(
+            TableName=self.table_name,
+            Key={"id": {"S": ledger_key(conversation_id)}},
+            UpdateExpression=(
+                "SET performing = :lease, expiration = if_not_exists(expiration, :expiration), "
+                "attempt = if_not_exists(attempt, :zero) + :one"
+            ),
+            ExpressionAttributeValues={
+                ":lease": {"N": str(deadline.epoch_ms)},
+                ":expiration": {"N": str(int(now) + self.retention_seconds)},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+            },
+            ReturnValues="ALL_OLD",
+        )
+        old: dict[str, Any] = response.get("Attributes") or {}
+        if int(old.get("expiration", {}).get("N", str(int(now)))) < int(now):
+            old = {}  # past its retention (not yet removed by TTL): as good as gone
+        performing = int(old["performing"]["N"]) if "performing" in old else None
+        stopped = performing is not None and performing < now * 1000
+        return Prior(previous=_actions(old), stopped_at=performing / 1000 if stopped and performing else None)
+
+    def record(self, conversation_id: str, action: str, result: dict[str, Any]) -> None:
+        """One action is done while others still run: written at once, so no later attempt repeats it."""
+        self._set(conversation_id, {action: completed_entry(result)})
+
+    def close(self, conversation_id: str, entries: dict[str, dict[str, Any]]) -> None:
+        """A failed attempt's outcomes not written yet (Powertools deletes its record; these stay), and
+        its performing mark cleared: it ended, it was not stopped."""
+        self._set(conversation_id, entries, "REMOVE performing")
+
+    def _set(self, conversation_id: str, entries: dict[str, dict[str, Any]], then: str = "") -> None:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":expiration": {"N": str(int(time.time()) + self.retention_seconds)}}
+        sets = ["expiration = if_not_exists(expiration, :expiration)"]
+        for n, (action, entry) in enumerate(entries.items()):
+            names[f"#a{n}"] = _attribute(action)
+            values[f":a{n}"] = entry
+            sets.append(f"#a{n} = :a{n}")
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"id": {"S": ledger_key(conversation_id)}},
+            UpdateExpression=("SET " + ", ".join(sets) + " " + then).strip(),
+            **({"ExpressionAttributeNames": names} if names else {}),
+            ExpressionAttributeValues=values,
+        )
+
+    # --- one action on its own (the FollowUp function's sends) -----------------------------------
+
     def claim(self, conversation_id: str, action: str, deadline: Deadline) -> Claim:
-        """Take the action for this invocation, or say it is already done.
+        """Take one action for this invocation, or say it is already done.
 
         Raises :class:`ActionInProgressError` while another live invocation holds it.
         """
@@ -83,54 +195,39 @@ class ActionLedger:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key={"id": {"S": ledger_key(conversation_id, action)}},
-                UpdateExpression=(
-                    "SET #status = :in_progress, in_progress_expiration = :lease, expiration = :expiration, "
-                    "attempt = if_not_exists(attempt, :zero) + :one REMOVE #error"
-                ),
+                Key={"id": {"S": ledger_key(conversation_id)}},
+                UpdateExpression="SET #a = :entry, expiration = if_not_exists(expiration, :expiration)",
                 ConditionExpression=(
-                    "attribute_not_exists(id) OR #status = :failed OR expiration < :now_s "
-                    "OR (#status = :in_progress AND in_progress_expiration < :now_ms)"
+                    "attribute_not_exists(#a) OR #a.#s = :failed OR (#a.#s = :in_progress AND #a.#l < :now_ms)"
                 ),
-                ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                ExpressionAttributeNames={"#a": _attribute(action), "#s": "s", "#l": "l"},
                 ExpressionAttributeValues={
-                    ":in_progress": {"S": IN_PROGRESS},
-                    ":failed": {"S": FAILED},
-                    ":lease": {"N": str(deadline.epoch_ms)},
+                    ":entry": {"M": {"s": {"S": IN_PROGRESS}, "l": {"N": str(deadline.epoch_ms)}}},
                     ":expiration": {"N": str(int(now) + self.retention_seconds)},
-                    ":zero": {"N": "0"},
-                    ":one": {"N": "1"},
-                    ":now_s": {"N": str(int(now))},
+                    ":failed": {"S": FAILED},
+                    ":in_progress": {"S": IN_PROGRESS},
                     ":now_ms": {"N": str(int(now * 1000))},
                 },
-                ReturnValues="ALL_OLD",
+                ReturnValues="UPDATED_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            return self._existing(conversation_id, action)
-        old = response.get("Attributes") or {}
-        attempt = int(old.get("attempt", {}).get("N", "0")) + 1
-        return Claim(done=False, recovering=bool(old), attempt=attempt, unanswered_write_at=_unanswered_write_at(old))
-
-    def _existing(self, conversation_id: str, action: str) -> Claim:
-        item = self.client.get_item(
-            TableName=self.table_name, Key={"id": {"S": ledger_key(conversation_id, action)}}, ConsistentRead=True
-        ).get("Item", {})
-        if item.get("status", {}).get("S") == COMPLETED:
-            return Claim(done=True, result=json.loads(item.get("result", {}).get("S", "null")))
-        raise ActionInProgressError(
-            f"action {action!r} of conversation {conversation_id} is being performed by another invocation"
-        )
+            found: dict[str, Any] = exc.response.get("Item") or self._read(conversation_id)  # type: ignore[assignment]
+            old = _actions(found).get(action)
+            if old is not None and old.done:
+                return old
+            raise ActionInProgressError(
+                f"action {action!r} of conversation {conversation_id} is being performed by another invocation"
+            ) from None
+        old_entry = (response.get("Attributes") or {}).get(_attribute(action))
+        if old_entry is None:
+            return Claim(done=False)
+        return _claim(old_entry["M"]) if old_entry["M"]["s"]["S"] == FAILED else _stopped(old_entry["M"])
 
     def complete(self, conversation_id: str, action: str, result: dict[str, Any]) -> None:
-        self.client.update_item(
-            TableName=self.table_name,
-            Key={"id": {"S": ledger_key(conversation_id, action)}},
-            UpdateExpression="SET #status = :completed, #result = :result REMOVE in_progress_expiration",
-            ExpressionAttributeNames={"#status": "status", "#result": "result"},
-            ExpressionAttributeValues={":completed": {"S": COMPLETED}, ":result": {"S": json.dumps(result)}},
-        )
+        self._set(conversation_id, {action: completed_entry(result)})
 
     def fail(self, conversation_id: str, action: str, error: str, unanswered_write_at: float | None = None) -> None:
         """Release the action so the next attempt (which will search before creating) may take it.
@@ -138,73 +235,111 @@ class ActionLedger:
         ``unanswered_write_at``: this attempt (or one before it) sent a write that got no answer at
         about this time; the next claim passes it on.
         """
-        update = "SET #status = :failed, #error = :error"
-        values: dict[str, Any] = {":failed": {"S": FAILED}, ":error": {"S": error[:1000]}}
-        if unanswered_write_at is not None:
-            update += ", unanswered_write_ms = :unanswered"
-            values[":unanswered"] = {"N": str(int(unanswered_write_at * 1000))}
-        self.client.update_item(
-            TableName=self.table_name,
-            Key={"id": {"S": ledger_key(conversation_id, action)}},
-            UpdateExpression=update + " REMOVE in_progress_expiration",
-            ExpressionAttributeNames={"#status": "status", "#error": "error"},
-            ExpressionAttributeValues=values,
-        )
+        self._set(conversation_id, {action: failed_entry(error, unanswered_write_at)})
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def _read(self, conversation_id: str) -> dict[str, Any]:
+        item: dict[str, Any] = self.client.get_item(
+            TableName=self.table_name, Key={"id": {"S": ledger_key(conversation_id)}}, ConsistentRead=True
+        ).get("Item", {})
+        return item
 
     def lookup(self, conversation_id: str, action: str) -> dict[str, Any] | None:
-        """The stored item as plain values (for operators and tests)."""
-        item = self.client.get_item(
-            TableName=self.table_name, Key={"id": {"S": ledger_key(conversation_id, action)}}, ConsistentRead=True
-        ).get("Item")
-        if not item:
-            return None
-        return {key: next(iter(value.values())) for key, value in item.items()}
+        """One action's state as plain values (for operators and tests): ``status``, ``result`` (JSON text)...
+
+        An action the ledger item does not hold is found in the Powertools record: among the
+        results of its stored report when the conversation completed, or in progress (with the
+        record's lease) while an invocation holds the conversation.
+        """
+        entry = self._read(conversation_id).get(_attribute(action))
+        if entry is not None:
+            fields = entry["M"]
+            plain: dict[str, Any] = {"status": fields["s"]["S"]}
+            if "r" in fields:
+                plain["result"] = fields["r"]["S"]
+            if "e" in fields:
+                plain["error"] = fields["e"]["S"]
+            if "u" in fields:
+                plain["unanswered_write_ms"] = int(fields["u"]["N"])
+            if "l" in fields:
+                plain["in_progress_expiration"] = int(fields["l"]["N"])
+            return plain
+        record: dict[str, Any] = self.client.get_item(
+            TableName=self.table_name, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True
+        ).get("Item", {})
+        status = record.get("status", {}).get("S")
+        if status == RECORD_IN_PROGRESS:
+            return {"status": IN_PROGRESS, "in_progress_expiration": int(record["in_progress_expiration"]["N"])}
+        if status == RECORD_COMPLETED:
+            outcome = json.loads(record.get("data", {}).get("S", "{}")).get("actions", {}).get(action)
+            if outcome and outcome.get("status") in ("done", "already_done"):
+                return {"status": COMPLETED, "result": json.dumps(outcome.get("result"))}
+        return None
 
     def describe(self, conversation_id: str) -> list[ActionRecord]:
-        """Every action recorded for the conversation, sorted by name (for ``aftercall inspect``).
+        """Every action known for the conversation, sorted by name (for ``aftercall inspect``).
 
-        The items share the table's only key, so this scans it for the conversation's prefix: an
-        operator's occasional read, paid per item scanned, never on the event path.
+        The ledger item's entries, and the results the completed idempotency record's report
+        holds for actions the ledger did not write (the last to finish, the repeatable ones).
+        ``attempt`` counts the attempts that performed the conversation's actions.
         """
-        prefix = ledger_key(conversation_id, "")
-        records = []
-        pages = self.client.get_paginator("scan").paginate(
-            TableName=self.table_name,
-            FilterExpression="begins_with(id, :prefix)",
-            ExpressionAttributeValues={":prefix": {"S": prefix}},
-            ConsistentRead=True,
-        )
-        for page in pages:
-            for item in page.get("Items", []):
-                result = json.loads(item["result"]["S"]) if "result" in item else None
-                records.append(
-                    ActionRecord(
-                        action=item["id"]["S"][len(prefix) :],
-                        status=item.get("status", {}).get("S", "UNKNOWN"),
-                        attempt=int(item.get("attempt", {}).get("N", "0")),
-                        result=result if isinstance(result, dict) else None,
-                        error=item.get("error", {}).get("S"),
-                        lease_until=_millis(item, "in_progress_expiration"),
-                        unanswered_write_at=_millis(item, "unanswered_write_ms"),
-                        expires_at=float(item["expiration"]["N"]) if "expiration" in item else None,
-                    )
+        item = self._read(conversation_id)
+        attempts = int(item.get("attempt", {}).get("N", "1"))
+        expires = float(item["expiration"]["N"]) if "expiration" in item else None
+        records: dict[str, ActionRecord] = {}
+        for name, value in item.items():
+            if not name.startswith("a."):
+                continue
+            fields = value["M"]
+            result = json.loads(fields["r"]["S"]) if "r" in fields else None
+            records[name[2:]] = ActionRecord(
+                action=name[2:],
+                status=fields["s"]["S"],
+                attempt=attempts,
+                result=result if isinstance(result, dict) else None,
+                error=fields["e"]["S"] if "e" in fields else None,
+                lease_until=int(fields["l"]["N"]) / 1000 if "l" in fields else None,
+                unanswered_write_at=int(fields["u"]["N"]) / 1000 if "u" in fields else None,
+                expires_at=expires,
+            )
+        record: dict[str, Any] = self.client.get_item(
+            TableName=self.table_name, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True
+        ).get("Item", {})
+        if record.get("status", {}).get("S") == RECORD_COMPLETED:
+            report = json.loads(record.get("data", {}).get("S", "{}"))
+            for name, outcome in (report.get("actions") or {}).items():
+                if name in records or outcome.get("status") not in ("done", "already_done"):
+                    continue
+                result = outcome.get("result")
+                records[name] = ActionRecord(
+                    action=name,
+                    status=COMPLETED,
+                    attempt=attempts,
+                    result=result if isinstance(result, dict) else None,
+                    expires_at=float(record["expiration"]["N"]) if "expiration" in record else expires,
                 )
-        return sorted(records, key=lambda record: record.action)
+        return sorted(records.values(), key=lambda r: r.action)
 
 
-def _millis(item: dict[str, Any], name: str) -> float | None:
-    return int(item[name]["N"]) / 1000 if name in item else None
+def _actions(item: dict[str, Any]) -> dict[str, Claim]:
+    """The action entries of a conversation item, as claims for the next attempt."""
+    claims: dict[str, Claim] = {}
+    for name, value in item.items():
+        if name.startswith("a."):
+            fields = value["M"]
+            status = fields["s"]["S"]
+            claims[name[2:]] = _claim(fields) if status != IN_PROGRESS else _stopped(fields)
+    return claims
 
 
-def _unanswered_write_at(old: dict[str, Any]) -> float | None:
-    """When the attempt before a claim may have sent a write that got no answer (epoch seconds).
+def _claim(fields: dict[str, Any]) -> Claim:
+    if fields["s"]["S"] == COMPLETED:
+        return Claim(done=True, result=json.loads(fields["r"]["S"]))
+    unanswered = int(fields["u"]["N"]) / 1000 if "u" in fields else None
+    return Claim(done=False, recovering=True, unanswered_write_at=unanswered)
 
-    A failed attempt recorded it; an attempt whose lease expired was stopped at its deadline in
-    the middle of the action, so anything it sent went out before that deadline.
-    """
-    times = []
-    if "unanswered_write_ms" in old:
-        times.append(int(old["unanswered_write_ms"]["N"]) / 1000)
-    if old.get("status", {}).get("S") == IN_PROGRESS and "in_progress_expiration" in old:
-        times.append(int(old["in_progress_expiration"]["N"]) / 1000)
-    return max(times, default=None)
+
+def _stopped(fields: dict[str, Any]) -> Claim:
+    """A claim whose lease ran out: that attempt was stopped mid-action, anything it sent went out before."""
+    return Claim(done=False, recovering=True, unanswered_write_at=int(fields["l"]["N"]) / 1000)

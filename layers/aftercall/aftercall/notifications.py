@@ -7,7 +7,7 @@ email list, a chat webhook through a Lambda, …) are configured on the topic, n
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aftercall import aws
@@ -33,6 +33,12 @@ class Notification:
     conversation_id: str
     subject: str
     lines: tuple[tuple[str, str], ...]
+
+    def with_line(self, label: str, value: str) -> Notification:
+        return replace(self, lines=(*self.lines, (label, value)))
+
+    def with_subject(self, subject: str) -> Notification:
+        return replace(self, subject=subject)
 
     def text(self) -> str:
         body = "\n".join(f"{label}: {value}" for label, value in self.lines)

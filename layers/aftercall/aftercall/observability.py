@@ -15,8 +15,13 @@ libraries (sqlite3, httplib, database drivers...) at cold start for nothing (ben
 from __future__ import annotations
 
 import os
+import threading
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 #: What the X-Ray SDK patches, so each AWS and CRM call is a subsegment of the invocation's trace.
 TRACED_LIBRARIES = ("botocore", "requests")
@@ -28,5 +33,19 @@ SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
 
 logger = Logger(service=SERVICE)  # the level: POWERTOOLS_LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL
-tracer = Tracer(service=SERVICE, patch_modules=TRACED_LIBRARIES)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+_tracer_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Tracer:
+    """``tracer`` is built on first use: that imports the X-Ray SDK and patches botocore and requests,
+    which only invocations X-Ray samples need (the EndHandler asks for it only then; see its app.py)."""
+    if name != "tracer":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _tracer_lock:
+        if "tracer" not in globals():
+            from aws_lambda_powertools import Tracer
+
+            globals()["tracer"] = Tracer(service=SERVICE, patch_modules=TRACED_LIBRARIES)
+        built: Tracer = globals()["tracer"]
+        return built

@@ -1,21 +1,27 @@
-"""Metrics for reporting (EMF through Powertools): what happened to each conversation and action.
+"""Metrics for reporting (EMF): what happened to each conversation and action, in one log line.
 
 Dimension values come from small fixed vocabularies, so a free-text ``sentiment`` in ``conv.state``
 cannot explode CloudWatch's metric count (and cost).
+
+A conversation's metrics are one EMF document (one log line, which CloudWatch Logs bills by the
+byte): each metric is a directive of that document, under one or more dimension sets, sharing the
+top-level values. A dimension has one value per document, so each action after the first (each
+has its own ``Action`` value) adds a small document of its own.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from aftercall.models.event import ConversationEndedDetail
 from aftercall.observability import metrics
 
 SENTIMENTS = frozenset({"positive", "neutral", "negative", "mixed"})
 RESOLUTIONS = frozenset({"resolved", "unresolved", "escalated", "transferred"})
+ACTION_METRICS = {"done": "ActionSucceeded", "already_done": "ActionAlreadyDone", "failed": "ActionFailed"}
 
 
 def _label(value: Any, known: frozenset[str]) -> str:
@@ -33,24 +39,70 @@ def resolution_of(state: Mapping[str, Any]) -> str:
     return "unknown"
 
 
-def _count(name: str, dimension: str, value: str, amount: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
-    with single_metric(
-        name=name, unit=unit, value=amount, namespace=metrics.namespace, default_dimensions=metrics.default_dimensions
-    ) as metric:
-        metric.add_dimension(name=dimension, value=value)
+class _Document:
+    """One EMF document: directives (a metric under one dimension set) over shared top-level values."""
+
+    def __init__(self) -> None:
+        self.service = str(metrics.service or "aftercall")
+        self.values: dict[str, Any] = {"service": self.service}
+        self.directives: list[dict[str, Any]] = []
+
+    def add(self, name: str, unit: str, value: float, *dimensions: tuple[str, str]) -> None:
+        """``name`` once under each of ``dimensions`` (each with ``service``), or under ``service`` alone."""
+        for dimension, label in dimensions:
+            self.values[dimension] = label
+        sets = [[dimension, "service"] for dimension, _ in dimensions] or [["service"]]
+        self.values[name] = value
+        self.directives.append(
+            {"Namespace": metrics.namespace, "Dimensions": sets, "Metrics": [{"Name": name, "Unit": unit}]}
+        )
+
+    def emit(self) -> None:
+        document = {"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": self.directives}}
+        print(json.dumps({**document, **self.values}, separators=(",", ":")), flush=True)
 
 
-def record_conversation(detail: ConversationEndedDetail) -> None:
-    """Counts by direction, environment, resolution and sentiment; duration by direction."""
-    _count("Conversations", "Direction", detail.direction)
-    _count("Conversations", "Environment", detail.environment)
-    _count("Conversations", "Resolution", resolution_of(detail.state))
-    _count("Conversations", "Sentiment", _label(detail.state.get("sentiment"), SENTIMENTS))
-    _count("ConversationDuration", "Direction", detail.direction, detail.duration_seconds, MetricUnit.Seconds)
+#: One action's outcome for the metrics: its name, ``done``/``already_done``/``failed``, its seconds.
+ActionMetric = tuple[str, str, float]
 
 
-def record_actions(outcomes: Iterable[tuple[str, str]]) -> None:
+def record_conversation(detail: ConversationEndedDetail, actions: Iterable[ActionMetric] = ()) -> None:
+    """Counts by direction, environment, resolution and sentiment, duration by direction,
+    ``ConversationsProcessed``, and one data point per action; all in one line for the first action."""
+    document = _Document()
+    document.add(
+        "Conversations",
+        "Count",
+        1,
+        ("Direction", detail.direction),
+        ("Environment", detail.environment),
+        ("Resolution", resolution_of(detail.state)),
+        ("Sentiment", _label(detail.state.get("sentiment"), SENTIMENTS)),
+    )
+    document.add("ConversationDuration", "Seconds", detail.duration_seconds, ("Direction", detail.direction))
+    document.add("ConversationsProcessed", "Count", 1)
+    pending = list(actions)
+    if pending:
+        _add_action(document, detail.conversation_id, *pending.pop(0))
+    document.emit()
+    record_actions(detail.conversation_id, pending)
+
+
+def record_actions(conversation_id: str, outcomes: Iterable[ActionMetric]) -> None:
     """One data point per action: ``ActionSucceeded``, ``ActionAlreadyDone`` or ``ActionFailed`` by action."""
-    names = {"done": "ActionSucceeded", "already_done": "ActionAlreadyDone", "failed": "ActionFailed"}
-    for action, status in outcomes:
-        _count(names[status], "Action", action.split(":", 1)[0])
+    for outcome in outcomes:
+        document = _Document()
+        _add_action(document, conversation_id, *outcome)
+        document.emit()
+
+
+def _add_action(document: _Document, conversation_id: str, action: str, status: str, seconds: float) -> None:
+    """The action's metric, with the fields the per-action INFO lines used to carry: the EMF line is
+    that line now ("action done", the conversation, ``action``, ``seconds``: what ``aftercall inspect``
+    and the template's "slowest actions" query read). A failed action has its own ERROR line."""
+    document.add(ACTION_METRICS[status], "Count", 1, ("Action", action.split(":", 1)[0]))
+    if status != "failed":
+        document.values["message"] = "action " + status.replace("_", " ")
+        document.values["conversation_id"] = conversation_id
+    document.values["action"] = action
+    document.values["seconds"] = round(seconds, 3)

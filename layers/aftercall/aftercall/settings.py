@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aftercall.errors import ConfigurationError
+from aftercall.phones import check_region
 
 #: DLQ retention (14 days) plus a 7-day replay window: a replayed event still finds its record.
 DEFAULT_RETENTION_SECONDS = (14 + 7) * 24 * 3600
@@ -38,6 +39,12 @@ class Settings:
     #: the function's reserved concurrency: each execution environment paces itself to an equal share.
     crm_rate_limit: float | None = None
     reserved_concurrency: int = 1
+    #: HubSpot's search limit for the whole function, per second (None: no search pacing).
+    crm_search_rate_limit: float | None = None
+    #: What happens to a caller the CRM does not know: "create" their record, or "park" the conversation.
+    unknown_caller_policy: str = "create"
+    #: Region for caller numbers without a country code (None: matched by their digits only).
+    default_phone_region: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +95,13 @@ class Settings:
         provider = env.get("CRM_PROVIDER", "hubspot").strip().lower()
         if provider not in CRM_PROVIDERS:
             raise ConfigurationError(f"CRM_PROVIDER={provider!r}: supported are {', '.join(CRM_PROVIDERS)}")
+        policy = env.get("UNKNOWN_CALLER_POLICY", "").strip().lower() or "create"
+        if policy not in ("create", "park"):
+            raise ConfigurationError(f"UNKNOWN_CALLER_POLICY={policy!r}: must be 'create' or 'park'")
+        try:
+            region = check_region(env.get("DEFAULT_PHONE_REGION"))
+        except ValueError as exc:
+            raise ConfigurationError(f"DEFAULT_PHONE_REGION: {exc}") from None
         return cls(
             stage=stage,
             idempotency_table=required("IDEMPOTENCY_TABLE"),
@@ -107,4 +121,7 @@ class Settings:
             crm_read_timeout=seconds("CRM_READ_TIMEOUT_SECONDS"),
             crm_rate_limit=rate("CRM_RATE_LIMIT_PER_SECOND"),
             reserved_concurrency=max(1, integer("RESERVED_CONCURRENCY", 1)),
+            crm_search_rate_limit=rate("CRM_SEARCH_RATE_LIMIT_PER_SECOND"),
+            unknown_caller_policy=policy,
+            default_phone_region=region,
         )

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from aftercall.deadline import Deadline
+
+if TYPE_CHECKING:
+    from aftercall.crm.callers import CallerMatch
 
 TicketPriority = Literal["LOW", "MEDIUM", "HIGH", "URGENT"]
 
@@ -34,10 +37,15 @@ DISPOSITIONS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Customer:
-    """Who the conversation was with, as the CRM can look them up."""
+    """Who the conversation was with, as the CRM can look them up (``phone`` in E.164 when readable).
+
+    The name fields only fill a new caller's record; they are not part of who the caller is.
+    """
 
     phone: str | None
     email: str | None
+    first_name: str | None = field(default=None, compare=False)
+    last_name: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -116,3 +124,12 @@ class Crm(Protocol):
     def open_ticket(self, ticket: SupportTicket, call: CrmCall) -> CrmRecord: ...
 
     def log_disposition(self, disposition: Disposition, call: CrmCall) -> CrmRecord: ...
+
+
+@runtime_checkable
+class FindsCallers(Protocol):
+    """A CRM that resolves callers (finds or, by ``UnknownCallerPolicy``, creates their record)."""
+
+    name: str
+
+    def caller(self, customer: Customer, conversation_id: str, call: CrmCall) -> CallerMatch: ...

@@ -116,6 +116,7 @@ class CrmHttpClient:
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
         limiter: RateLimiter | None = None,
+        search_limiter: RateLimiter | None = None,
         transport: BaseAdapter | None = None,
     ) -> None:
         """``transport``: a requests adapter to send through instead of the network (``aftercall.testing``
@@ -131,6 +132,8 @@ class CrmHttpClient:
         self._sleep = sleep
         #: Shared by every client of this execution environment (see aftercall.crm.limiter).
         self.limiter = limiter
+        #: The CRM's separate budget for search requests (HubSpot: 4/s per token); searches take both.
+        self.search_limiter = search_limiter
         self.session = requests.Session()
         adapter = transport or HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("https://", adapter)
@@ -149,12 +152,14 @@ class CrmHttpClient:
         attempt_headers: AttemptHeaders | None = None,
         safe_to_retry: bool,
         expect_json: bool = True,
+        search: bool = False,
     ) -> Any:
         """Send one logical request and return the decoded JSON body (``None`` when empty).
 
         ``data`` sends a form (a mapping) or exact bytes instead of ``json``; ``attempt_headers``
         is called before every attempt; with ``expect_json=False`` a 2xx body that is not JSON
-        is accepted as ``None`` (webhook receivers often answer ``OK``).
+        is accepted as ``None`` (webhook receivers often answer ``OK``); ``search`` marks a request
+        that also counts against the CRM's search limit.
         """
         token = _CURRENT_CALL.set(call)
         try:
@@ -169,6 +174,7 @@ class CrmHttpClient:
                 attempt_headers=attempt_headers,
                 safe_to_retry=safe_to_retry,
                 expect_json=expect_json,
+                search=search,
             )
         finally:
             _CURRENT_CALL.reset(token)
@@ -186,8 +192,10 @@ class CrmHttpClient:
         attempt_headers: AttemptHeaders | None,
         safe_to_retry: bool,
         expect_json: bool,
+        search: bool,
     ) -> Any:
         url = f"{self.base_url}{path}"
+        limiters = tuple(x for x in (self.limiter, self.search_limiter if search else None) if x is not None)
         refreshed = False
         last_problem = "no attempt made"
         attempt = 0
@@ -199,8 +207,8 @@ class CrmHttpClient:
             remaining = call.deadline.remaining()
             if remaining <= 0.05:
                 raise CrmUnavailableError(f"{self.crm_name}: no time left in this invocation for {method} {path}")
-            if self.limiter is not None:
-                remaining = self._pace(call, method, path)
+            if limiters:
+                remaining = self._pace(limiters, call, method, path)
             timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
             sent_at = time.time()
             try:
@@ -219,6 +227,7 @@ class CrmHttpClient:
                     raise self._unanswered(call, sent_at, f"{method} {path}: {last_problem}") from None
             else:
                 status = response.status_code
+                self._observe(response, limiters, call)
                 if 200 <= status < 300:
                     return _decode(response, expect_json, self.crm_name, method, path)
                 if status == 401:
@@ -233,8 +242,10 @@ class CrmHttpClient:
                 if status == 429 or self._is_rate_limit(response):
                     last_problem = f"rate limited ({status})"
                     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                    if self.limiter is not None:
-                        self._pause(attempt, retry_after, call, last_problem)
+                    if retry_after is None:
+                        retry_after = self._policy_wait(response)
+                    if limiters:
+                        self._pause(limiters, attempt, retry_after, call, last_problem)
                     else:
                         self._wait(attempt, retry_after, call, last_problem)
                     continue
@@ -243,10 +254,14 @@ class CrmHttpClient:
                     if not safe_to_retry and status == 504:  # a gateway gave up waiting for the CRM
                         raise self._unanswered(call, sent_at, f"{method} {path}: {last_problem}")
                     if not safe_to_retry:
-                        raise CrmAmbiguousError(f"{self.crm_name}: {method} {path}: {last_problem}")
+                        # Answered, but the CRM may have applied the write before failing, and its
+                        # search may not show it for a while: treated like an unanswered write.
+                        raise self._unanswered(call, sent_at, f"{method} {path}: {last_problem}", time.time())
                 else:
                     raise CrmRequestError(
-                        f"{self.crm_name} refused {method} {path}: HTTP {status} {_short(response)}", status
+                        f"{self.crm_name} refused {method} {path}: HTTP {status} {_short(response)}",
+                        status,
+                        _body(response),
                     )
             if attempt < self.max_attempts:
                 self._wait(attempt, None, call, last_problem)
@@ -254,14 +269,29 @@ class CrmHttpClient:
             f"{self.crm_name}: {method} {path} failed after {self.max_attempts} attempts (last: {last_problem})"
         )
 
-    def _unanswered(self, call: CrmCall, sent_at: float, problem: str) -> CrmAmbiguousError:
-        """A write sent at ``sent_at`` got no answer: the CRM may still apply it. Noted on the call."""
+    def _unanswered(
+        self, call: CrmCall, sent_at: float, problem: str, answered_at: float | None = None
+    ) -> CrmAmbiguousError:
+        """A write sent at ``sent_at`` got no clear answer: the CRM may have applied it, or may still.
+
+        Noted on the call, so a later attempt waits for it to settle before looking for it.
+        """
         call.unanswered_writes.append(sent_at)
-        return CrmAmbiguousError(f"{self.crm_name}: {problem}", unanswered_at=sent_at)
+        return CrmAmbiguousError(f"{self.crm_name}: {problem}", unanswered_at=sent_at, answered_at=answered_at)
 
     def _is_rate_limit(self, response: requests.Response) -> bool:
         """Adapters whose CRM signals rate limits differently (Salesforce 403) override this."""
         return False
+
+    def _policy_wait(self, response: requests.Response) -> float | None:
+        """The wait a rate-limit answer without ``Retry-After`` asks for (None: back off).
+
+        Adapters whose CRM says which limit was hit in the body (HubSpot's ``policyName``) override it.
+        """
+        return None
+
+    def _observe(self, response: requests.Response, limiters: tuple[RateLimiter, ...], call: CrmCall) -> None:
+        """Every answer passes here: adapters whose CRM reports its budget in headers slow down before a 429."""
 
     def _wait(self, attempt: int, retry_after: float | None, call: CrmCall, problem: str) -> None:
         delay = retry_after if retry_after is not None else self._backoff(attempt)
@@ -271,24 +301,29 @@ class CrmHttpClient:
             )
         self._sleep(delay)
 
-    def _pace(self, call: CrmCall, method: str, path: str) -> float:
-        """Wait for this attempt's slot under the rate limit; returns the seconds left afterwards."""
-        assert self.limiter is not None
-        wait = self.limiter.reserve(call.deadline.remaining() - MIN_REQUEST_SECONDS)
-        if wait is None:
-            raise CrmUnavailableError(
-                f"{self.crm_name}: at the configured CRM rate limit, {method} {path} could not start within "
-                "this invocation, giving up for a retry"
-            )
+    def _pace(self, limiters: tuple[RateLimiter, ...], call: CrmCall, method: str, path: str) -> float:
+        """Wait for this attempt's slot under each budget it counts in; returns the seconds left afterwards."""
+        wait = 0.0
+        for limiter in limiters:
+            # A free slot is always taken (as without pacing); a wait only when the request still fits after it.
+            slot = limiter.reserve(max(0.0, call.deadline.remaining() - MIN_REQUEST_SECONDS))
+            if slot is None:
+                raise CrmUnavailableError(
+                    f"{self.crm_name}: at the configured CRM rate limit, {method} {path} could not start within "
+                    "this invocation, giving up for a retry"
+                )
+            wait = max(wait, slot)
         if wait > 0:
             self._sleep(wait)
         return call.deadline.remaining()
 
-    def _pause(self, attempt: int, retry_after: float | None, call: CrmCall, problem: str) -> None:
+    def _pause(
+        self, limiters: tuple[RateLimiter, ...], attempt: int, retry_after: float | None, call: CrmCall, problem: str
+    ) -> None:
         """After a 429: hold every request of this environment for ``Retry-After`` (with jitter)."""
-        assert self.limiter is not None
         delay = (retry_after if retry_after is not None else self._backoff(attempt)) * random.uniform(1.0, 1.2)
-        self.limiter.pause(delay)
+        for limiter in limiters:
+            limiter.pause(delay)
         if delay + MIN_REQUEST_SECONDS >= call.deadline.remaining():
             raise CrmUnavailableError(
                 f"{self.crm_name}: {problem}; waiting {delay:.1f}s would outlast this invocation, giving up for a retry"
@@ -318,6 +353,13 @@ def _decode(response: requests.Response, expect_json: bool, crm_name: str, metho
             f"{crm_name}: {method} {path} answered HTTP {response.status_code} with a body that is not JSON",
             response.status_code,
         ) from None
+
+
+def _body(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _short(response: requests.Response) -> str:

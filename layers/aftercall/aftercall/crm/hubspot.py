@@ -5,32 +5,57 @@ retry from writing twice: the action ledger stores the created object's id (so a
 action is never run again), and every note and ticket carries a marker with the conversation id
 that the adapter searches for before creating again after an attempt that may have half-done it.
 
-A create that got no answer (timeout, dropped connection) may still be applied after we stopped
-waiting, and a search right away would miss it. So before that search the adapter lets it settle:
-it waits until ``read timeout + settle_seconds`` after the create was sent (20 s by default),
-within the invocation's time, or else leaves the action for a later attempt, which waits the
-same way (the action ledger tells it when the unanswered create was sent). A create HubSpot
-applies later than that can still end up twice: see docs/reliability.md.
+A create that got no clear answer may have been applied, and HubSpot's search shows a new object
+only a few moments later ("index lag", :data:`SEARCH_LAG_SECONDS`). So before searching, the
+adapter lets it settle: after a 5xx it waits until the index lag has passed since the answer
+(whatever HubSpot applied, it applied before answering); after no answer at all (timeout, dropped
+connection) until ``read timeout + settle_seconds + index lag`` after the create was sent (22 s by
+default), since HubSpot may still apply it after we stopped waiting. If that does not fit in the
+invocation, it leaves the action for a later attempt, which waits the same way (the action ledger
+tells it when the unclear create was sent). A create HubSpot applies later than that can still end
+up twice: see docs/reliability.md.
+
+Callers are found by what HubSpot itself normalises: the calculated, digits-only properties
+``hs_searchable_calculated_phone_number`` and ``hs_searchable_calculated_mobile_number`` (the
+national number without country code), whatever format the phone was typed in, or by email. A
+caller HubSpot does not know gets a contact (lifecycle stage ``lead``, lead status ``NEW``) under
+``UnknownCallerPolicy=create``: see :mod:`aftercall.crm.callers`. HubSpot refuses a second contact
+with an existing email with ``409 Contact already exists. Existing ID: N``; that id is used.
 """
 
 from __future__ import annotations
 
 import html
+import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import requests
+
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import CrmCall, CrmRecord, Customer, Disposition, SummaryNote, SupportTicket
-from aftercall.crm.http import CrmHttpClient
-from aftercall.crm.lookups import SharedLookups
-from aftercall.errors import CrmAmbiguousError, CrmUnavailableError, UnknownContactError
-from aftercall.privacy import mask_email, mask_phone
+from aftercall.crm.callers import CallerMatch, Callers, NewCallers
+from aftercall.crm.http import MIN_REQUEST_SECONDS, CrmHttpClient
+from aftercall.crm.limiter import RateLimiter, RecentRequests
+from aftercall.errors import CrmAmbiguousError, CrmRequestError, CrmUnavailableError
+from aftercall.phones import digits, parse_phone, region_of
+from aftercall.privacy import mask_phone
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 NOTE_TO_CONTACT = 202
 TICKET_TO_CONTACT = 16
 _CREATE_ATTEMPTS = 3
+#: How long HubSpot's search may take to show a record after it was written. HubSpot documents no
+#: figure ("it may take a few moments for newly created or updated objects to appear in search
+#: results"); the settle window is at least this long.
+SEARCH_LAG_SECONDS = 2.0
+#: "Contact already exists. Existing ID: 12345" (HubSpot's 409 on a duplicate email).
+_EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
+_CONTACT_PROPERTIES = ["email", "phone", "mobilephone", "createdate"]
+
+log = logging.getLogger(__name__)
 
 
 def marker(conversation_id: str) -> str:
@@ -47,15 +72,20 @@ class HubSpotCrm:
         base_url: str = DEFAULT_BASE_URL,
         *,
         settle_seconds: float | None = None,
+        search_lag_seconds: float = SEARCH_LAG_SECONDS,
+        new_callers: NewCallers | None = None,
         **http: Any,
     ) -> None:
         """``settle_seconds``: how long after the read timeout an unanswered create may still be
-        applied and must be waited for before searching for it (default: the read timeout)."""
+        applied (default: the read timeout); ``search_lag_seconds``: how long HubSpot's search takes
+        to show a new object. ``new_callers``: what to do with callers HubSpot does not know
+        (default: park them)."""
         self._credentials = credentials
-        self.http = CrmHttpClient(self.name, base_url, self._auth, **http)
+        self.http = HubSpotHttp(self.name, base_url, self._auth, **http)
         self.settle_seconds = self.http.read_timeout if settle_seconds is None else settle_seconds
+        self.search_lag_seconds = search_lag_seconds
         self._sleep: Callable[[float], None] = http.get("sleep", time.sleep)
-        self._contacts: SharedLookups[Customer] = SharedLookups()
+        self._callers = Callers(self, new_callers or NewCallers())
 
     def _auth(self, force: bool) -> Mapping[str, str]:
         return {"Authorization": f"Bearer {self._credentials.get(force)['access_token']}"}
@@ -63,7 +93,7 @@ class HubSpotCrm:
     # --- actions -------------------------------------------------------------------------------
 
     def log_summary(self, note: SummaryNote, call: CrmCall) -> CrmRecord:
-        contact_id = self.find_contact(note.customer, call)
+        contact_id = self.caller(note.customer, note.conversation_id, call).record_id
         token = marker(note.conversation_id)
         payload = {
             "properties": {
@@ -76,7 +106,7 @@ class HubSpotCrm:
         return CrmRecord("note", object_id, {"contact_id": contact_id})
 
     def open_ticket(self, ticket: SupportTicket, call: CrmCall) -> CrmRecord:
-        contact_id = self.find_contact(ticket.customer, call)
+        contact_id = self.caller(ticket.customer, ticket.conversation_id, call).record_id
         token = marker(ticket.conversation_id)
         payload = {
             "properties": {
@@ -92,7 +122,7 @@ class HubSpotCrm:
         return CrmRecord("ticket", object_id, {"contact_id": contact_id})
 
     def log_disposition(self, disposition: Disposition, call: CrmCall) -> CrmRecord:
-        contact_id = self.find_contact(disposition.customer, call)
+        contact_id = self.caller(disposition.customer, disposition.conversation_id, call).record_id
         # Setting a property to a value is naturally idempotent: safe to retry as is.
         self.http.request(
             "PATCH",
@@ -105,36 +135,83 @@ class HubSpotCrm:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def find_contact(self, customer: Customer, call: CrmCall) -> str:
-        """The contact id for the customer's phone or email; cached per warm process, and searched
-        once when the conversation's actions ask at the same time (see :mod:`aftercall.crm.lookups`)."""
-        return self._contacts.get(customer, lambda: self._search_contact(customer, call), call.deadline.remaining())
+    def caller(self, customer: Customer, conversation_id: str, call: CrmCall) -> CallerMatch:
+        """The caller's contact: cached per warm process, searched once when the conversation's
+        actions ask at the same time, created once for a new caller (see aftercall.crm.callers)."""
+        return self._callers.resolve(customer, conversation_id, call)
 
-    def _search_contact(self, customer: Customer, call: CrmCall) -> str:
-        groups = [
-            {"filters": [{"propertyName": prop, "operator": "EQ", "value": value}]}
-            for prop, value in (("phone", customer.phone), ("mobilephone", customer.phone), ("email", customer.email))
-            if value
-        ]
-        if not groups:
-            raise UnknownContactError("the conversation has no customer phone number or email to find a contact by")
+    def search_caller(self, customer: Customer, call: CrmCall) -> str | None:
+        """The oldest contact with the caller's number (in any format) or email."""
+        groups = []
+        if customer.phone:
+            phone = parse_phone(customer.phone)
+            national = phone.national if phone is not None else digits(customer.phone)
+            groups += [
+                {"filters": [{"propertyName": prop, "operator": "EQ", "value": national}]}
+                for prop in ("hs_searchable_calculated_phone_number", "hs_searchable_calculated_mobile_number")
+            ]
+        if customer.email:
+            groups.append({"filters": [{"propertyName": "email", "operator": "EQ", "value": customer.email}]})
         body = self.http.request(
             "POST",
             "/crm/v3/objects/contacts/search",
             call,
-            json={"filterGroups": groups, "properties": ["email", "phone"], "limit": 1},
+            json={
+                "filterGroups": groups,
+                "properties": _CONTACT_PROPERTIES,
+                "sorts": [{"propertyName": "createdate", "direction": "ASCENDING"}],
+                "limit": 10,
+            },
             safe_to_retry=True,
+            search=True,
         )
         results = (body or {}).get("results") or []
         if not results:
-            raise UnknownContactError(
-                f"no HubSpot contact with phone {mask_phone(customer.phone)} or email {mask_email(customer.email)}"
+            return None
+        chosen = min(results, key=lambda result: _preference(result, customer))
+        if len(results) > 1:
+            log.warning(
+                "several HubSpot contacts match the caller; using the oldest with the same country code",
+                extra={
+                    "matches": int((body or {}).get("total", len(results))),
+                    "contact_id": str(chosen["id"]),
+                    "customer_phone": mask_phone(customer.phone),
+                },
             )
-        return str(results[0]["id"])
+        return str(chosen["id"])
+
+    def create_caller(self, customer: Customer, call: CrmCall) -> str:
+        """A new lead's contact; HubSpot's 409 on an existing email gives that contact instead."""
+        properties = {
+            "phone": customer.phone,
+            "email": customer.email,
+            "firstname": customer.first_name,
+            "lastname": customer.last_name,
+            "lifecyclestage": "lead",
+            "hs_lead_status": "NEW",
+        }
+        payload = {"properties": {key: value for key, value in properties.items() if value}}
+        try:
+            body = self.http.request("POST", "/crm/v3/objects/contacts", call, json=payload, safe_to_retry=False)
+        except CrmRequestError as exc:
+            existing = _existing_id(exc)
+            if existing is not None:
+                return existing
+            if exc.status == 400 and customer.email and customer.phone and "email" in str(exc).lower():
+                # HubSpot refuses addresses it considers invalid; the number alone still makes the lead.
+                log.warning("HubSpot refused the caller's email; creating the contact with the phone only")
+                return self.create_caller(Customer(customer.phone, None, customer.first_name, customer.last_name), call)
+            raise
+        return str(body["id"])
+
+    def settle(self, unanswered_at: float | None, call: CrmCall, answered_at: float | None = None) -> None:
+        self._settle("contacts", unanswered_at, call, answered_at)
 
     def _create_once(self, kind: str, prop: str, token: str, payload: dict[str, Any], call: CrmCall) -> str:
         """Create a note/ticket unless one carrying ``token`` exists; safe after a half-done attempt."""
-        if call.recovering:
+        if call.unanswered_write_at is not None:
+            # Only an earlier create that may have been applied is looked for: an attempt that
+            # failed before creating (rate limit, unknown caller) costs no search.
             self._settle(kind, call.unanswered_write_at, call)
             if found := self._find_marked(kind, prop, token, call):
                 return found
@@ -143,12 +220,12 @@ class HubSpotCrm:
                 body = self.http.request("POST", f"/crm/v3/objects/{kind}", call, json=payload, safe_to_retry=False)
                 return str(body["id"])
             except CrmAmbiguousError as exc:
-                self._settle(kind, exc.unanswered_at, call)
+                self._settle(kind, exc.unanswered_at, call, exc.answered_at)
                 if found := self._find_marked(kind, prop, token, call):
                     return found
         raise CrmUnavailableError(f"hubspot: creating a {kind[:-1]} kept failing after {_CREATE_ATTEMPTS} attempts")
 
-    def _settle(self, kind: str, unanswered_at: float | None, call: CrmCall) -> None:
+    def _settle(self, kind: str, unanswered_at: float | None, call: CrmCall, answered_at: float | None = None) -> None:
         """Wait until a create sent at ``unanswered_at`` that got no answer can no longer be applied.
 
         HubSpot may still be working on it; a search before it lands finds nothing and the create
@@ -157,13 +234,18 @@ class HubSpotCrm:
         """
         if unanswered_at is None:
             return
-        wait = unanswered_at + self.http.read_timeout + self.settle_seconds - time.time()
+        if answered_at is not None:
+            settled = answered_at + self.search_lag_seconds
+        else:
+            settled = unanswered_at + self.http.read_timeout + self.settle_seconds + self.search_lag_seconds
+        wait = settled - time.time()
         if wait <= 0:
             return
         if wait + self.http.read_timeout >= call.deadline.remaining():
             raise CrmUnavailableError(
-                f"hubspot: a {kind[:-1]} create got no answer and HubSpot may still apply it; waiting {wait:.1f}s "
-                "for it before looking would outlast this invocation, leaving it for a retry"
+                f"hubspot: a {kind[:-1]} create got no clear answer and HubSpot may still apply it (or not show "
+                f"it yet); waiting {wait:.1f}s for it before looking would outlast this invocation, leaving it "
+                "for a retry"
             )
         self._sleep(wait)
 
@@ -177,9 +259,72 @@ class HubSpotCrm:
                 "limit": 1,
             },
             safe_to_retry=True,
+            search=True,
         )
         results = (body or {}).get("results") or []
         return str(results[0]["id"]) if results else None
+
+
+class HubSpotHttp(CrmHttpClient):
+    """HubSpot's limits as they are: ``X-HubSpot-RateLimit-*`` headers, and 429s without ``Retry-After``.
+
+    HubSpot's answers carry the general budget (``X-HubSpot-RateLimit-Max``, ``-Remaining``,
+    ``-Interval-Milliseconds``: 100 per 10 000 ms on Starter, shared by the portal's integrations);
+    near its end this environment slows down instead of running into 429s. A 429 says which limit
+    was hit in its body (``"policyName": "SECONDLY"`` for the search limit, ``"TEN_SECONDLY_ROLLING"``
+    for the general one) and often has no ``Retry-After``.
+    """
+
+    #: Slow down when fewer than this share of the general budget is left in the window.
+    LOW_BUDGET_SHARE = 0.1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recent = RecentRequests()
+
+    def _policy_wait(self, response: requests.Response) -> float | None:
+        policy = _policy_name(response)
+        if policy == "SECONDLY":
+            return 1.0
+        if policy == "TEN_SECONDLY_ROLLING":
+            return max(0.5, self.recent.until_one_frees(_interval(response)))
+        return None
+
+    def _observe(self, response: requests.Response, limiters: tuple[RateLimiter, ...], call: CrmCall) -> None:
+        self.recent.sent()
+        remaining, most = (
+            _header_int(response, "X-HubSpot-RateLimit-Remaining"),
+            _header_int(response, "X-HubSpot-RateLimit-Max"),
+        )
+        if remaining is None or not most or remaining > most * self.LOW_BUDGET_SHARE:
+            return
+        interval = _interval(response) or 10.0
+        delay = self.recent.until_one_frees(interval) if remaining == 0 else interval / most
+        if limiters:
+            for limiter in limiters:
+                limiter.pause(delay)
+        elif delay + MIN_REQUEST_SECONDS < call.deadline.remaining():
+            self._sleep(delay)
+
+
+def _header_int(response: requests.Response, name: str) -> int | None:
+    try:
+        return int(response.headers.get(name, ""))
+    except ValueError:
+        return None
+
+
+def _interval(response: requests.Response) -> float | None:
+    millis = _header_int(response, "X-HubSpot-RateLimit-Interval-Milliseconds")
+    return millis / 1000 if millis else None
+
+
+def _policy_name(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return str(body.get("policyName") or "") or None if isinstance(body, dict) else None
 
 
 def _association(contact_id: str, type_id: int) -> dict[str, Any]:
@@ -193,3 +338,25 @@ def _note_body(summary: Mapping[str, Any], token: str) -> str:
     """A readable HTML note: one line per summary field, then the marker."""
     lines = [f"<b>{html.escape(str(key))}</b>: {html.escape(str(value))}" for key, value in summary.items()]
     return "<p>" + "<br>".join(["<b>Call summary</b>", *lines]) + f"</p><p>Ref: {token}</p>"
+
+
+def _existing_id(exc: CrmRequestError) -> str | None:
+    """The contact id in HubSpot's 409 ``Contact already exists. Existing ID: N``."""
+    if exc.status != 409 or not isinstance(exc.body, dict):
+        return None
+    found = _EXISTING_ID.search(str(exc.body.get("message", "")))
+    return found.group(1) if found else None
+
+
+def _preference(result: Mapping[str, Any], customer: Customer) -> tuple[int, str, int]:
+    """Deterministic choice among matches: same country code first, then the oldest, then the lowest id."""
+    props = result.get("properties") or {}
+    ours = parse_phone(customer.phone) if customer.phone else None
+    same_country = 1
+    region = region_of(ours) if ours is not None else None
+    for typed in (props.get("phone"), props.get("mobilephone")):
+        theirs = parse_phone(typed, region) if typed else None
+        if ours is not None and theirs is not None and theirs.e164 == ours.e164:
+            same_country = 0
+    created = str(props.get("createdate") or result.get("createdAt") or "")
+    return same_country, created, int(result["id"])

@@ -1,4 +1,4 @@
-"""Client-side pacing of CRM requests: one token bucket per execution environment.
+"""Client-side pacing of CRM requests: token buckets per execution environment.
 
 Every CRM publishes a request limit for an app (HubSpot private apps: 100 requests per 10 s on
 Free/Starter) and answers 429 above it. Reserved concurrency alone does not keep a burst under
@@ -12,6 +12,13 @@ second, and hands out *reservations*: a caller takes the next slot and sleeps un
 the threads of one conversation's actions are served in order. A 429 with ``Retry-After``
 :meth:`pauses <RateLimiter.pause>` the whole environment, and afterwards requests resume one
 interval apart rather than in a burst.
+
+HubSpot has two budgets: the general one (100 requests per rolling 10 s on Starter, shared by
+every integration of the portal, so ``CrmRateLimitPerSecond`` is *our share* of it) and the search
+one (4 requests per second per token, ``CrmSearchRateLimitPerSecond``). A search takes a slot in
+both (:class:`Budgets`). A 429 without ``Retry-After`` names its ``policyName``: ``SECONDLY`` frees
+within a second, ``TEN_SECONDLY_ROLLING`` when the oldest request of the window leaves it, which
+:class:`RecentRequests` estimates from what this environment sent.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class RateLimiter:
@@ -64,10 +73,61 @@ class RateLimiter:
             self._tat = max(self._tat, until + self._tolerance)
 
 
-def share(limit_per_second: float | None, concurrency: int) -> RateLimiter | None:
-    """This environment's limiter: an equal share of the CRM's limit (``None`` when no limit is set)."""
+def share(limit_per_second: float | None, concurrency: int, burst: float | None = None) -> RateLimiter | None:
+    """This environment's limiter: an equal share of the CRM's limit (``None`` when no limit is set).
+
+    ``burst``: requests it may send at once before pacing (default: one second's worth, at least one).
+    """
     if limit_per_second is None or limit_per_second <= 0:
         return None
     if concurrency < 1:
         raise ValueError(f"the concurrency must be at least 1, got {concurrency}")
-    return RateLimiter(limit_per_second / concurrency)
+    return RateLimiter(limit_per_second / concurrency, burst)
+
+
+#: Searches one conversation may send at once: the caller's contact and, after an unclear create, a
+#: marker. HubSpot's search limit is per second, and a ``SECONDLY`` 429 costs one second.
+SEARCH_BURST = 2.0
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The limiters a request takes a slot in: the general one and, for searches, the search one."""
+
+    general: RateLimiter | None = None
+    search: RateLimiter | None = None
+
+    def for_request(self, search: bool) -> tuple[RateLimiter, ...]:
+        chosen = (self.general, self.search) if search else (self.general,)
+        return tuple(limiter for limiter in chosen if limiter is not None)
+
+
+class RecentRequests:
+    """When this environment sent its requests over the last ``window`` seconds (a rolling window)."""
+
+    def __init__(self, window: float = 10.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def sent(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._sent.append(now)
+            self._trim(now)
+
+    def until_one_frees(self, window: float | None = None) -> float:
+        """Seconds until the oldest request sent in the window leaves it (the whole window if none is known)."""
+        span = self.window if window is None else window
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            inside = [at for at in self._sent if at > now - span]
+        if not inside:
+            return span
+        return max(0.0, inside[0] + span - now)
+
+    def _trim(self, now: float) -> None:
+        while self._sent and self._sent[0] <= now - max(self.window, 10.0):
+            self._sent.popleft()

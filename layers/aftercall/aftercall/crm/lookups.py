@@ -16,18 +16,19 @@ from typing import Generic, TypeVar
 from aftercall.errors import CrmUnavailableError
 
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-class _InFlight:
+class _InFlight(Generic[V]):
     """One lookup in progress: its outcome, once known, for every caller waiting on it."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.value: str | None = None
+        self.value: V | None = None
         self.error: BaseException | None = None
 
 
-class SharedLookups(Generic[K]):
+class SharedLookups(Generic[K, V]):
     """``get(key, lookup, wait)``: the cached id, or one ``lookup()`` shared by concurrent callers.
 
     Only successes are cached (at most ``max_entries``, then the cache starts over); an error is
@@ -36,11 +37,11 @@ class SharedLookups(Generic[K]):
 
     def __init__(self, max_entries: int = 1024) -> None:
         self._max_entries = max_entries
-        self._found: dict[K, str] = {}
-        self._in_flight: dict[K, _InFlight] = {}
+        self._found: dict[K, V] = {}
+        self._in_flight: dict[K, _InFlight[V]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: K, lookup: Callable[[], str], wait_seconds: float) -> str:
+    def get(self, key: K, lookup: Callable[[], V], wait_seconds: float) -> V:
         with self._lock:
             found = self._found.get(key)
             if found is not None:
@@ -48,7 +49,7 @@ class SharedLookups(Generic[K]):
             flight = self._in_flight.get(key)
             leader = flight is None
             if flight is None:
-                flight = self._in_flight[key] = _InFlight()
+                flight = self._in_flight[key] = _InFlight[V]()
         if not leader:
             return self._wait(flight, wait_seconds)
         try:
@@ -69,7 +70,7 @@ class SharedLookups(Generic[K]):
         return value
 
     @staticmethod
-    def _wait(flight: _InFlight, wait_seconds: float) -> str:
+    def _wait(flight: _InFlight[V], wait_seconds: float) -> V:
         if not flight.done.wait(max(0.0, wait_seconds)):
             raise CrmUnavailableError("gave up waiting for a concurrent lookup of the same record (deadline)")
         if flight.error is not None:

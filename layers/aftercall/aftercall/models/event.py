@@ -26,6 +26,8 @@ MAX_STATE_DEPTH = 32
 MAX_EVENT_BYTES = 256 * 1024
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+#: A number dialled nationally, without country code (read with ``DefaultPhoneRegion`` later).
+NATIONAL_NUMBER = re.compile(r"^\d{8,15}$")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]{2,}$")
 #: What an ISO 8601 date-time starts with; pydantic alone would also take a bare number (or a
 #: string of digits) as Unix time, which the contract does not allow.
@@ -89,8 +91,11 @@ def _phone(value: str | None) -> str | None:
     if value is None:
         return None
     compact = re.sub(r"[\s().\-]", "", value)
-    if not E164.match(compact):
-        raise ValueError("must be an E.164 phone number such as +14155550100")
+    if not E164.match(compact) and not NATIONAL_NUMBER.match(compact):
+        raise ValueError(
+            "must be an E.164 phone number such as +14155550100 "
+            "(or a national number of 8 to 15 digits, read with DefaultPhoneRegion)"
+        )
     return compact
 
 
