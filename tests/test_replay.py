@@ -117,7 +117,10 @@ def test_put_events_mode_hands_every_event_back_and_deletes_it(ops_target: OpsTa
     # And the work was batched: no single-message deletes, one PutEvents per received batch at most
     assert counter["DeleteMessage"] == 0
     assert counter["PutEvents"] <= counter["ReceiveMessage"]
-    assert counter["DeleteMessageBatch"] == counter["PutEvents"]
+    # (one DeleteMessageBatch per PutEvents batch; a batch holding a message that two overlapping
+    # receives both returned, as SQS's at-least-once delivery allows, deletes its extra receipt in
+    # a second call)
+    assert counter["PutEvents"] <= counter["DeleteMessageBatch"] <= 2 * counter["PutEvents"]
 
 
 def test_a_dry_run_lists_everything_and_changes_nothing(ops_target: OpsTarget) -> None:
