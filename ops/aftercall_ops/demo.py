@@ -35,6 +35,7 @@ from aftercall.crm.hubspot import marker
 from aftercall.follow_ups import schedule_name
 from aftercall.ledger import ActionLedger
 from aftercall.observability import logger
+from aftercall.phones import normalise_phone
 from aftercall_ops.generate import CUSTOMERS, conversations
 from aftercall_ops.local import LocalStack
 from aftercall_ops.template import PROJECT_ROOT
@@ -279,8 +280,9 @@ def _queue_depth(stack: LocalStack) -> int:
 
 
 def _contact_with_phone(stack: LocalStack, phone: str) -> dict[str, Any]:
+    """The fake HubSpot's contact for ``phone`` (its numbers are stored as people typed them)."""
     for contact in stack.crm.contacts:
-        if contact["properties"].get("phone") == phone:
+        if normalise_phone(contact["properties"].get("phone"), "US") == phone:
             return dict(contact["properties"])
     raise LookupError(f"no contact with phone {phone}")
 

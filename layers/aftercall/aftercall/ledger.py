@@ -253,9 +253,10 @@ class ActionLedger:
         record's lease) while an invocation holds the conversation.
         """
         entry = self._read(conversation_id).get(_attribute(action))
+        plain: dict[str, Any] | None = None
         if entry is not None:
             fields = entry["M"]
-            plain: dict[str, Any] = {"status": fields["s"]["S"]}
+            plain = {"status": fields["s"]["S"]}
             if "r" in fields:
                 plain["result"] = fields["r"]["S"]
             if "e" in fields:
@@ -264,18 +265,21 @@ class ActionLedger:
                 plain["unanswered_write_ms"] = int(fields["u"]["N"])
             if "l" in fields:
                 plain["in_progress_expiration"] = int(fields["l"]["N"])
-            return plain
+            if plain["status"] == COMPLETED:
+                return plain
+        # Not completed in the ledger item: a repeatable action or the last to finish may have its
+        # result in the completed record's report (the item then still says what an attempt left).
         record: dict[str, Any] = self.client.get_item(
             TableName=self.table_name, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True
         ).get("Item", {})
         status = record.get("status", {}).get("S")
-        if status == RECORD_IN_PROGRESS:
-            return {"status": IN_PROGRESS, "in_progress_expiration": int(record["in_progress_expiration"]["N"])}
         if status == RECORD_COMPLETED:
             outcome = json.loads(record.get("data", {}).get("S", "{}")).get("actions", {}).get(action)
             if outcome and outcome.get("status") in ("done", "already_done"):
                 return {"status": COMPLETED, "result": json.dumps(outcome.get("result"))}
-        return None
+        if plain is None and status == RECORD_IN_PROGRESS:
+            return {"status": IN_PROGRESS, "in_progress_expiration": int(record["in_progress_expiration"]["N"])}
+        return plain
 
     def describe(self, conversation_id: str) -> list[ActionRecord]:
         """Every action known for the conversation, sorted by name (for ``aftercall inspect``).
@@ -309,7 +313,8 @@ class ActionLedger:
         if record.get("status", {}).get("S") == RECORD_COMPLETED:
             report = json.loads(record.get("data", {}).get("S", "{}"))
             for name, outcome in (report.get("actions") or {}).items():
-                if name in records or outcome.get("status") not in ("done", "already_done"):
+                finished = name in records and records[name].status == COMPLETED
+                if finished or outcome.get("status") not in ("done", "already_done"):
                     continue
                 result = outcome.get("result")
                 records[name] = ActionRecord(
