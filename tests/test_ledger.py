@@ -158,6 +158,25 @@ def test_the_completed_record_holds_the_results_the_ledger_did_not_write(
     assert ledger.lookup(done, "support_ticket") is None
 
 
+def test_a_retry_that_completed_an_action_the_ledger_saw_fail_reads_as_completed(
+    stack: LocalStack, ledger: ActionLedger
+) -> None:
+    # Given a first attempt whose disposition failed (the ledger item keeps that outcome) and a
+    # retry that completed it, its result riding on the completed record (a repeatable action)
+    conversation = unique("conv")
+    ledger.start(conversation, Deadline.after(30))
+    ledger.close(conversation, {"disposition": failed_entry("CrmUnavailableError: 503")})
+    report = {"actions": {"disposition": {"status": "done", "result": {"object_id": "501"}}}}
+    _record(stack, conversation, RECORD_COMPLETED, Deadline.after(-1), report)
+    # When an operator looks the action up, or describes the conversation
+    looked_up = ledger.lookup(conversation, "disposition")
+    (described,) = ledger.describe(conversation)
+    # Then both say what happened last: completed, with the retry's result
+    assert looked_up is not None
+    assert (looked_up["status"], json.loads(looked_up["result"])) == (COMPLETED, {"object_id": "501"})
+    assert (described.action, described.status, described.result) == ("disposition", COMPLETED, {"object_id": "501"})
+
+
 def test_one_item_per_conversation_with_a_ttl_for_the_retention_window(stack: LocalStack) -> None:
     # Given a ledger with a one-hour retention
     ledger = ActionLedger(stack.table, 3600)
