@@ -10,7 +10,6 @@ over a bounded window. Everything dated goes into one timeline.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -22,8 +21,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from aftercall.handler import IDEMPOTENCY_KEY_PREFIX
-from aftercall.ledger import COMPLETED, ActionLedger, ActionRecord
+from aftercall.ledger import COMPLETED, ActionLedger, ActionRecord, record_key
 from aftercall.models.event import CONVERSATION_ID
 from aftercall_ops import status as status_logic
 from aftercall_ops.dlq import FailedEvent
@@ -148,12 +146,6 @@ def _schedule_text(schedule: dict[str, Any]) -> str:
     return f"follow-up {schedule['action']}: schedule {schedule['name']} {schedule['state']}"
 
 
-def idempotency_key(conversation_id: str) -> str:
-    """The key Powertools gives the conversation's record: prefix, then the MD5 of the key's JSON."""
-    digest = hashlib.md5(json.dumps(conversation_id, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
-    return f"{IDEMPOTENCY_KEY_PREFIX}#{digest}"
-
-
 def inspect(
     aws: Aws,
     target: Target,
@@ -192,7 +184,7 @@ def inspect(
 
 
 def _idempotency_record(dynamodb: Any, table: str, conversation_id: str) -> dict[str, Any] | None:
-    item = dynamodb.get_item(TableName=table, Key={"id": {"S": idempotency_key(conversation_id)}}, ConsistentRead=True)
+    item = dynamodb.get_item(TableName=table, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True)
     record = item.get("Item")
     if not record:
         return None
