@@ -38,7 +38,7 @@ import boto3
 from botocore.config import Config
 from packaging.requirements import Requirement
 
-from aftercall_ops.fake_crm import FakeCrm
+from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS, conversations
 from aftercall_ops.template import Resolver, load_template, stack_spec
 

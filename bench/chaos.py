@@ -1,6 +1,6 @@
 """Chaos run: N conversations through the local stack while the CRM, the credentials and Lambda fail.
 
-The scenario is ``aftercall_ops.chaos`` (shared with the CI-sized ``tests/test_chaos.py``): N
+The scenario is ``aftercall_ops.chaos`` (shared with the CI-sized ``tests/system/test_chaos.py``): N
 generated conversations (default 2,000), 20% emitted twice (half of those in the same PutEvents
 batch as the original, so the copies run concurrently); the fake HubSpot failing about 30% of
 requests (429 with Retry-After, 500, hangs past the client's read timeout that are applied

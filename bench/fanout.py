@@ -182,7 +182,7 @@ def _run(runs: int, latency_ms: float, scenarios: list[str]) -> dict[str, Any]:
     from aftercall.deadline import Deadline
     from aftercall.handler import EndHandlerRuntime, parse_event
     from aftercall.settings import Settings
-    from aftercall_ops.fake_crm import FakeCrm
+    from aftercall_ops.fakes.hubspot import FakeCrm
 
     logging.getLogger("aftercall").setLevel(logging.WARNING)
     name = f"bench-fanout-{uuid.uuid4().hex[:8]}"

@@ -36,9 +36,12 @@ os.environ.update(_ENV)
 os.environ.pop("AWS_PROFILE", None)
 
 from aftercall import aws  # noqa: E402 - after the environment is set
-from aftercall_ops.fake_crm import FakeCrm  # noqa: E402
+from aftercall_ops.fakes.hubspot import FakeCrm  # noqa: E402
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE  # noqa: E402
 from tests.support.stack import LocalStack, create_queue, create_secret, create_table, unique  # noqa: E402
+
+# The operator tools' fixtures (ops_target, fault_proxy): tests/support/ops_fixtures.py.
+pytest_plugins = ["tests.support.ops_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The chaos run: N conversations through the local stack while the CRM, the credentials and Lambda fail.
 
-What it does (``tests/test_chaos.py`` runs it CI-sized, ``bench/chaos.py`` at 2,000):
+What it does (``tests/system/test_chaos.py`` runs it CI-sized, ``bench/chaos.py`` at 2,000):
 
 1. A local stack (:class:`aftercall_ops.local.LocalStack`: moto, the fake HubSpot, the real
    EndHandler in worker processes with Lambda's async retries, timeouts that kill the worker, and

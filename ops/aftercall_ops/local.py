@@ -65,7 +65,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from aftercall.crm.http import check_outbound_url
 from aftercall.errors import ConfigurationError
-from aftercall_ops.fake_crm import FakeCrm
+from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS
 from aftercall_ops.template import PROJECT_ROOT, Resolver, StackSpec, load_template, stack_spec
 

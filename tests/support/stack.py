@@ -20,7 +20,7 @@ from aftercall.crm.hubspot import HubSpotCrm, marker
 from aftercall.handler import EndHandlerRuntime, new_callers
 from aftercall.ledger import ActionLedger
 from aftercall.settings import Settings
-from aftercall_ops.fake_crm import FakeCrm
+from aftercall_ops.fakes.hubspot import FakeCrm
 
 #: HTTP settings that keep fault tests fast: tiny backoffs, short timeouts. The policy (what is
 #: retried, how often, what a 429 waits) is the runtime's own; only the durations shrink.

@@ -96,7 +96,7 @@ class Prior:
 
 def record_key(conversation_id: str) -> str:
     """The Powertools idempotency record's key: ``key_prefix#`` and the MD5 of the key value as JSON,
-    Powertools' scheme (tests/test_ledger.py checks it against Powertools itself)."""
+    Powertools' scheme (tests/integration/test_ledger.py checks it against Powertools itself)."""
     digest = hashlib.md5(json.dumps(conversation_id, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     return f"{RECORD_PREFIX}#{digest}"
 

@@ -1,0 +1,414 @@
+"""A fake Zendesk Support: the API subset ``aftercall.crm.zendesk`` uses, on loopback.
+
+Why it exists: the Zendesk adapter relies on Zendesk's ``Idempotency-Key`` for tickets, so the
+fake implements it the way Zendesk documents it, and fails the ways Zendesk fails:
+
+* ``POST /api/v2/tickets`` with ``Idempotency-Key`` (up to 255 characters, kept two hours): a
+  repeat with the same body replays the first answer with ``x-idempotency-lookup: hit`` (the
+  first answers ``miss``) and creates nothing; the same key with a different body answers 400
+  ``IdempotentRequestError``. Only successful creates are remembered, so a refused one can be
+  corrected and sent again. Validation answers 422 ``RecordInvalid``.
+* ``GET /api/v2/tickets?external_id=``, ``GET /api/v2/tickets/<id>``,
+  ``GET /api/v2/tickets/<id>/comments``.
+* ``GET /api/v2/users/search?query=`` (matches part of a name, email or phone, as Zendesk's
+  does), ``PUT /api/v2/users/<id>`` (``user_fields`` for fields that do not exist are dropped).
+* API token auth: HTTP Basic ``<email>/token:<api token>``; 401 ``Couldn't authenticate you``.
+
+Faults are those of :mod:`aftercall_ops.fakes.http` (a ``rate_limit`` fault answers 429 with
+``Retry-After``). Admin extras: ``POST /__admin/users``, ``POST /__admin/tokens``
+(``{"api_token"}``), ``POST /__admin/idempotency/expire`` (the two hours have passed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import itertools
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request, serve_until_signalled
+
+DEFAULT_EMAIL = "agent@example.com"
+DEFAULT_API_TOKEN = "fake-zendesk-api-token"  # noqa: S105 - the fake's own test token
+DEFAULT_USER_FIELDS = ("aftercall_disposition",)
+IDEMPOTENCY_TTL_SECONDS = 2 * 3600
+MAX_IDEMPOTENCY_KEY = 255
+PRIORITIES = ("low", "normal", "high", "urgent")
+AGENT_ID = 900_001
+
+_TICKET = re.compile(r"^/api/v2/tickets/(?P<id>\d+)(?P<comments>/comments)?(?:\.json)?$")
+_USER = re.compile(r"^/api/v2/users/(?P<id>\d+)(?:\.json)?$")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error(error: str, description: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": error, "description": description}
+    if details:
+        body["details"] = dict(details)
+    return body
+
+
+def _invalid(field: str, message: str) -> Answer:
+    details = {field: [{"description": message, "error": "InvalidValue"}]}
+    return Answer(422, _error("RecordInvalid", "Record validation errors", details))
+
+
+class FakeZendesk(FakeHttpService):
+    """The fake Zendesk account: start it, seed users, point ``ZendeskCrm`` at ``url``."""
+
+    server_name = "FakeZendesk/1.0"
+    thread_name = "fake-zendesk"
+
+    def __init__(
+        self,
+        *,
+        email: str = DEFAULT_EMAIL,
+        api_token: str = DEFAULT_API_TOKEN,
+        user_fields: Sequence[str] = DEFAULT_USER_FIELDS,
+        idempotency_ttl: float = IDEMPOTENCY_TTL_SECONDS,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._data_lock = threading.RLock()
+        self._email = email
+        self._api_tokens = {api_token}
+        self._api_token = api_token
+        self._user_fields = set(user_fields)
+        self._ttl = idempotency_ttl
+        self._users: dict[int, dict[str, Any]] = {}
+        self._tickets: dict[int, dict[str, Any]] = {}
+        self._comments: dict[int, list[dict[str, Any]]] = {}
+        #: key → (expires at (monotonic), body digest, the answer given)
+        self._idempotency: dict[str, tuple[float, str, Answer]] = {}
+        self._user_ids = itertools.count(1001)
+        self._ticket_ids = itertools.count(1)
+        self._comment_ids = itertools.count(5001)
+        self.idempotent_replays = 0
+
+    # --- credentials -----------------------------------------------------------------------------
+
+    @property
+    def email(self) -> str:
+        return self._email
+
+    @property
+    def api_token(self) -> str:
+        with self._lock:
+            return self._api_token
+
+    def rotate_api_token(self, new: str, *, keep_old: bool = False) -> None:
+        """Make ``new`` the valid API token; the old one stops working unless ``keep_old``."""
+        with self._lock:
+            self._api_tokens = {*self._api_tokens, new} if keep_old else {new}
+            self._api_token = new
+
+    # --- data --------------------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        phone: str | None = None,
+        email: str | None = None,
+        name: str = "Jane Doe",
+        user_fields: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Seed an end user; returns its id."""
+        with self._data_lock:
+            user_id = next(self._user_ids)
+            stamp = _now()
+            fields = {key: None for key in self._user_fields} | dict(user_fields or {})
+            self._users[user_id] = {
+                "id": user_id,
+                "url": f"/api/v2/users/{user_id}.json",
+                "name": name,
+                "email": email,
+                "phone": phone,
+                "role": "end-user",
+                "user_fields": fields,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            return user_id
+
+    def define_user_field(self, key: str) -> None:
+        with self._data_lock:
+            self._user_fields.add(key)
+
+    def expire_idempotency_keys(self) -> None:
+        """As if two hours had passed: every key is forgotten."""
+        with self._data_lock:
+            self._idempotency.clear()
+
+    def user(self, user_id: int) -> dict[str, Any] | None:
+        with self._data_lock:
+            found = self._users.get(int(user_id))
+            return copy.deepcopy(found) if found else None
+
+    @property
+    def users(self) -> list[dict[str, Any]]:
+        with self._data_lock:
+            return copy.deepcopy(list(self._users.values()))
+
+    @property
+    def tickets(self) -> list[dict[str, Any]]:
+        with self._data_lock:
+            return copy.deepcopy(list(self._tickets.values()))
+
+    def comments(self, ticket_id: int | str) -> list[dict[str, Any]]:
+        with self._data_lock:
+            return copy.deepcopy(self._comments.get(int(ticket_id), []))
+
+    def tickets_for(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Tickets whose external id names the conversation (``aftercall:<id>:<action>``)."""
+        prefix = f"aftercall:{conversation_id}:"
+        return [t for t in self.tickets if str(t.get("external_id") or "").startswith(prefix)]
+
+    # --- the service hooks -------------------------------------------------------------------------
+
+    def _state_data(self) -> dict[str, Any]:
+        with self._data_lock:
+            keys = len(self._idempotency)
+        return {"users": self.users, "tickets": self.tickets, "idempotency_keys": keys}
+
+    def _reset_data(self) -> None:
+        with self._data_lock:
+            self._users.clear()
+            self._tickets.clear()
+            self._comments.clear()
+            self._idempotency.clear()
+
+    def _authorized(self, request: Request) -> bool:
+        authorization = request.header("Authorization") or ""
+        if not authorization.startswith("Basic "):
+            return False
+        try:
+            decoded = base64.b64decode(authorization[len("Basic ") :], validate=True).decode()
+        except ValueError:
+            return False
+        user, _, token = decoded.partition(":")
+        with self._lock:
+            return user == f"{self._email}/token" and token in self._api_tokens
+
+    def _unauthorized(self, request: Request) -> Answer:
+        return Answer(401, {"error": "Couldn't authenticate you"})
+
+    def _rate_limited(self, status: int | None, retry_after: str | None, body: Any) -> Answer:
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        default = _error("APIRateLimitExceeded", "Number of allowed API requests per minute exceeded")
+        return Answer(status or 429, body if body is not None else default, headers)
+
+    def _fault_body(self, fault: Fault) -> Any:
+        return _error("InternalError", f"injected fault {fault.id}: HTTP {fault.status or 500}")
+
+    def _route(self, request: Request) -> Answer:
+        path = request.path.removesuffix(".json")
+        method = request.method
+        try:
+            body = request.json()
+        except ValueError:
+            return Answer(400, _error("InvalidJSON", "the body is not JSON"))
+        if path == "/api/v2/tickets":
+            if method == "POST":
+                return self._create_ticket(request, body)
+            if method == "GET":
+                return self._list_tickets(request)
+        if (match := _TICKET.match(path)) and method == "GET":
+            return self._ticket(int(match["id"]), comments=bool(match["comments"]))
+        if path == "/api/v2/users/search" and method == "GET":
+            return self._search_users(request.param("query") or "")
+        if (match := _USER.match(path)) and method == "PUT":
+            return self._update_user(int(match["id"]), body)
+        return Answer(404, _error("InvalidEndpoint", "Not found"))
+
+    # --- tickets -----------------------------------------------------------------------------------
+
+    def _create_ticket(self, request: Request, body: Any) -> Answer:
+        key = request.header("Idempotency-Key")
+        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
+            return Answer(400, _error("InvalidIdempotencyKey", f"keys are at most {MAX_IDEMPOTENCY_KEY} characters"))
+        digest = hashlib.sha256(request.raw).hexdigest()
+        with self._data_lock:
+            if key is not None:
+                remembered = self._idempotency.get(key)
+                if remembered is not None and remembered[0] <= time.monotonic():
+                    del self._idempotency[key]
+                    remembered = None
+                if remembered is not None:
+                    if remembered[1] != digest:
+                        return Answer(
+                            400,
+                            _error(
+                                "IdempotentRequestError", "Request parameters don't match the given idempotency key"
+                            ),
+                        )
+                    self.idempotent_replays += 1
+                    first = remembered[2]
+                    return Answer(
+                        first.status, copy.deepcopy(first.body), {**first.headers, "x-idempotency-lookup": "hit"}
+                    )
+            answer = self._new_ticket(body)
+            if key is not None and 200 <= answer.status < 300:
+                answer.headers["x-idempotency-lookup"] = "miss"
+                self._idempotency[key] = (time.monotonic() + self._ttl, digest, copy.deepcopy(answer))
+            return answer
+
+    def _new_ticket(self, body: Any) -> Answer:
+        ticket = body.get("ticket") if isinstance(body, dict) else None
+        if not isinstance(ticket, dict):
+            return Answer(400, _error("InvalidValue", 'send {"ticket": {...}}'))
+        comment = ticket.get("comment")
+        text = (comment.get("body") or comment.get("html_body")) if isinstance(comment, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return _invalid("description", "Description: cannot be blank")
+        requester_id = ticket.get("requester_id")
+        if not isinstance(requester_id, int) or requester_id not in self._users:
+            return _invalid("requester", "Requester: is invalid")
+        priority = ticket.get("priority")
+        if priority is not None and priority not in PRIORITIES:
+            return _invalid("priority", f"Priority: {priority} is not valid")
+        tags = ticket.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            return _invalid("tags", "Tags: must be a list of strings")
+        ticket_id = next(self._ticket_ids)
+        stamp = _now()
+        subject = str(ticket.get("subject") or text.strip().splitlines()[0][:80])
+        stored = {
+            "id": ticket_id,
+            "url": f"/api/v2/tickets/{ticket_id}.json",
+            "external_id": ticket.get("external_id"),
+            "subject": subject,
+            "raw_subject": subject,
+            "description": text,
+            "priority": priority,
+            "status": "new",
+            "requester_id": requester_id,
+            "submitter_id": AGENT_ID,
+            "tags": sorted({tag.strip().lower().replace(" ", "_") for tag in tags}),
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        public = comment.get("public", True) if isinstance(comment, dict) else True
+        self._tickets[ticket_id] = stored
+        self._comments[ticket_id] = [
+            {
+                "id": next(self._comment_ids),
+                "type": "Comment",
+                "author_id": AGENT_ID,
+                "body": text,
+                "public": bool(public),
+                "created_at": stamp,
+            }
+        ]
+        return Answer(201, {"ticket": copy.deepcopy(stored)}, {"Location": f"/api/v2/tickets/{ticket_id}.json"})
+
+    def _list_tickets(self, request: Request) -> Answer:
+        external_id = request.param("external_id")
+        with self._data_lock:
+            tickets = [t for t in self._tickets.values() if external_id is None or t["external_id"] == external_id]
+            return Answer(
+                200,
+                {"tickets": copy.deepcopy(tickets), "next_page": None, "previous_page": None, "count": len(tickets)},
+            )
+
+    def _ticket(self, ticket_id: int, *, comments: bool) -> Answer:
+        with self._data_lock:
+            found = self._tickets.get(ticket_id)
+            if found is None:
+                return Answer(404, _error("RecordNotFound", "Not found"))
+            if comments:
+                listed = self._comments.get(ticket_id, [])
+                return Answer(200, {"comments": copy.deepcopy(listed), "count": len(listed)})
+            return Answer(200, {"ticket": copy.deepcopy(found)})
+
+    # --- users -------------------------------------------------------------------------------------
+
+    def _search_users(self, query: str) -> Answer:
+        needle = query.strip().casefold()
+        with self._data_lock:
+            hits = [
+                u
+                for u in self._users.values()
+                if needle and any(needle in str(u.get(k) or "").casefold() for k in ("name", "email", "phone"))
+            ]
+            return Answer(
+                200, {"users": copy.deepcopy(hits), "next_page": None, "previous_page": None, "count": len(hits)}
+            )
+
+    def _update_user(self, user_id: int, body: Any) -> Answer:
+        changes = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(changes, dict):
+            return Answer(400, _error("InvalidValue", 'send {"user": {...}}'))
+        with self._data_lock:
+            user = self._users.get(user_id)
+            if user is None:
+                return Answer(404, _error("RecordNotFound", "Not found"))
+            for key in ("name", "email", "phone"):
+                if key in changes:
+                    user[key] = changes[key]
+            fields = changes.get("user_fields")
+            if isinstance(fields, dict):
+                user["user_fields"].update({k: v for k, v in fields.items() if k in self._user_fields})
+            user["updated_at"] = _now()
+            return Answer(200, {"user": copy.deepcopy(user)})
+
+    def _admin_route(self, method: str, route: str, body: Any) -> Answer | None:
+        if route == "users" and method == "POST":
+            if not isinstance(body, dict):
+                raise ValueError('send {"phone", "email", "name", "user_fields"}')
+            user_id = self.add_user(
+                body.get("phone"), body.get("email"), body.get("name") or "Jane Doe", body.get("user_fields")
+            )
+            return Answer(201, {"id": user_id})
+        if route == "tokens" and method == "POST":
+            if not isinstance(body, dict) or not isinstance(body.get("api_token"), str) or not body["api_token"]:
+                raise ValueError('send {"api_token": "<new token>", "keep_old": false}')
+            self.rotate_api_token(body["api_token"], keep_old=bool(body.get("keep_old")))
+            return Answer(200, {"rotated": True})
+        if route == "idempotency/expire" and method == "POST":
+            self.expire_idempotency_keys()
+            return Answer(200, {"expired": True})
+        return None
+
+
+class FakeZendeskAdmin(FakeAdmin):
+    """Drive a running fake Zendesk from another process through ``/__admin/``."""
+
+    def add_user(self, phone: str | None = None, email: str | None = None, name: str = "Jane Doe") -> int:
+        return int(self._call("POST", "users", {"phone": phone, "email": email, "name": name})["id"])
+
+    def rotate_api_token(self, token: str, *, keep_old: bool = False) -> None:
+        self._call("POST", "tokens", {"api_token": token, "keep_old": keep_old})
+
+    def expire_idempotency_keys(self) -> None:
+        self._call("POST", "idempotency/expire")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the fake Zendesk until interrupted; prints its URL as the first line on stdout."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aftercall_ops.fakes.zendesk", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--email", default=DEFAULT_EMAIL)
+    parser.add_argument("--api-token", default=DEFAULT_API_TOKEN)
+    parser.add_argument("--user", action="append", default=[], metavar="PHONE[,EMAIL]", help="seed an end user")
+    args = parser.parse_args(argv)
+    account = FakeZendesk(host=args.host, port=args.port, email=args.email, api_token=args.api_token)
+    for spec in args.user:
+        phone, _, email = spec.partition(",")
+        account.add_user(phone or None, email or None)
+    return serve_until_signalled(account, "fake Zendesk on {url}; admin at {url}/__admin/state")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

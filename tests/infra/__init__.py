@@ -1,0 +1,1 @@
+"""The template as CloudFormation sees it, the layer build and the house rules."""

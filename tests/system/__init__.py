@@ -1,0 +1,1 @@
+"""The whole pipeline on the local stack: chaos, deadlines, the demo."""

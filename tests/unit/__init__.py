@@ -1,0 +1,1 @@
+"""Tests of one module or function, without the local stack."""
