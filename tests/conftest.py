@@ -38,7 +38,7 @@ os.environ.pop("AWS_PROFILE", None)
 from aftercall import aws  # noqa: E402 - after the environment is set
 from aftercall_ops.fakes.hubspot import FakeCrm  # noqa: E402
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE  # noqa: E402
-from tests.support.stack import LocalStack, create_queue, create_secret, create_table, unique  # noqa: E402
+from tests.support.stack import HandlerPeers, create_queue, create_secret, create_table, unique  # noqa: E402
 
 # The operator tools' fixtures (ops_target, fault_proxy): tests/support/ops_fixtures.py.
 pytest_plugins = ["tests.support.ops_fixtures"]
@@ -78,9 +78,9 @@ def fake_crm() -> Iterator[FakeCrm]:
 
 
 @pytest.fixture
-def stack(moto_endpoint: str, fake_crm: FakeCrm) -> Iterator[LocalStack]:
+def stack(moto_endpoint: str, fake_crm: FakeCrm) -> Iterator[HandlerPeers]:
     """This test's idempotency table, failed-events queue and CRM secret, plus the fake CRM."""
-    local = LocalStack(
+    local = HandlerPeers(
         table=create_table(unique("aftercall-idempotency")),
         queue_url=create_queue(unique("aftercall-failed-events")),
         secret_id=create_secret(unique("aftercall/crm"), {"access_token": fake_crm.token}),

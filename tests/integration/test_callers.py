@@ -26,7 +26,7 @@ from aftercall_ops.fakes.hubspot import SEARCH_RATE_LIMIT_BODY
 from tests.support.events import CUSTOMER_PHONE, conversation_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.peers import NotificationsTopic
-from tests.support.stack import LocalStack, unique
+from tests.support.stack import HandlerPeers, unique
 
 CONTACTS = "/crm/v3/objects/contacts"
 CONTACT_CREATE = "/crm/v3/objects/contacts$"
@@ -53,11 +53,11 @@ LAG = 0.5
 
 
 @pytest.fixture(autouse=True)
-def _short_index_lag(stack: LocalStack) -> None:
+def _short_index_lag(stack: HandlerPeers) -> None:
     stack.crm.index_lag_seconds = LAG
 
 
-def _environment(stack: LocalStack, policy: str = "create", **http: Any) -> HubSpotCrm:
+def _environment(stack: HandlerPeers, policy: str = "create", **http: Any) -> HubSpotCrm:
     """One execution environment's adapter (its own warm cache), sharing the stack's caller table."""
     new_callers = NewCallers("create" if policy == "create" else "park", CallerLeases(stack.table))
     return stack.hubspot(new_callers=new_callers, search_lag_seconds=LAG, **http)
@@ -67,7 +67,7 @@ def _new_phone() -> str:
     return f"+1415{int(time.time() * 1000) % 10_000_000:07d}"
 
 
-def _contacts_with(stack: LocalStack, national: str) -> list[dict[str, Any]]:
+def _contacts_with(stack: HandlerPeers, national: str) -> list[dict[str, Any]]:
     return [
         c
         for c in stack.crm.contacts
@@ -88,7 +88,9 @@ def _contacts_with(stack: LocalStack, national: str) -> list[dict[str, Any]]:
         ("+1 (415) 555 0134", "mobilephone"),
     ],
 )
-def test_a_caller_is_found_whatever_format_their_number_was_typed_in(stack: LocalStack, typed: str, field: str) -> None:
+def test_a_caller_is_found_whatever_format_their_number_was_typed_in(
+    stack: HandlerPeers, typed: str, field: str
+) -> None:
     # Given a contact whose number someone typed as people do (no phone validation in the portal)
     contact_id = stack.crm.add_contact(properties={field: typed, "firstname": "Typed"})
     hubspot = _environment(stack, "park")
@@ -101,7 +103,7 @@ def test_a_caller_is_found_whatever_format_their_number_was_typed_in(stack: Loca
     assert values == {"4155550134"}
 
 
-def test_a_number_without_country_code_is_read_with_the_default_region(stack: LocalStack) -> None:
+def test_a_number_without_country_code_is_read_with_the_default_region(stack: HandlerPeers) -> None:
     # Given a contact typed with spaces, and an event whose caller number has no country code
     contact_id = stack.crm.add_contact(properties={"phone": "+1 415 555 0177"})
     event = conversation_ended(caller="(415) 555-0177")
@@ -116,7 +118,7 @@ def _summary_only(conv: Any) -> None:
 
 
 def test_several_matches_choose_the_oldest_with_the_same_country_code_and_create_nothing(
-    stack: LocalStack,
+    stack: HandlerPeers,
 ) -> None:
     # Given two contacts with the caller's national number: a UK one first, then the US one, then a
     # newer US duplicate
@@ -135,7 +137,7 @@ def test_several_matches_choose_the_oldest_with_the_same_country_code_and_create
 # --- new callers ---------------------------------------------------------------------------------
 
 
-def test_a_new_caller_gets_one_lead_contact_and_the_note_on_it(stack: LocalStack) -> None:
+def test_a_new_caller_gets_one_lead_contact_and_the_note_on_it(stack: HandlerPeers) -> None:
     # Given a caller HubSpot does not know, with a name and an email the agent collected
     phone = _new_phone()
     email = f"{unique('new')}@example.com"
@@ -150,7 +152,7 @@ def test_a_new_caller_gets_one_lead_contact_and_the_note_on_it(stack: LocalStack
     assert record.extra["contact_id"] == contact["id"]
 
 
-def test_park_leaves_a_new_caller_unknown_and_creates_nothing(stack: LocalStack) -> None:
+def test_park_leaves_a_new_caller_unknown_and_creates_nothing(stack: HandlerPeers) -> None:
     # Given UnknownCallerPolicy=park and a caller HubSpot does not know
     phone = _new_phone()
     # When the summary is logged
@@ -161,7 +163,7 @@ def test_park_leaves_a_new_caller_unknown_and_creates_nothing(stack: LocalStack)
     assert stack.crm.requests_to("POST", CONTACT_CREATE) == []
 
 
-def test_two_conversations_of_one_new_caller_at_once_make_one_contact(stack: LocalStack) -> None:
+def test_two_conversations_of_one_new_caller_at_once_make_one_contact(stack: HandlerPeers) -> None:
     # Given a new caller with two conversations processed at the same moment in two environments
     # (each searches, finds nothing, and HubSpot's search would not show the other's contact at once)
     customer = Customer(_new_phone(), None)
@@ -189,7 +191,7 @@ def test_two_conversations_of_one_new_caller_at_once_make_one_contact(stack: Loc
     assert (customer.phone or "") not in lease_key("hubspot", customer.phone or "")
 
 
-def test_a_create_whose_answer_is_lost_is_found_by_the_next_attempt_not_made_again(stack: LocalStack) -> None:
+def test_a_create_whose_answer_is_lost_is_found_by_the_next_attempt_not_made_again(stack: HandlerPeers) -> None:
     # Given HubSpot applies the contact create but its answer never arrives within the read timeout,
     # and the first attempt has too little time to wait for it to show in search
     customer = Customer(_new_phone(), None)
@@ -206,7 +208,7 @@ def test_a_create_whose_answer_is_lost_is_found_by_the_next_attempt_not_made_aga
     assert len(stack.crm.requests_to("POST", CONTACT_CREATE)) == 1
 
 
-def test_a_500_after_the_contact_create_plus_index_lag_makes_no_second_contact(stack: LocalStack) -> None:
+def test_a_500_after_the_contact_create_plus_index_lag_makes_no_second_contact(stack: HandlerPeers) -> None:
     # Given HubSpot creates the contact but answers 500, and shows it in search only a moment later
     customer = Customer(_new_phone(), None)
     national = customer.phone[2:] if customer.phone else ""
@@ -219,7 +221,7 @@ def test_a_500_after_the_contact_create_plus_index_lag_makes_no_second_contact(s
     assert [r.status for r in stack.crm.requests_to("POST", CONTACT_CREATE)] == [500]
 
 
-def test_hubspots_409_on_an_existing_email_gives_that_contact(stack: LocalStack) -> None:
+def test_hubspots_409_on_an_existing_email_gives_that_contact(stack: HandlerPeers) -> None:
     # Given a contact with the caller's email created a moment ago (not yet in search)
     email = f"{unique('lag')}@example.com"
     existing = stack.hubspot().http.request(
@@ -235,7 +237,7 @@ def test_hubspots_409_on_an_existing_email_gives_that_contact(stack: LocalStack)
 # --- HubSpot's limits ------------------------------------------------------------------------------
 
 
-def test_a_search_429_without_retry_after_waits_its_policys_second(stack: LocalStack) -> None:
+def test_a_search_429_without_retry_after_waits_its_policys_second(stack: HandlerPeers) -> None:
     # Given HubSpot answers the contact search once with its SECONDLY 429 and no Retry-After
     stack.crm.add_fault("rate_limit", path=CONTACT_SEARCH, retry_after=None, body=SEARCH_RATE_LIMIT_BODY, times=1)
     # When a call from the seeded customer is logged
@@ -247,7 +249,7 @@ def test_a_search_429_without_retry_after_waits_its_policys_second(stack: LocalS
     assert retried.received - limited.answered >= 1.0
 
 
-def test_a_burst_of_searches_from_two_environments_shares_hubspots_limit_without_429(stack: LocalStack) -> None:
+def test_a_burst_of_searches_from_two_environments_shares_hubspots_limit_without_429(stack: HandlerPeers) -> None:
     # Given 12 known callers and two environments that take their searches from the slots shared in
     # the idempotency table (3 per second, the template's default, under HubSpot's 4)
     phones = [f"+1628555{index:04d}" for index in range(12)]
@@ -287,7 +289,7 @@ def _summary_and_notify(conv: Conversation) -> None:
 
 
 def test_a_new_callers_first_conversation_makes_a_flagged_lead_and_the_next_one_reuses_it(
-    stack: LocalStack, topic: NotificationsTopic
+    stack: HandlerPeers, topic: NotificationsTopic
 ) -> None:
     # Given the default UnknownCallerPolicy (create) and two calls from a number HubSpot does not
     # know, the first written nationally with the default region US

@@ -21,7 +21,7 @@ from aftercall.errors import ActionsFailedError, CrmRequestError, CrmUnavailable
 from aftercall_ops.fakes.hubspot import RequestRecord
 from tests.support.events import CUSTOMER_EMAIL, outbound_call_ended
 from tests.support.lambda_context import lambda_context
-from tests.support.stack import LocalStack
+from tests.support.stack import HandlerPeers
 
 LATENCY_MS = 250
 SEARCH = "/crm/v3/objects/contacts/search$"
@@ -37,7 +37,7 @@ def three_crm_actions(conv: Conversation) -> None:
     conv.actions.log_disposition("info_requested")
 
 
-def _writes(stack: LocalStack) -> list[RequestRecord]:
+def _writes(stack: HandlerPeers) -> list[RequestRecord]:
     return [
         r
         for r in stack.crm.requests
@@ -59,7 +59,7 @@ def peak_in_flight(records: Sequence[RequestRecord]) -> int:
     return peak
 
 
-def _handle(stack: LocalStack, event: dict[str, Any], **settings: Any) -> dict[str, Any]:
+def _handle(stack: HandlerPeers, event: dict[str, Any], **settings: Any) -> dict[str, Any]:
     report: dict[str, Any] = stack.runtime(**settings).handle(event, lambda_context(), three_crm_actions)
     return report
 
@@ -67,7 +67,7 @@ def _handle(stack: LocalStack, event: dict[str, Any], **settings: Any) -> dict[s
 # --- concurrently, not one after another ----------------------------------------------------------
 
 
-def test_independent_actions_are_in_the_crm_at_the_same_time(stack: LocalStack) -> None:
+def test_independent_actions_are_in_the_crm_at_the_same_time(stack: HandlerPeers) -> None:
     # Given a CRM that answers every request after a delay
     stack.crm.add_fault("latency", ms=LATENCY_MS)
     # When the handler performs a note, a ticket and a disposition for one outbound call
@@ -80,7 +80,7 @@ def test_independent_actions_are_in_the_crm_at_the_same_time(stack: LocalStack) 
     assert {outcome["status"] for outcome in report["actions"].values()} == {"done"}
 
 
-def test_with_action_concurrency_one_the_actions_run_one_after_another(stack: LocalStack) -> None:
+def test_with_action_concurrency_one_the_actions_run_one_after_another(stack: HandlerPeers) -> None:
     # Given the same CRM delay
     stack.crm.add_fault("latency", ms=LATENCY_MS)
     # When the handler runs with ACTION_CONCURRENCY=1 (the sequential baseline of the benchmark)
@@ -90,7 +90,7 @@ def test_with_action_concurrency_one_the_actions_run_one_after_another(stack: Lo
     assert peak_in_flight(stack.crm.requests) == 1
 
 
-def test_action_concurrency_bounds_how_many_run_at_once(stack: LocalStack) -> None:
+def test_action_concurrency_bounds_how_many_run_at_once(stack: HandlerPeers) -> None:
     # Given the same CRM delay, and the contact already known to the warm process
     stack.crm.add_fault("latency", ms=LATENCY_MS)
     runtime = stack.runtime(action_concurrency=2)
@@ -103,7 +103,7 @@ def test_action_concurrency_bounds_how_many_run_at_once(stack: LocalStack) -> No
     assert peak_in_flight(_writes(stack)) == 2
 
 
-def test_concurrent_actions_share_one_contact_lookup(stack: LocalStack) -> None:
+def test_concurrent_actions_share_one_contact_lookup(stack: HandlerPeers) -> None:
     # Given a cold process (the contact is not cached) and a CRM that answers after a delay
     stack.crm.add_fault("latency", ms=LATENCY_MS)
     # When three actions that all need the contact run at once
@@ -113,7 +113,7 @@ def test_concurrent_actions_share_one_contact_lookup(stack: LocalStack) -> None:
     assert len(_writes(stack)) == 3
 
 
-def test_a_failed_shared_lookup_fails_each_action_and_the_retry_looks_up_again(stack: LocalStack) -> None:
+def test_a_failed_shared_lookup_fails_each_action_and_the_retry_looks_up_again(stack: HandlerPeers) -> None:
     # Given the CRM refuses the first contact search, after a while (so every action waits on it)
     stack.crm.add_fault("latency", method="POST", path=SEARCH, ms=LATENCY_MS)
     stack.crm.add_fault("status", method="POST", path=SEARCH, status=400, times=1)
@@ -135,7 +135,7 @@ def test_a_failed_shared_lookup_fails_each_action_and_the_retry_looks_up_again(s
 
 
 def test_a_failing_action_neither_cancels_nor_repeats_the_others_and_the_retry_does_only_it(
-    stack: LocalStack,
+    stack: HandlerPeers,
 ) -> None:
     # Given a CRM that takes its time over the note and the lead update, and refuses the ticket,
     # the first time, sooner

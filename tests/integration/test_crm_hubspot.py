@@ -24,7 +24,7 @@ from aftercall.errors import (
     UnknownContactError,
 )
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE
-from tests.support.stack import LocalStack, create_secret, unique
+from tests.support.stack import HandlerPeers, create_secret, unique
 
 CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=None)
 NOTES = "/crm/v3/objects/notes"
@@ -46,18 +46,18 @@ def _note(conversation_id: str | None = None, customer: Customer = CUSTOMER) -> 
 
 
 @pytest.fixture
-def hubspot(stack: LocalStack) -> HubSpotCrm:
+def hubspot(stack: HandlerPeers) -> HubSpotCrm:
     return stack.hubspot()
 
 
-def _statuses(stack: LocalStack, method: str, path: str) -> list[int | None]:
+def _statuses(stack: HandlerPeers, method: str, path: str) -> list[int | None]:
     return [r.status for r in stack.crm.requests_to(method, path)]
 
 
 # --- the happy path ----------------------------------------------------------------------------
 
 
-def test_a_summary_becomes_one_marked_note_on_the_contact(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_summary_becomes_one_marked_note_on_the_contact(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given a customer known to the CRM by phone
     note = _note()
     # When the summary is logged
@@ -76,7 +76,7 @@ def test_a_summary_becomes_one_marked_note_on_the_contact(stack: LocalStack, hub
     assert stored["properties"]["hs_timestamp"] == "2026-11-25T09:14:50+00:00"
 
 
-def test_a_contact_is_found_by_email_when_there_is_no_phone(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_contact_is_found_by_email_when_there_is_no_phone(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given a chat customer known only by email
     note = _note(customer=Customer(phone=None, email=CUSTOMER_EMAIL))
     # When the summary is logged
@@ -86,7 +86,7 @@ def test_a_contact_is_found_by_email_when_there_is_no_phone(stack: LocalStack, h
     assert stored["associations"] == {"contacts": [stack.contact_id]}
 
 
-def test_a_recovering_call_finds_the_note_an_earlier_attempt_made(stack: LocalStack) -> None:
+def test_a_recovering_call_finds_the_note_an_earlier_attempt_made(stack: HandlerPeers) -> None:
     # Given a note already written for the conversation by an attempt that was then stopped at its
     # deadline (now), and HubSpot's search that shows new notes only ~2 s after they were written
     hubspot = stack.hubspot(read_timeout=0.5)
@@ -102,7 +102,7 @@ def test_a_recovering_call_finds_the_note_an_earlier_attempt_made(stack: LocalSt
     assert _statuses(stack, "POST", NOTE_CREATE) == [201]
 
 
-def test_the_contact_lookup_is_cached_across_calls(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_the_contact_lookup_is_cached_across_calls(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given two conversations with the same customer
     # When both summaries are logged by one warm adapter
     hubspot.log_summary(_note(), _call())
@@ -112,7 +112,7 @@ def test_the_contact_lookup_is_cached_across_calls(stack: LocalStack, hubspot: H
     assert len(stack.crm.notes) == 2
 
 
-def test_a_ticket_is_opened_once_with_its_marker(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_ticket_is_opened_once_with_its_marker(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given a support ticket request
     ticket = SupportTicket(unique("conv"), CUSTOMER, "Charged twice", "Two charges of 49.00", "HIGH")
     # When it is opened
@@ -126,7 +126,7 @@ def test_a_ticket_is_opened_once_with_its_marker(stack: LocalStack, hubspot: Hub
 
 
 def test_a_disposition_sets_the_lead_status_and_a_503_on_patch_is_retried(
-    stack: LocalStack, hubspot: HubSpotCrm
+    stack: HandlerPeers, hubspot: HubSpotCrm
 ) -> None:
     # Given the CRM fails the first update with 503 (setting a property is safe to repeat)
     stack.crm.add_fault("status", method="PATCH", status=503, times=1)
@@ -143,7 +143,7 @@ def test_a_disposition_sets_the_lead_status_and_a_503_on_patch_is_retried(
 # --- ambiguous creates -------------------------------------------------------------------------
 
 
-def test_a_500_before_the_write_then_success_makes_one_note(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_500_before_the_write_then_success_makes_one_note(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given the CRM answers the first note create with 500 without writing anything
     stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=500, times=1)
     note = _note()
@@ -158,7 +158,7 @@ def test_a_500_before_the_write_then_success_makes_one_note(stack: LocalStack, h
     ]
 
 
-def test_a_500_after_the_write_makes_no_second_note(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_500_after_the_write_makes_no_second_note(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given the CRM applies the first note create but answers 500 (the ambiguous case)
     stack.crm.add_fault("after_commit_status", method="POST", path=NOTE_CREATE, status=500, times=1)
     note = _note()
@@ -171,7 +171,7 @@ def test_a_500_after_the_write_makes_no_second_note(stack: LocalStack, hubspot: 
     assert _statuses(stack, "POST", f"{NOTES}/search") == [200]
 
 
-def test_a_connection_reset_during_a_create_makes_one_note(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_connection_reset_during_a_create_makes_one_note(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given the connection is reset while the first note create is in flight
     stack.crm.add_fault("reset", method="POST", path=NOTE_CREATE, times=1)
     note = _note()
@@ -181,7 +181,7 @@ def test_a_connection_reset_during_a_create_makes_one_note(stack: LocalStack, hu
     assert len(stack.notes_for(note.conversation_id)) == 1
 
 
-def test_a_create_that_never_answers_gives_up_without_writing(stack: LocalStack) -> None:
+def test_a_create_that_never_answers_gives_up_without_writing(stack: HandlerPeers) -> None:
     # Given a CRM that takes note creates and never answers them
     stack.crm.add_fault("hang", method="POST", path=NOTE_CREATE, then="never")
     hubspot = stack.hubspot(read_timeout=0.2)
@@ -195,7 +195,7 @@ def test_a_create_that_never_answers_gives_up_without_writing(stack: LocalStack)
     assert _statuses(stack, "POST", f"{NOTES}/search") == [200, 200, 200]
 
 
-def _until_the_crm_is_done(stack: LocalStack) -> None:
+def _until_the_crm_is_done(stack: HandlerPeers) -> None:
     """Wait (bounded) until the fake CRM has finished every request it received, late ones included."""
     for _ in range(200):
         if all(r.answered is not None for r in stack.crm.requests):
@@ -204,7 +204,7 @@ def _until_the_crm_is_done(stack: LocalStack) -> None:
     raise AssertionError("the fake CRM still holds a request after 10 s")
 
 
-def test_a_create_applied_after_the_client_gave_up_is_found_not_repeated(stack: LocalStack) -> None:
+def test_a_create_applied_after_the_client_gave_up_is_found_not_repeated(stack: HandlerPeers) -> None:
     # Given HubSpot holds the note create past the client's read timeout, then applies it
     stack.crm.add_fault("hang", method="POST", path=NOTE_CREATE, seconds=0.8, times=1)
     hubspot = stack.hubspot(read_timeout=0.5)
@@ -221,7 +221,7 @@ def test_a_create_applied_after_the_client_gave_up_is_found_not_repeated(stack: 
     assert search.received >= hung.answered
 
 
-def test_a_retry_waits_for_a_create_an_earlier_attempt_left_unanswered(stack: LocalStack) -> None:
+def test_a_retry_waits_for_a_create_an_earlier_attempt_left_unanswered(stack: HandlerPeers) -> None:
     # Given a first attempt whose note create got no answer, with too little time left to wait for it
     stack.crm.add_fault("hang", method="POST", path=NOTE_CREATE, seconds=0.8, times=1)
     hubspot = stack.hubspot(read_timeout=0.5)
@@ -244,7 +244,7 @@ def test_a_retry_waits_for_a_create_an_earlier_attempt_left_unanswered(stack: Lo
     assert search.received >= hung.answered
 
 
-def test_a_500_is_looked_after_only_once_the_search_can_show_it(stack: LocalStack) -> None:
+def test_a_500_is_looked_after_only_once_the_search_can_show_it(stack: HandlerPeers) -> None:
     # Given the CRM answers the note create with 500 (written or not), and a search that shows a new
     # note only ~2 s after it was written
     stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=500, times=1)
@@ -266,7 +266,7 @@ def test_a_500_is_looked_after_only_once_the_search_can_show_it(stack: LocalStac
 # --- rate limits ---------------------------------------------------------------------------------
 
 
-def test_a_429_retry_after_is_waited_out_then_the_call_succeeds(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_429_retry_after_is_waited_out_then_the_call_succeeds(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given the CRM rate-limits the contact search once, asking for one second
     stack.crm.add_fault("rate_limit", path=CONTACT_SEARCH, retry_after="1", times=1)
     note = _note()
@@ -280,7 +280,7 @@ def test_a_429_retry_after_is_waited_out_then_the_call_succeeds(stack: LocalStac
     assert len(stack.notes_for(note.conversation_id)) == 1
 
 
-def test_a_retry_after_beyond_the_deadline_gives_up_at_once(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given the CRM asks to wait a minute, and the invocation has two seconds left
     stack.crm.add_fault("rate_limit", path=CONTACT_SEARCH, retry_after="60", times=1)
     # When the summary is logged
@@ -293,7 +293,7 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once(stack: LocalStack, h
 # --- credentials -----------------------------------------------------------------------------
 
 
-def test_a_401_after_rotation_rereads_the_secret_and_succeeds(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_401_after_rotation_rereads_the_secret_and_succeeds(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given a warm adapter that has read (and cached) the current token
     hubspot.log_summary(_note(), _call())
     # When the token is rotated in the CRM and the new one stored in Secrets Manager
@@ -306,7 +306,7 @@ def test_a_401_after_rotation_rereads_the_secret_and_succeeds(stack: LocalStack,
     assert _statuses(stack, "POST", NOTE_CREATE) == [201, 401, 201]
 
 
-def test_a_401_with_a_still_stale_secret_is_a_credentials_error(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_401_with_a_still_stale_secret_is_a_credentials_error(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given the CRM's token rotated but the secret was not updated
     stack.crm.rotate_token("pat-na1-nobody-stored-this")
     # When the summary is logged
@@ -317,7 +317,7 @@ def test_a_401_with_a_still_stale_secret_is_a_credentials_error(stack: LocalStac
     assert stack.crm.notes == []
 
 
-def test_a_missing_secret_is_a_specific_credentials_error(stack: LocalStack) -> None:
+def test_a_missing_secret_is_a_specific_credentials_error(stack: HandlerPeers) -> None:
     # Given an adapter pointed at a secret that does not exist
     hubspot = stack.hubspot(secret_id=unique("aftercall/missing"))
     # When it is used
@@ -327,7 +327,7 @@ def test_a_missing_secret_is_a_specific_credentials_error(stack: LocalStack) -> 
     assert stack.crm.requests == []
 
 
-def test_a_secret_without_access_token_is_a_specific_credentials_error(stack: LocalStack) -> None:
+def test_a_secret_without_access_token_is_a_specific_credentials_error(stack: HandlerPeers) -> None:
     # Given a secret that holds JSON but not the access token
     secret_id = create_secret(unique("aftercall/crm"), {"token": "wrong-key"})
     hubspot = stack.hubspot(secret_id=secret_id)
@@ -338,7 +338,7 @@ def test_a_secret_without_access_token_is_a_specific_credentials_error(stack: Lo
     assert stack.crm.requests == []
 
 
-def test_a_secret_that_is_not_json_is_a_specific_credentials_error(stack: LocalStack) -> None:
+def test_a_secret_that_is_not_json_is_a_specific_credentials_error(stack: HandlerPeers) -> None:
     # Given a secret holding the bare token instead of a JSON object
     secret_id = create_secret(unique("aftercall/crm"), "pat-na1-bare")
     hubspot = stack.hubspot(secret_id=secret_id)
@@ -368,7 +368,7 @@ def silent_server() -> Iterator[int]:
         yield int(listener.getsockname()[1])
 
 
-def test_an_unreachable_crm_is_unavailable(stack: LocalStack, closed_port: int) -> None:
+def test_an_unreachable_crm_is_unavailable(stack: HandlerPeers, closed_port: int) -> None:
     # Given a CRM URL whose port is closed
     hubspot = stack.hubspot(base_url=f"http://127.0.0.1:{closed_port}")
     # When the summary is logged
@@ -377,7 +377,7 @@ def test_an_unreachable_crm_is_unavailable(stack: LocalStack, closed_port: int) 
         hubspot.log_summary(_note(), _call())
 
 
-def test_a_crm_that_never_answers_times_out(stack: LocalStack, silent_server: int) -> None:
+def test_a_crm_that_never_answers_times_out(stack: HandlerPeers, silent_server: int) -> None:
     # Given a CRM that accepts connections and never answers
     hubspot = stack.hubspot(base_url=f"http://127.0.0.1:{silent_server}", read_timeout=0.2, max_attempts=2)
     # When the summary is logged
@@ -386,7 +386,7 @@ def test_a_crm_that_never_answers_times_out(stack: LocalStack, silent_server: in
         hubspot.log_summary(_note(), _call())
 
 
-def test_a_crm_that_keeps_failing_is_unavailable_after_the_retries(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_crm_that_keeps_failing_is_unavailable_after_the_retries(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given the CRM answers every search with 503
     stack.crm.add_fault("status", path=CONTACT_SEARCH, status=503)
     # When the summary is logged
@@ -397,7 +397,7 @@ def test_a_crm_that_keeps_failing_is_unavailable_after_the_retries(stack: LocalS
     assert stack.crm.notes == []
 
 
-def test_a_4xx_refusal_is_not_retried(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_a_4xx_refusal_is_not_retried(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given the CRM refuses note creates as invalid
     refusal = {"status": "error", "message": "Property values were not valid", "category": "VALIDATION_ERROR"}
     stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=400, body=refusal)
@@ -409,7 +409,7 @@ def test_a_4xx_refusal_is_not_retried(stack: LocalStack, hubspot: HubSpotCrm) ->
     assert _statuses(stack, "POST", NOTE_CREATE) == [400]
 
 
-def test_no_request_starts_when_the_invocation_has_no_time_left(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_no_request_starts_when_the_invocation_has_no_time_left(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given an invocation whose deadline has passed
     # When the summary is logged
     # Then it fails at once without calling the CRM
@@ -418,7 +418,7 @@ def test_no_request_starts_when_the_invocation_has_no_time_left(stack: LocalStac
     assert stack.crm.requests == []
 
 
-def test_an_unknown_contact_is_reported_with_the_phone_masked(stack: LocalStack, hubspot: HubSpotCrm) -> None:
+def test_an_unknown_contact_is_reported_with_the_phone_masked(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given a caller the CRM does not know
     raw = "+14155559876"
     # When the summary is logged
@@ -444,7 +444,7 @@ def test_an_unknown_contact_is_reported_with_the_phone_masked(stack: LocalStack,
     ],
 )
 def test_only_https_is_allowed_except_loopback_in_local_mode(
-    stack: LocalStack, url: str, loopback_allowed: bool
+    stack: HandlerPeers, url: str, loopback_allowed: bool
 ) -> None:
     # Given a CRM base URL that is not HTTPS (or not a URL at all)
     # When an adapter is built with it
@@ -453,7 +453,7 @@ def test_only_https_is_allowed_except_loopback_in_local_mode(
         stack.hubspot(base_url=url, allow_loopback_http=loopback_allowed)
 
 
-def test_https_and_local_loopback_are_accepted(stack: LocalStack) -> None:
+def test_https_and_local_loopback_are_accepted(stack: HandlerPeers) -> None:
     # Given the real HubSpot URL and, in local mode, the fake on loopback
     # When adapters are built
     remote = stack.hubspot(base_url="https://api.hubapi.com/", allow_loopback_http=False)

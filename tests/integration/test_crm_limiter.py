@@ -18,7 +18,7 @@ from aftercall.errors import ConfigurationError, CrmUnavailableError
 from aftercall.handler import build_crm
 from aftercall.settings import Settings
 from tests.support.events import CUSTOMER_PHONE
-from tests.support.stack import LocalStack, unique
+from tests.support.stack import HandlerPeers, unique
 
 CONTACT_SEARCH = "/crm/v3/objects/contacts/search"
 ENV = {"STAGE": "sandbox", "IDEMPOTENCY_TABLE": "t", "CRM_SECRET_ID": "aftercall/sandbox/crm"}
@@ -116,13 +116,13 @@ def _note() -> SummaryNote:
     )
 
 
-def _paced(stack: LocalStack, rate: float) -> tuple[HubSpotCrm, FakeClock]:
+def _paced(stack: HandlerPeers, rate: float) -> tuple[HubSpotCrm, FakeClock]:
     clock = FakeClock()
     hubspot = stack.hubspot(limiter=RateLimiter(rate, clock=clock), sleep=clock.sleep)
     return hubspot, clock
 
 
-def test_every_request_waits_for_its_slot(stack: LocalStack) -> None:
+def test_every_request_waits_for_its_slot(stack: HandlerPeers) -> None:
     # Given an adapter paced to 2 requests per second (its clock moves only when it sleeps)
     hubspot, clock = _paced(stack, 2)
     # When three summaries are logged (a contact search, then a note each: four requests)
@@ -134,7 +134,7 @@ def test_every_request_waits_for_its_slot(stack: LocalStack) -> None:
     assert clock.sleeps == [0.5, 0.5]
 
 
-def test_a_429_pauses_the_environment_for_retry_after_with_jitter(stack: LocalStack) -> None:
+def test_a_429_pauses_the_environment_for_retry_after_with_jitter(stack: HandlerPeers) -> None:
     # Given a paced adapter, and a CRM that rate-limits the first contact search asking for 2 s
     hubspot, clock = _paced(stack, 100)
     stack.crm.add_fault("rate_limit", path=CONTACT_SEARCH, retry_after="2", times=1)
@@ -149,7 +149,7 @@ def test_a_429_pauses_the_environment_for_retry_after_with_jitter(stack: LocalSt
     assert len(stack.crm.requests) == 3
 
 
-def test_a_slot_past_the_deadline_gives_up_for_a_retry_without_sending(stack: LocalStack) -> None:
+def test_a_slot_past_the_deadline_gives_up_for_a_retry_without_sending(stack: HandlerPeers) -> None:
     # Given one request per second, its slot just taken by another conversation
     hubspot, _ = _paced(stack, 1)
     assert hubspot.http.limiter is not None

@@ -33,7 +33,7 @@ from aftercall_ops.fakes.salesforce import FakeSalesforce
 from end_function import end_function
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, outbound_call_ended, re_emitted, support_call_ended
 from tests.support.lambda_context import lambda_context
-from tests.support.stack import FAST_HTTP, LocalStack, create_secret, put_secret, unique
+from tests.support.stack import FAST_HTTP, HandlerPeers, create_secret, put_secret, unique
 
 CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=None)
 API = "/services/data/v62.0"
@@ -560,7 +560,7 @@ def test_the_fakes_request_limit_fault_has_salesforces_body(org: FakeSalesforce)
 # --- the whole handler ---------------------------------------------------------------------------------
 
 
-def test_the_handler_writes_a_support_call_to_salesforce_once(stack: LocalStack, org: FakeSalesforce) -> None:
+def test_the_handler_writes_a_support_call_to_salesforce_once(stack: HandlerPeers, org: FakeSalesforce) -> None:
     # Given a stack configured for Salesforce (the runtime's own build_crm picks the adapter)
     secret = create_secret(unique("aftercall/crm"), _secret_value(org))
     runtime = EndHandlerRuntime(stack.settings(crm_provider="salesforce", crm_secret_id=secret, crm_base_url=None))
@@ -581,7 +581,7 @@ def test_the_handler_writes_a_support_call_to_salesforce_once(stack: LocalStack,
     assert stack.parked() == []
 
 
-def test_the_handler_records_an_outbound_disposition_on_the_lead(stack: LocalStack, org: FakeSalesforce) -> None:
+def test_the_handler_records_an_outbound_disposition_on_the_lead(stack: HandlerPeers, org: FakeSalesforce) -> None:
     # Given a stack configured for Salesforce and an outbound call whose prospect is interested
     secret = create_secret(unique("aftercall/crm"), _secret_value(org))
     runtime = EndHandlerRuntime(stack.settings(crm_provider="salesforce", crm_secret_id=secret, crm_base_url=None))

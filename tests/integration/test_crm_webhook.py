@@ -41,7 +41,7 @@ from aftercall_ops.fakes.webhook_receiver import FakeWebhookReceiver
 from end_function import end_function
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, re_emitted, support_call_ended
 from tests.support.lambda_context import lambda_context
-from tests.support.stack import FAST_HTTP, LocalStack, create_secret, put_secret, unique
+from tests.support.stack import FAST_HTTP, HandlerPeers, create_secret, put_secret, unique
 
 CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=CUSTOMER_EMAIL)
 HOOK = "/hooks/aftercall"
@@ -406,7 +406,7 @@ def test_the_tolerance_is_the_receivers_choice() -> None:
 
 
 def test_the_handler_delivers_a_support_call_to_the_webhook_once(
-    stack: LocalStack, receiver: FakeWebhookReceiver
+    stack: HandlerPeers, receiver: FakeWebhookReceiver
 ) -> None:
     # Given a stack configured for the webhook (the runtime's own build_crm picks the adapter)
     secret = create_secret(unique("aftercall/crm"), _secret_value(receiver))

@@ -31,7 +31,7 @@ from aftercall_ops.fakes.zendesk import FakeZendesk
 from end_function import end_function
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, outbound_call_ended, re_emitted, support_call_ended
 from tests.support.lambda_context import lambda_context
-from tests.support.stack import FAST_HTTP, LocalStack, create_secret, put_secret, unique
+from tests.support.stack import FAST_HTTP, HandlerPeers, create_secret, put_secret, unique
 
 CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=None)
 TICKETS = "/api/v2/tickets$"
@@ -377,7 +377,7 @@ def test_the_fake_honours_idempotency_keys_as_zendesk_documents(zendesk_fake: Fa
 # --- the whole handler ---------------------------------------------------------------------------------
 
 
-def test_the_handler_writes_a_support_call_to_zendesk_once(stack: LocalStack, zendesk_fake: FakeZendesk) -> None:
+def test_the_handler_writes_a_support_call_to_zendesk_once(stack: HandlerPeers, zendesk_fake: FakeZendesk) -> None:
     # Given a stack configured for Zendesk (the runtime's own build_crm picks the adapter)
     secret = create_secret(unique("aftercall/crm"), _secret_value(zendesk_fake))
     runtime = EndHandlerRuntime(
@@ -401,7 +401,9 @@ def test_the_handler_writes_a_support_call_to_zendesk_once(stack: LocalStack, ze
     assert stack.parked() == []
 
 
-def test_the_handler_records_an_outbound_disposition_on_the_user(stack: LocalStack, zendesk_fake: FakeZendesk) -> None:
+def test_the_handler_records_an_outbound_disposition_on_the_user(
+    stack: HandlerPeers, zendesk_fake: FakeZendesk
+) -> None:
     # Given a stack configured for Zendesk and an outbound call whose prospect is interested
     secret = create_secret(unique("aftercall/crm"), _secret_value(zendesk_fake))
     runtime = EndHandlerRuntime(

@@ -17,7 +17,7 @@ from aftercall.errors import ActionsFailedError, EndFunctionError, UnknownContac
 from tests.support.events import CUSTOMER_EMAIL, outbound_call_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.peers import FollowUpPeers, emails_sent, follow_up_app, follow_up_environment, unique_phone
-from tests.support.stack import LocalStack
+from tests.support.stack import HandlerPeers
 
 CONTACT = "/crm/v3/objects/contacts/"
 INFO_EMAIL = "Thanks for your time today. Here is the pricing sheet and the case study you asked for."
@@ -48,14 +48,14 @@ def _info_requested(**overrides: Any) -> dict[str, Any]:
     return outbound_call_ended(**{**fields, **overrides})
 
 
-def _lead_status(stack: LocalStack) -> str:
+def _lead_status(stack: HandlerPeers) -> str:
     contact = stack.crm.contact(stack.contact_id)
     assert contact is not None
     return str(contact["properties"]["hs_lead_status"])
 
 
 def test_a_prospect_who_asked_for_information_is_updated_and_gets_one_email_later(
-    stack: LocalStack, peers: FollowUpPeers, monkeypatch: pytest.MonkeyPatch
+    stack: HandlerPeers, peers: FollowUpPeers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an outbound call whose prospect asked for more information, and left their email
     event = _info_requested()
@@ -92,7 +92,7 @@ def test_a_prospect_who_asked_for_information_is_updated_and_gets_one_email_late
     [("not_interested", "UNQUALIFIED"), ("meeting_booked", "OPEN_DEAL"), ("no_answer", "ATTEMPTED_TO_CONTACT")],
 )
 def test_other_outcomes_update_the_lead_and_send_nothing(
-    stack: LocalStack, peers: FollowUpPeers, disposition: str, lead_status: str
+    stack: HandlerPeers, peers: FollowUpPeers, disposition: str, lead_status: str
 ) -> None:
     # Given an outbound call with another outcome
     event = _info_requested(state={"disposition": disposition})
@@ -103,7 +103,9 @@ def test_other_outcomes_update_the_lead_and_send_nothing(
     assert peers.schedules() == []
 
 
-def test_a_prospect_without_an_email_is_updated_and_no_email_is_queued(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_a_prospect_without_an_email_is_updated_and_no_email_is_queued(
+    stack: HandlerPeers, peers: FollowUpPeers
+) -> None:
     # Given a prospect who asked for information but left no email
     event = outbound_call_ended(state={"disposition": "info_requested"})
     # When the handler processes it
@@ -115,7 +117,7 @@ def test_a_prospect_without_an_email_is_updated_and_no_email_is_queued(stack: Lo
 
 
 def test_a_failed_lead_update_is_retried_alone_and_the_email_stays_queued_once(
-    stack: LocalStack, peers: FollowUpPeers
+    stack: HandlerPeers, peers: FollowUpPeers
 ) -> None:
     # Given the CRM refuses the first lead update
     stack.crm.add_fault("status", method="PATCH", path=CONTACT, status=400, times=1)
@@ -137,7 +139,7 @@ def test_a_failed_lead_update_is_retried_alone_and_the_email_stays_queued_once(
 
 
 def test_an_unknown_prospect_fails_the_update_naming_no_number_while_the_email_is_queued(
-    stack: LocalStack, peers: FollowUpPeers
+    stack: HandlerPeers, peers: FollowUpPeers
 ) -> None:
     # Given an outbound call to a number (and an email) the CRM has no contact for, and
     # UnknownCallerPolicy=park
@@ -156,7 +158,7 @@ def test_an_unknown_prospect_fails_the_update_naming_no_number_while_the_email_i
     assert json.loads(schedule["Target"]["Input"])["to"] == "someone.else@example.com"
 
 
-def test_an_unknown_disposition_is_refused_when_planned(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_an_unknown_disposition_is_refused_when_planned(stack: HandlerPeers, peers: FollowUpPeers) -> None:
     # Given an outbound call whose state carries a disposition the runtime does not know
     event = _info_requested(state={"disposition": "maybe_later"})
     # When the handler processes it

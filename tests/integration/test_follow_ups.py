@@ -46,7 +46,7 @@ from tests.support.peers import (
     unique_email,
     unique_phone,
 )
-from tests.support.stack import LocalStack
+from tests.support.stack import HandlerPeers
 
 Invoke = Callable[[Any], dict[str, Any]]
 EndFunction = Callable[[Conversation], None]
@@ -62,7 +62,7 @@ def peers(moto_endpoint: str) -> Iterator[FollowUpPeers]:
 
 
 @pytest.fixture
-def follow_up_function(stack: LocalStack, peers: FollowUpPeers, monkeypatch: pytest.MonkeyPatch) -> Invoke:
+def follow_up_function(stack: HandlerPeers, peers: FollowUpPeers, monkeypatch: pytest.MonkeyPatch) -> Invoke:
     """The FollowUp Lambda entry point, cold-started with this test's environment."""
     app = follow_up_app()
     for name, value in follow_up_environment(stack.table, peers).items():
@@ -104,7 +104,7 @@ def _in_two_days_in_paris() -> datetime:
 
 @pytest.mark.parametrize("kind", ["sms", "email", "callback"])
 def test_a_follow_up_is_one_schedule_at_its_time_in_utc_carrying_the_payload(
-    stack: LocalStack, peers: FollowUpPeers, kind: str
+    stack: HandlerPeers, peers: FollowUpPeers, kind: str
 ) -> None:
     # Given a call from a customer with a phone and an email, and an End function that plans a follow-up
     # two days ahead, the time given in UTC+01:00
@@ -156,7 +156,7 @@ def test_a_follow_up_is_one_schedule_at_its_time_in_utc_carrying_the_payload(
     assert item["status"] == COMPLETED
 
 
-def test_two_follow_ups_of_one_kind_are_told_apart_by_their_key(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_two_follow_ups_of_one_kind_are_told_apart_by_their_key(stack: HandlerPeers, peers: FollowUpPeers) -> None:
     # Given an End function that plans a reminder tomorrow and a check-in next week, both SMS
     tomorrow = datetime.now(UTC) + timedelta(days=1)
     next_week = datetime.now(UTC) + timedelta(days=7)
@@ -178,7 +178,9 @@ def test_two_follow_ups_of_one_kind_are_told_apart_by_their_key(stack: LocalStac
 # --- scheduling: retries never make a second schedule -----------------------------------------------
 
 
-def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(
+    stack: HandlerPeers, peers: FollowUpPeers
+) -> None:
     # Given an invocation that took the conversation, created the follow-up's schedule and then timed
     # out before recording it in the ledger (its lease ran out with it)
     event = conversation_ended(caller=unique_phone())
@@ -214,7 +216,7 @@ def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(stack: Lo
     assert item["status"] == COMPLETED
 
 
-def test_a_re_emitted_conversation_makes_no_second_schedule(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_a_re_emitted_conversation_makes_no_second_schedule(stack: HandlerPeers, peers: FollowUpPeers) -> None:
     # Given a conversation whose follow-up was scheduled
     event = conversation_ended(caller=unique_phone())
     end_function = _plans_follow_up(datetime.now(UTC) + timedelta(hours=3), "Your order ships today.")
@@ -227,7 +229,7 @@ def test_a_re_emitted_conversation_makes_no_second_schedule(stack: LocalStack, p
     assert peers.schedules() == [first]
 
 
-def test_a_retry_after_another_action_failed_does_not_schedule_again(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_a_retry_after_another_action_failed_does_not_schedule_again(stack: HandlerPeers, peers: FollowUpPeers) -> None:
     # Given the CRM refuses the ticket once, and an End function that plans a ticket and a follow-up
     stack.crm.add_fault("status", method="POST", path=TICKET_CREATE, status=400, times=1)
 
@@ -252,7 +254,7 @@ def test_a_retry_after_another_action_failed_does_not_schedule_again(stack: Loca
 # --- scheduling: bad input ------------------------------------------------------------------------
 
 
-def test_a_time_just_past_is_sent_now_one_minute_ahead(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_a_time_just_past_is_sent_now_one_minute_ahead(stack: HandlerPeers, peers: FollowUpPeers) -> None:
     # Given a follow-up due five minutes ago (within the send-now grace)
     event = conversation_ended(caller=unique_phone())
     end_function = _plans_follow_up(datetime.now(UTC) - timedelta(minutes=5), "Thanks for calling!")
@@ -267,7 +269,7 @@ def test_a_time_just_past_is_sent_now_one_minute_ahead(stack: LocalStack, peers:
     assert report["actions"]["follow_up:sms"]["result"]["sent_now"] is True
 
 
-def test_a_time_past_the_grace_fails_that_action_naming_the_time(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_a_time_past_the_grace_fails_that_action_naming_the_time(stack: HandlerPeers, peers: FollowUpPeers) -> None:
     # Given an End function that logs a summary and plans an SMS that was due two hours ago
     due = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
 
@@ -302,7 +304,7 @@ def test_a_time_past_the_grace_fails_that_action_naming_the_time(stack: LocalSta
     ],
     ids=["words", "impossible-date", "naive-string", "naive-datetime", "over-a-year", "epoch-number"],
 )
-def test_a_bad_time_is_refused_when_planned(stack: LocalStack, peers: FollowUpPeers, at: Any, reason: str) -> None:
+def test_a_bad_time_is_refused_when_planned(stack: HandlerPeers, peers: FollowUpPeers, at: Any, reason: str) -> None:
     # Given an End function that plans a follow-up at a time that cannot be scheduled
     end_function = _plans_follow_up(at, "Hello again")
     # When the handler processes the call
@@ -324,7 +326,7 @@ def test_a_bad_time_is_refused_when_planned(stack: LocalStack, peers: FollowUpPe
     ],
 )
 def test_a_follow_up_without_a_recipient_is_refused_naming_what_is_missing(
-    stack: LocalStack, peers: FollowUpPeers, kind: str, missing: str, event_overrides: dict[str, Any]
+    stack: HandlerPeers, peers: FollowUpPeers, kind: str, missing: str, event_overrides: dict[str, Any]
 ) -> None:
     # Given a conversation without the customer's phone (or email), and an End function that plans
     # a follow-up of that kind without saying where to
@@ -352,7 +354,7 @@ def test_a_follow_up_without_a_recipient_is_refused_naming_what_is_missing(
     ids=["sms-not-e164", "callback-not-a-number", "email-not-an-address", "key-too-long"],
 )
 def test_a_follow_up_the_target_could_not_send_is_refused_when_planned(
-    stack: LocalStack, peers: FollowUpPeers, kind: str, options: dict[str, Any], reason: str
+    stack: HandlerPeers, peers: FollowUpPeers, kind: str, options: dict[str, Any], reason: str
 ) -> None:
     # Given an End function that plans a follow-up whose recipient or key the FollowUp function
     # would refuse when it comes due (hours or days later, after the call was reported done)
@@ -370,7 +372,7 @@ def test_a_follow_up_the_target_could_not_send_is_refused_when_planned(
 
 
 def test_a_long_subject_is_shortened_to_what_the_target_accepts(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke
 ) -> None:
     # Given an email follow-up with a 300-character subject
     address = unique_email()
@@ -384,7 +386,9 @@ def test_a_long_subject_is_shortened_to_what_the_target_accepts(
     assert email["subject"] == subject[:200]
 
 
-def test_an_explicit_recipient_is_used_when_the_conversation_has_none(stack: LocalStack, peers: FollowUpPeers) -> None:
+def test_an_explicit_recipient_is_used_when_the_conversation_has_none(
+    stack: HandlerPeers, peers: FollowUpPeers
+) -> None:
     # Given a chat without an email, and an End function that names the address the customer gave
     address = unique_email()
     end_function = _plans_follow_up(
@@ -397,7 +401,7 @@ def test_an_explicit_recipient_is_used_when_the_conversation_has_none(stack: Loc
     assert json.loads(schedule["Target"]["Input"])["to"] == address
 
 
-def test_follow_ups_without_scheduler_settings_fail_that_action_as_a_configuration_error(stack: LocalStack) -> None:
+def test_follow_ups_without_scheduler_settings_fail_that_action_as_a_configuration_error(stack: HandlerPeers) -> None:
     # Given a runtime without the follow-up settings (the template always sets them)
     end_function = _plans_follow_up(datetime.now(UTC) + timedelta(days=1), "Hello again")
     # When the handler processes a call that plans a follow-up
@@ -413,7 +417,7 @@ def test_follow_ups_without_scheduler_settings_fail_that_action_as_a_configurati
 
 
 def _scheduled_payload(
-    stack: LocalStack, peers: FollowUpPeers, event: dict[str, Any], kind: str, **options: Any
+    stack: HandlerPeers, peers: FollowUpPeers, event: dict[str, Any], kind: str, **options: Any
 ) -> dict[str, Any]:
     """Process ``event`` with an End function that plans one follow-up; then fire its schedule."""
     end_function = _plans_follow_up(
@@ -425,7 +429,7 @@ def _scheduled_payload(
 
 
 def test_an_sms_follow_up_is_published_to_the_phone_once(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke
 ) -> None:
     # Given a due SMS follow-up, its payload taken from the schedule
     phone = unique_phone()
@@ -439,7 +443,7 @@ def test_an_sms_follow_up_is_published_to_the_phone_once(
 
 
 def test_an_email_follow_up_is_sent_once_from_the_verified_sender(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke
 ) -> None:
     # Given a due email follow-up with a subject, its payload taken from the schedule
     address = unique_email()
@@ -457,7 +461,7 @@ def test_an_email_follow_up_is_sent_once_from_the_verified_sender(
 
 
 def test_a_callback_follow_up_puts_one_callback_requested_event_on_the_bus(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke
 ) -> None:
     # Given a due callback follow-up, its payload taken from the schedule
     phone = unique_phone()
@@ -481,7 +485,7 @@ def test_a_callback_follow_up_puts_one_callback_requested_event_on_the_bus(
 
 @pytest.mark.parametrize("kind", ["sms", "email", "callback"])
 def test_the_same_payload_delivered_twice_is_sent_once(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke, kind: str
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke, kind: str
 ) -> None:
     # Given a due follow-up that was delivered and sent
     phone, address = unique_phone(), unique_email()
@@ -500,7 +504,7 @@ def test_the_same_payload_delivered_twice_is_sent_once(
 
 
 def test_a_delivery_while_another_is_sending_sends_nothing_and_asks_for_a_retry(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke
 ) -> None:
     # Given a due SMS whose send another live invocation holds right now
     phone = unique_phone()
@@ -514,7 +518,7 @@ def test_a_delivery_while_another_is_sending_sends_nothing_and_asks_for_a_retry(
 
 
 def test_an_email_refused_by_ses_is_sent_once_on_a_later_delivery(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke
 ) -> None:
     # Given a due email whose sender SES does not (yet) accept
     address = unique_email()
@@ -535,7 +539,7 @@ def test_an_email_refused_by_ses_is_sent_once_on_a_later_delivery(
 
 
 def test_email_follow_ups_without_a_sender_fail_as_a_configuration_error(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke, monkeypatch: pytest.MonkeyPatch
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a FollowUp function deployed without FollowUpFromEmail
     address = unique_email()
@@ -606,7 +610,7 @@ def test_a_payload_that_is_not_ours_is_refused_naming_what_is_wrong(
 
 @pytest.mark.parametrize("kind", ["sms", "email", "callback"])
 def test_the_follow_up_function_logs_no_raw_phone_or_email(
-    stack: LocalStack, peers: FollowUpPeers, follow_up_function: Invoke, kind: str
+    stack: HandlerPeers, peers: FollowUpPeers, follow_up_function: Invoke, kind: str
 ) -> None:
     # Given a due follow-up for a customer with a phone and an email
     phone, address = unique_phone(), unique_email()

@@ -44,7 +44,7 @@ from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, conversation_en
 from tests.support.fuzz import INJECTIONS, broken_events, valid_state
 from tests.support.lambda_context import lambda_context
 from tests.support.peers import FollowUpPeers
-from tests.support.stack import LocalStack, create_queue, create_secret, create_table, unique
+from tests.support.stack import HandlerPeers, create_queue, create_secret, create_table, unique
 
 #: What a rejection may be, and what a retryable failure may be (all from aftercall.errors).
 REJECTIONS = (InvalidEventError, ConflictingDuplicateError)
@@ -55,7 +55,7 @@ NOTE_TAGS = {"p", "b", "br"}
 
 @dataclass
 class World:
-    stack: LocalStack
+    stack: HandlerPeers
     peers: FollowUpPeers
     runtime: EndHandlerRuntime
 
@@ -74,7 +74,7 @@ def world(moto_endpoint: str) -> Iterator[World]:
     """A stack with the seeded customer and follow-ups configured, and one warm runtime on it."""
     with FakeCrm(token=unique("pat-na1")) as crm:
         contact_id = crm.add_contact(phone=CUSTOMER_PHONE, email=CUSTOMER_EMAIL, properties={"firstname": "Jane"})
-        stack = LocalStack(
+        stack = HandlerPeers(
             table=create_table(unique("aftercall-idempotency")),
             queue_url=create_queue(unique("aftercall-failed-events")),
             secret_id=create_secret(unique("aftercall/crm"), {"access_token": crm.token}),

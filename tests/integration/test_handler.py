@@ -37,7 +37,7 @@ from tests.support.events import (
     support_call_ended,
 )
 from tests.support.lambda_context import FUNCTION_ARN, lambda_context
-from tests.support.stack import LocalStack, unique
+from tests.support.stack import HandlerPeers, unique
 
 NOTE_CREATE = "/crm/v3/objects/notes$"
 TICKET_CREATE = "/crm/v3/objects/tickets$"
@@ -47,7 +47,7 @@ def _conversation_id(event: dict[str, Any]) -> str:
     return str(event["detail"]["conversation_id"])
 
 
-def _creates(stack: LocalStack, path: str) -> int:
+def _creates(stack: HandlerPeers, path: str) -> int:
     return len(stack.crm.requests_to("POST", path))
 
 
@@ -66,7 +66,7 @@ def logs() -> Iterator[io.StringIO]:
 # --- the happy path ----------------------------------------------------------------------------
 
 
-def test_a_support_call_writes_one_note_and_one_ticket(stack: LocalStack) -> None:
+def test_a_support_call_writes_one_note_and_one_ticket(stack: HandlerPeers) -> None:
     # Given an inbound call the agent flagged for support, and the repo's end_function
     event = support_call_ended()
     conversation_id = _conversation_id(event)
@@ -87,7 +87,7 @@ def test_a_support_call_writes_one_note_and_one_ticket(stack: LocalStack) -> Non
     assert stack.parked() == []
 
 
-def test_a_resolved_call_writes_a_note_and_no_ticket(stack: LocalStack) -> None:
+def test_a_resolved_call_writes_a_note_and_no_ticket(stack: HandlerPeers) -> None:
     # Given an inbound call the agent resolved
     event = conversation_ended()
     # When the handler processes it
@@ -98,7 +98,7 @@ def test_a_resolved_call_writes_a_note_and_no_ticket(stack: LocalStack) -> None:
     assert stack.crm.tickets == []
 
 
-def test_an_end_function_that_plans_nothing_is_processed_without_crm_calls(stack: LocalStack) -> None:
+def test_an_end_function_that_plans_nothing_is_processed_without_crm_calls(stack: HandlerPeers) -> None:
     # Given an End function that decides this call needs no after-call work
     def end_nothing(conv: Conversation) -> None:
         assert conv.id
@@ -114,7 +114,7 @@ def test_an_end_function_that_plans_nothing_is_processed_without_crm_calls(stack
 # --- never twice -------------------------------------------------------------------------------
 
 
-def test_a_duplicate_event_writes_nothing_again(stack: LocalStack) -> None:
+def test_a_duplicate_event_writes_nothing_again(stack: HandlerPeers) -> None:
     # Given a support call already processed
     event = support_call_ended()
     stack.runtime().handle(event, lambda_context(), end_function)
@@ -129,7 +129,7 @@ def test_a_duplicate_event_writes_nothing_again(stack: LocalStack) -> None:
     assert _creates(stack, NOTE_CREATE) + _creates(stack, TICKET_CREATE) == creates_before
 
 
-def test_a_500_on_the_note_then_success_makes_one_note(stack: LocalStack) -> None:
+def test_a_500_on_the_note_then_success_makes_one_note(stack: HandlerPeers) -> None:
     # Given the CRM fails the first note create with 500 (nothing written)
     stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=500, times=1)
     event = conversation_ended()
@@ -140,7 +140,7 @@ def test_a_500_on_the_note_then_success_makes_one_note(stack: LocalStack) -> Non
     assert len(stack.notes_for(_conversation_id(event))) == 1
 
 
-def test_a_500_after_the_note_was_written_makes_no_second_note(stack: LocalStack) -> None:
+def test_a_500_after_the_note_was_written_makes_no_second_note(stack: HandlerPeers) -> None:
     # Given the CRM writes the note but answers 500
     stack.crm.add_fault("after_commit_status", method="POST", path=NOTE_CREATE, status=500, times=1)
     event = conversation_ended()
@@ -152,7 +152,7 @@ def test_a_500_after_the_note_was_written_makes_no_second_note(stack: LocalStack
     assert _creates(stack, NOTE_CREATE) == 1
 
 
-def test_a_failed_ticket_fails_the_invocation_and_a_retry_creates_only_the_ticket(stack: LocalStack) -> None:
+def test_a_failed_ticket_fails_the_invocation_and_a_retry_creates_only_the_ticket(stack: HandlerPeers) -> None:
     # Given the CRM is down for tickets (creates and searches) but fine for notes
     stack.crm.add_fault("status", path="/crm/v3/objects/tickets", status=503)
     event = support_call_ended()
@@ -182,7 +182,7 @@ def test_a_failed_ticket_fails_the_invocation_and_a_retry_creates_only_the_ticke
     assert _creates(stack, NOTE_CREATE) == 1
 
 
-def test_a_rotated_crm_token_is_picked_up_by_a_warm_process(stack: LocalStack) -> None:
+def test_a_rotated_crm_token_is_picked_up_by_a_warm_process(stack: HandlerPeers) -> None:
     # Given a warm runtime that has already read the CRM secret
     runtime = stack.runtime()
     runtime.handle(conversation_ended(), lambda_context(), end_function)
@@ -200,7 +200,7 @@ def test_a_rotated_crm_token_is_picked_up_by_a_warm_process(stack: LocalStack) -
 # --- refused and parked ------------------------------------------------------------------------
 
 
-def test_the_same_conversation_with_different_content_is_rejected_and_parked(stack: LocalStack) -> None:
+def test_the_same_conversation_with_different_content_is_rejected_and_parked(stack: HandlerPeers) -> None:
     # Given a conversation already processed
     first = support_call_ended()
     runtime = stack.runtime()
@@ -250,7 +250,7 @@ INVALID_EVENTS = [
 
 @pytest.mark.parametrize(("make_event", "field"), INVALID_EVENTS)
 def test_an_invalid_event_is_rejected_parked_and_never_reaches_the_crm(
-    stack: LocalStack, make_event: Callable[[], dict[str, Any]], field: str
+    stack: HandlerPeers, make_event: Callable[[], dict[str, Any]], field: str
 ) -> None:
     # Given an event that breaks the contract
     event = make_event()
@@ -267,7 +267,7 @@ def test_an_invalid_event_is_rejected_parked_and_never_reaches_the_crm(
     assert stack.crm.requests == []
 
 
-def test_an_invalid_event_without_a_queue_raises_so_lambda_keeps_it(stack: LocalStack) -> None:
+def test_an_invalid_event_without_a_queue_raises_so_lambda_keeps_it(stack: HandlerPeers) -> None:
     # Given a runtime with no failed-events queue configured
     runtime = stack.runtime(failed_events_queue_url=None)
     # When an invalid event arrives
@@ -277,7 +277,7 @@ def test_an_invalid_event_without_a_queue_raises_so_lambda_keeps_it(stack: Local
     assert stack.crm.requests == []
 
 
-def test_an_invalid_event_is_still_raised_when_parking_fails(stack: LocalStack) -> None:
+def test_an_invalid_event_is_still_raised_when_parking_fails(stack: HandlerPeers) -> None:
     # Given a failed-events queue that does not exist
     runtime = stack.runtime(failed_events_queue_url=stack.queue_url + "-gone")
     # When an invalid event arrives
@@ -290,7 +290,7 @@ def test_an_invalid_event_is_still_raised_when_parking_fails(stack: LocalStack) 
 # --- errors in the End function and in the CRM ------------------------------------------------
 
 
-def test_an_end_function_that_raises_performs_nothing_and_can_be_retried(stack: LocalStack) -> None:
+def test_an_end_function_that_raises_performs_nothing_and_can_be_retried(stack: HandlerPeers) -> None:
     # Given an End function with a bug
     def buggy(conv: Conversation) -> None:
         conv.actions.log_summary()
@@ -310,7 +310,7 @@ def test_an_end_function_that_raises_performs_nothing_and_can_be_retried(stack: 
     assert len(stack.notes_for(_conversation_id(event))) == 1
 
 
-def test_a_missing_crm_secret_fails_the_action_with_a_credentials_error(stack: LocalStack) -> None:
+def test_a_missing_crm_secret_fails_the_action_with_a_credentials_error(stack: HandlerPeers) -> None:
     # Given a runtime pointed at a secret that does not exist
     runtime = stack.runtime(crm_secret_id=unique("aftercall/missing"))
     # When a call is processed
@@ -323,7 +323,7 @@ def test_a_missing_crm_secret_fails_the_action_with_a_credentials_error(stack: L
     assert stack.crm.requests == []
 
 
-def test_an_unknown_caller_fails_the_action_without_leaking_the_number(stack: LocalStack, logs: io.StringIO) -> None:
+def test_an_unknown_caller_fails_the_action_without_leaking_the_number(stack: HandlerPeers, logs: io.StringIO) -> None:
     # Given a call from a number the CRM does not know, and UnknownCallerPolicy=park
     raw = "+14155559876"
     event = conversation_ended(caller=raw)
@@ -340,7 +340,7 @@ def test_an_unknown_caller_fails_the_action_without_leaking_the_number(stack: Lo
 
 
 def test_logs_are_structured_keyed_by_conversation_and_free_of_raw_numbers(
-    stack: LocalStack, logs: io.StringIO
+    stack: HandlerPeers, logs: io.StringIO
 ) -> None:
     # Given a support call
     event = support_call_ended()
@@ -359,7 +359,7 @@ def test_logs_are_structured_keyed_by_conversation_and_free_of_raw_numbers(
 
 
 @pytest.fixture
-def app_env(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def app_env(stack: HandlerPeers, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """``app.py`` configured by environment variables, exactly as template.yaml configures it."""
     for name, value in {
         "STAGE": "sandbox",
@@ -377,7 +377,7 @@ def app_env(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
 
 
 @pytest.mark.usefixtures("app_env")
-def test_the_lambda_entry_point_turns_a_support_call_into_a_note_and_a_ticket(stack: LocalStack) -> None:
+def test_the_lambda_entry_point_turns_a_support_call_into_a_note_and_a_ticket(stack: HandlerPeers) -> None:
     # Given the deployed entry point and an inbound support call
     event = support_call_ended()
     # When Lambda invokes it
@@ -389,7 +389,7 @@ def test_the_lambda_entry_point_turns_a_support_call_into_a_note_and_a_ticket(st
 
 
 @pytest.mark.usefixtures("app_env")
-def test_the_lambda_entry_point_records_an_outbound_disposition(stack: LocalStack) -> None:
+def test_the_lambda_entry_point_records_an_outbound_disposition(stack: HandlerPeers) -> None:
     # Given an outbound call whose prospect asked to be called back later
     event = outbound_call_ended(state={"disposition": "callback_requested"})
     # When Lambda invokes the entry point
@@ -403,7 +403,7 @@ def test_the_lambda_entry_point_records_an_outbound_disposition(stack: LocalStac
 
 
 @pytest.mark.usefixtures("app_env")
-def test_the_lambda_entry_point_reuses_its_runtime_while_warm(stack: LocalStack) -> None:
+def test_the_lambda_entry_point_reuses_its_runtime_while_warm(stack: HandlerPeers) -> None:
     # Given a cold entry point
     # When it is invoked twice
     entry_point.lambda_handler(conversation_ended(), lambda_context())
@@ -416,7 +416,7 @@ def test_the_lambda_entry_point_reuses_its_runtime_while_warm(stack: LocalStack)
 
 
 @pytest.mark.usefixtures("app_env")
-def test_the_lambda_entry_point_parks_an_invalid_event(stack: LocalStack) -> None:
+def test_the_lambda_entry_point_parks_an_invalid_event(stack: HandlerPeers) -> None:
     # Given an event missing its conversation id
     event = conversation_ended(conversation_id=DROP)
     # When Lambda invokes the entry point

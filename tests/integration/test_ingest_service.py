@@ -56,7 +56,7 @@ from tests.support.ingest import (  # noqa: F401 - fixtures are used by name
 )
 from tests.support.lambda_context import lambda_context
 from tests.support.ops import FaultProxy, OpsTarget
-from tests.support.stack import LocalStack, put_secret, unique
+from tests.support.stack import HandlerPeers, put_secret, unique
 
 
 @pytest.mark.parametrize("platform", WEBHOOKS)
@@ -313,7 +313,7 @@ def test_without_a_failed_events_queue_a_refused_put_is_still_a_503(
 
 
 def test_the_same_webhook_twice_is_one_conversation_processed(
-    service: IngestService, ops_target: OpsTarget, stack: LocalStack
+    service: IngestService, ops_target: OpsTarget, stack: HandlerPeers
 ) -> None:
     # Given a Vapi end-of-call report from the CRM's known customer, delivered twice (a vendor retry)
     body = encode(sample("vapi"))

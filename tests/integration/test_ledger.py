@@ -26,19 +26,19 @@ from aftercall.ledger import (
     ledger_key,
     record_key,
 )
-from tests.support.stack import LocalStack, unique
+from tests.support.stack import HandlerPeers, unique
 
 
 @pytest.fixture
-def ledger(stack: LocalStack) -> ActionLedger:
+def ledger(stack: HandlerPeers) -> ActionLedger:
     return stack.ledger()
 
 
-def _item(stack: LocalStack, key: str) -> dict[str, Any]:
+def _item(stack: HandlerPeers, key: str) -> dict[str, Any]:
     return dict(aws.client("dynamodb").get_item(TableName=stack.table, Key={"id": {"S": key}}).get("Item", {}))
 
 
-def _record(stack: LocalStack, conversation: str, status: str, lease: Deadline, data: Any = None) -> None:
+def _record(stack: HandlerPeers, conversation: str, status: str, lease: Deadline, data: Any = None) -> None:
     """The conversation's Powertools idempotency record, as Powertools writes it."""
     item = {
         "id": {"S": record_key(conversation)},
@@ -54,7 +54,7 @@ def _record(stack: LocalStack, conversation: str, status: str, lease: Deadline, 
 # --- the conversation ---------------------------------------------------------------------------------
 
 
-def test_the_record_key_is_the_one_powertools_computes(stack: LocalStack) -> None:
+def test_the_record_key_is_the_one_powertools_computes(stack: HandlerPeers) -> None:
     # Given Powertools' persistence layer configured as the handler configures it
     persistence = DynamoDBPersistenceLayer(table_name=stack.table)
     persistence.configure(IdempotencyConfig(event_key_jmespath="conversation_id"), key_prefix=RECORD_PREFIX)
@@ -142,7 +142,7 @@ def test_an_attempt_stopped_while_performing_leaves_its_unrecorded_actions_in_do
 
 
 def test_the_completed_record_holds_the_results_the_ledger_did_not_write(
-    stack: LocalStack, ledger: ActionLedger
+    stack: HandlerPeers, ledger: ActionLedger
 ) -> None:
     # Given one conversation completed with its report and one held by a live invocation
     done, held = unique("conv"), unique("conv")
@@ -159,7 +159,7 @@ def test_the_completed_record_holds_the_results_the_ledger_did_not_write(
 
 
 def test_a_retry_that_completed_an_action_the_ledger_saw_fail_reads_as_completed(
-    stack: LocalStack, ledger: ActionLedger
+    stack: HandlerPeers, ledger: ActionLedger
 ) -> None:
     # Given a first attempt whose disposition failed (the ledger item keeps that outcome) and a
     # retry that completed it, its result riding on the completed record (a repeatable action)
@@ -177,7 +177,7 @@ def test_a_retry_that_completed_an_action_the_ledger_saw_fail_reads_as_completed
     assert (described.action, described.status, described.result) == ("disposition", COMPLETED, {"object_id": "501"})
 
 
-def test_one_item_per_conversation_with_a_ttl_for_the_retention_window(stack: LocalStack) -> None:
+def test_one_item_per_conversation_with_a_ttl_for_the_retention_window(stack: HandlerPeers) -> None:
     # Given a ledger with a one-hour retention
     ledger = ActionLedger(stack.table, 3600)
     conversation = unique("conv")

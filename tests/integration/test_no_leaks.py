@@ -48,7 +48,7 @@ from end_function import end_function
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, conversation_ended, outbound_call_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.logs import everything  # noqa: F401 - a fixture, used by name
-from tests.support.stack import LocalStack, create_secret, unique
+from tests.support.stack import HandlerPeers, create_secret, unique
 
 NOTE_CREATE = "/crm/v3/objects/notes$"
 
@@ -64,7 +64,7 @@ STRANGER_PHONE = "+14155559876"
 CHAT_EMAIL = "sam.stranger@example.net"
 
 
-def _run_mix(stack: LocalStack) -> tuple[list[dict[str, Any]], list[str]]:
+def _run_mix(stack: HandlerPeers) -> tuple[list[dict[str, Any]], list[str]]:
     """Run the mix on one warm runtime; returns the reports and the messages of raised errors."""
     runtime = stack.runtime(unknown_caller_policy="park")  # the unknown callers' errors must not leak either
     reports: list[dict[str, Any]] = []
@@ -116,7 +116,7 @@ NEW_TOKEN = f"pat-na1-rotated-{uuid.uuid4().hex}"
 
 @pytest.mark.parametrize("everything", [logging.INFO, logging.DEBUG], ids=["INFO", "DEBUG"], indirect=True)
 def test_a_realistic_mix_logs_no_secret_and_no_raw_phone_or_email(
-    stack: LocalStack, everything: Callable[[], str]
+    stack: HandlerPeers, everything: Callable[[], str]
 ) -> None:
     # Given the CRM's current token, a mix of conversations with personal data everywhere, and the
     # function's log level at the template's default (INFO) or at LogLevel DEBUG (the AWS SDK
@@ -148,7 +148,7 @@ def test_a_realistic_mix_logs_no_secret_and_no_raw_phone_or_email(
     assert "+141****9876" in output
 
 
-def test_error_messages_in_the_failed_events_queue_hold_no_raw_phone_or_email(stack: LocalStack) -> None:
+def test_error_messages_in_the_failed_events_queue_hold_no_raw_phone_or_email(stack: HandlerPeers) -> None:
     # Given the mix has run
     reports, raised = _run_mix(stack)
     # When the parked records are read back, with the errors Lambda would record for the rest

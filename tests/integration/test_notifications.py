@@ -16,7 +16,7 @@ from aftercall.ledger import FAILED
 from tests.support.events import outbound_call_ended, re_emitted, support_call_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.peers import NotificationsTopic, queue_arn
-from tests.support.stack import LocalStack, create_queue, unique
+from tests.support.stack import HandlerPeers, create_queue, unique
 
 TICKET_CREATE = "/crm/v3/objects/tickets$"
 
@@ -35,7 +35,7 @@ def _notify_hot_lead(conv: Conversation) -> None:
     )
 
 
-def test_notify_publishes_a_readable_summary_to_the_topic(stack: LocalStack, topic: NotificationsTopic) -> None:
+def test_notify_publishes_a_readable_summary_to_the_topic(stack: HandlerPeers, topic: NotificationsTopic) -> None:
     # Given an outbound call that found an interested lead, and an End function that notifies sales
     event = outbound_call_ended()
     conversation_id = event["detail"]["conversation_id"]
@@ -58,7 +58,7 @@ def test_notify_publishes_a_readable_summary_to_the_topic(stack: LocalStack, top
     assert outcome["result"] == {"kind": "notification", "message_id": message["MessageId"]}
 
 
-def test_notify_without_details_sends_the_conversation_summary(stack: LocalStack, topic: NotificationsTopic) -> None:
+def test_notify_without_details_sends_the_conversation_summary(stack: HandlerPeers, topic: NotificationsTopic) -> None:
     # Given an End function that notifies with a subject only
     def end_function(conv: Conversation) -> None:
         conv.actions.notify("Unresolved billing call")
@@ -82,7 +82,7 @@ def test_notify_without_details_sends_the_conversation_summary(stack: LocalStack
 
 
 def test_a_subject_sns_would_refuse_is_made_safe_and_kept_whole_in_the_message(
-    stack: LocalStack, topic: NotificationsTopic
+    stack: HandlerPeers, topic: NotificationsTopic
 ) -> None:
     # Given a subject with accents, a line break and more than 100 characters (SNS subjects must be
     # ASCII, without line breaks or control characters, under 100 characters)
@@ -103,7 +103,9 @@ def test_a_subject_sns_would_refuse_is_made_safe_and_kept_whole_in_the_message(
     assert "Customer: José Müller" in message["Message"]
 
 
-def test_two_notifications_with_their_own_keys_are_both_published(stack: LocalStack, topic: NotificationsTopic) -> None:
+def test_two_notifications_with_their_own_keys_are_both_published(
+    stack: HandlerPeers, topic: NotificationsTopic
+) -> None:
     # Given an End function that notifies sales and, separately, the support leads
     def end_function(conv: Conversation) -> None:
         conv.actions.notify("Hot lead", {"Customer": "Jane Doe"}, key="sales")
@@ -118,7 +120,7 @@ def test_two_notifications_with_their_own_keys_are_both_published(stack: LocalSt
     assert set(report["actions"]) == {"notification:sales", "notification:support"}
 
 
-def test_an_empty_subject_is_refused_when_planned(stack: LocalStack, topic: NotificationsTopic) -> None:
+def test_an_empty_subject_is_refused_when_planned(stack: HandlerPeers, topic: NotificationsTopic) -> None:
     # Given an End function that notifies with a blank subject
     def end_function(conv: Conversation) -> None:
         conv.actions.notify("   ")
@@ -138,7 +140,7 @@ def test_an_empty_subject_is_refused_when_planned(stack: LocalStack, topic: Noti
 
 
 def test_a_retry_after_another_action_failed_does_not_publish_again(
-    stack: LocalStack, topic: NotificationsTopic
+    stack: HandlerPeers, topic: NotificationsTopic
 ) -> None:
     # Given the CRM refuses the ticket once, and an End function that opens a ticket and notifies
     stack.crm.add_fault("status", method="POST", path=TICKET_CREATE, status=400, times=1)
@@ -161,7 +163,7 @@ def test_a_retry_after_another_action_failed_does_not_publish_again(
     assert duplicate["duplicate"] is True
 
 
-def test_a_publish_that_failed_is_published_once_on_retry(stack: LocalStack) -> None:
+def test_a_publish_that_failed_is_published_once_on_retry(stack: HandlerPeers) -> None:
     # Given the notifications topic does not exist yet (SNS answers NotFound)
     name = unique("aftercall-notifications")
     topic_arn = f"arn:aws:sns:us-east-1:123456789012:{name}"
@@ -187,7 +189,7 @@ def test_a_publish_that_failed_is_published_once_on_retry(stack: LocalStack) -> 
 # --- not configured ---------------------------------------------------------------------------------
 
 
-def test_notifications_not_configured_fail_that_action_while_the_others_complete(stack: LocalStack) -> None:
+def test_notifications_not_configured_fail_that_action_while_the_others_complete(stack: HandlerPeers) -> None:
     # Given a runtime without a notifications topic, and an End function that writes a summary,
     # opens a ticket and notifies
     def end_function(conv: Conversation) -> None:

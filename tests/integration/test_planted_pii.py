@@ -28,7 +28,7 @@ from tests.support.events import conversation_ended, outbound_call_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.logs import everything as capture_every_line  # noqa: F401 - a fixture, used by name
 from tests.support.ops import on_failure_record
-from tests.support.stack import LocalStack
+from tests.support.stack import HandlerPeers
 
 EMAIL = "planted.person@example.org"
 PHONE = "+447700900123"
@@ -88,7 +88,7 @@ def _leaks(text: str) -> list[str]:
 
 @pytest.mark.parametrize("capture_every_line", [logging.DEBUG], ids=["DEBUG"], indirect=True)
 def test_planted_personal_data_and_tokens_reach_no_log_queue_ledger_or_cli_output(
-    stack: LocalStack,
+    stack: HandlerPeers,
     capture_every_line: Callable[[], str],  # noqa: F811 - the fixture imported above
 ) -> None:
     # Given events and End functions that put an email, a phone number and a token everywhere

@@ -27,7 +27,7 @@ from tests.support.events import (
     support_call_ended,
 )
 from tests.support.lambda_context import lambda_context
-from tests.support.stack import LocalStack
+from tests.support.stack import HandlerPeers
 
 TICKET_CREATE = "/crm/v3/objects/tickets$"
 CONVERSATION_METRICS = ("Conversations", "ConversationDuration")
@@ -74,7 +74,7 @@ def _by(points: list[Datapoint], name: str, dimension: str) -> dict[str, float]:
 
 
 def _run(
-    stack: LocalStack,
+    stack: HandlerPeers,
     capsys: pytest.CaptureFixture[str],
     event: dict[str, Any],
     function: Callable[[Conversation], object] = end_function,
@@ -88,7 +88,7 @@ def _run(
 
 
 def test_a_conversation_is_counted_by_direction_environment_resolution_and_sentiment(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    stack: HandlerPeers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given an unresolved inbound support call with a negative sentiment
     event = support_call_ended()
@@ -104,7 +104,7 @@ def test_a_conversation_is_counted_by_direction_environment_resolution_and_senti
 
 
 def test_a_conversation_records_its_duration_in_seconds_by_direction(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    stack: HandlerPeers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given an outbound call that lasted 95.5 seconds
     event = outbound_call_ended(duration_seconds=95.5)
@@ -130,7 +130,7 @@ def test_a_conversation_records_its_duration_in_seconds_by_direction(
     ids=["free-text", "known-words-any-case", "resolved-flag", "unresolved-flag", "not-text", "absent"],
 )
 def test_free_text_is_capped_to_a_small_vocabulary(
-    stack: LocalStack,
+    stack: HandlerPeers,
     capsys: pytest.CaptureFixture[str],
     state: dict[str, Any],
     resolution: str,
@@ -147,7 +147,7 @@ def test_free_text_is_capped_to_a_small_vocabulary(
 
 
 def test_a_state_with_nested_objects_is_summarised_and_counted(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    stack: HandlerPeers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a call whose state holds objects where the repo's end_function reads words
     # (conv.state.get returns a read-only view for an object, which is not JSON by itself)
@@ -161,7 +161,7 @@ def test_a_state_with_nested_objects_is_summarised_and_counted(
 
 
 def test_a_conversation_is_counted_once_across_a_failed_attempt_its_retry_and_a_duplicate(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    stack: HandlerPeers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a support call whose ticket the CRM refuses once
     stack.crm.add_fault("status", method="POST", path=TICKET_CREATE, status=400, times=1)
@@ -183,7 +183,7 @@ def test_a_conversation_is_counted_once_across_a_failed_attempt_its_retry_and_a_
 
 
 def test_each_action_reports_success_or_failure_by_action(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    stack: HandlerPeers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a support call whose ticket the CRM refuses once, handled by the repo's end_function
     stack.crm.add_fault("status", method="POST", path=TICKET_CREATE, status=400, times=1)
@@ -205,7 +205,7 @@ def test_each_action_reports_success_or_failure_by_action(
     assert _by(retry, "ActionFailed", "Action") == {}
 
 
-def test_keyed_actions_are_reported_by_kind_not_by_key(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keyed_actions_are_reported_by_kind_not_by_key(stack: HandlerPeers, capsys: pytest.CaptureFixture[str]) -> None:
     # Given an End function that sends two notifications with their own keys, without a topic
     def two_notifications(conv: Conversation) -> None:
         conv.actions.notify("Hot lead", key=f"sales-{conv.id}")
@@ -235,7 +235,7 @@ def _dashboard_searches() -> list[tuple[str, frozenset[str], str]]:
 
 
 def test_the_dashboard_searches_for_the_dimension_sets_that_are_emitted(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    stack: HandlerPeers, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given the dashboard's SEARCH expressions (CloudWatch matches a schema's dimension set exactly)
     searches = _dashboard_searches()

@@ -24,7 +24,7 @@ from end_function import end_function
 from tests.support.events import CUSTOMER_PHONE
 from tests.support.lambda_context import lambda_context
 from tests.support.ops import OpsTarget
-from tests.support.stack import LocalStack, unique
+from tests.support.stack import HandlerPeers, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "events" / "vendor"
@@ -121,7 +121,7 @@ def test_a_saved_payload_reaches_the_bus_as_the_same_event_the_webhook_put(ops_t
 
 
 def test_the_demo_sends_one_signed_webhook_per_platform_through_ingest(
-    ops_target: OpsTarget, stack: LocalStack
+    ops_target: OpsTarget, stack: HandlerPeers
 ) -> None:
     # Given a bus and signing secrets
     # When the demo runs every platform's sample through the real ingest service

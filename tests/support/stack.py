@@ -77,7 +77,7 @@ def drain(queue_url: str) -> list[dict[str, Any]]:
 
 
 @dataclass
-class LocalStack:
+class HandlerPeers:
     """One test's resources: idempotency table, failed-events queue, CRM secret, fake CRM."""
 
     table: str
