@@ -18,7 +18,8 @@ import requests
 from aftercall import aws
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import CrmCall, Customer, Disposition, SummaryNote, SupportTicket
-from aftercall.crm.salesforce import SECRET_KEYS, SalesforceCrm, person_query, phone_variants
+from aftercall.crm.salesforce import SECRET_KEYS, SalesforceCrm
+from aftercall.crm.salesforce_callers import caller_search, phone_forms
 from aftercall.deadline import Deadline
 from aftercall.errors import (
     ConfigurationError,
@@ -39,6 +40,7 @@ CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=None)
 API = "/services/data/v62.0"
 TOKEN = "/services/oauth2/token$"
 QUERY = f"{API}/query"
+SEARCH = f"{API}/search"
 TASKS = f"{API}/sobjects/Task/{EXT_ID}/"
 CASES = f"{API}/sobjects/Case/{EXT_ID}/"
 
@@ -269,13 +271,13 @@ def test_a_403_request_limit_exceeded_is_treated_as_a_rate_limit(
     org: FakeSalesforce, salesforce: SalesforceCrm
 ) -> None:
     # Given the org answers the first query 403 REQUEST_LIMIT_EXCEEDED (no Retry-After)
-    org.add_fault("rate_limit", path=QUERY, retry_after=None, times=1)
+    org.add_fault("rate_limit", path=SEARCH, retry_after=None, times=1)
     note = _note()
     # When the summary is logged
     salesforce.log_summary(note, _call())
     # Then the query was retried after a backoff rather than failing as a refusal
-    assert _statuses(org, "GET", QUERY) == [403, 200]
-    (limited, _) = org.requests_to("GET", QUERY)
+    assert _statuses(org, "GET", SEARCH) == [403, 200]
+    (limited, _) = org.requests_to("GET", SEARCH)
     assert limited.fault == "rate_limit"
     assert len(org.tasks_for(note.conversation_id)) == 1
 
@@ -297,7 +299,7 @@ def test_a_request_limit_that_outlasts_the_invocation_gives_up_for_a_retry(
     org: FakeSalesforce, salesforce: SalesforceCrm
 ) -> None:
     # Given every query is refused for the API limit
-    org.add_fault("rate_limit", path=QUERY, retry_after="60")
+    org.add_fault("rate_limit", path=SEARCH, retry_after="60")
     # When the summary is logged with two seconds left
     # Then it gives up instead of sleeping past the deadline; nothing was written
     with pytest.raises(CrmUnavailableError, match=r"rate limited \(403\).*would outlast this invocation"):
@@ -320,7 +322,7 @@ def test_an_expired_session_gets_a_new_token_and_the_call_succeeds(
     # Then the stale token got one 401, a new token was fetched, and the Task was written
     assert len(org.tasks_for(note.conversation_id)) == 1
     assert org.token_requests == 2
-    assert 401 in _statuses(org, "GET", QUERY) + _statuses(org, "PATCH", TASKS)
+    assert 401 in _statuses(org, "GET", SEARCH) + _statuses(org, "PATCH", TASKS)
 
 
 def test_a_rotated_client_secret_is_read_again_from_the_secret(
@@ -403,27 +405,33 @@ def test_an_unknown_caller_is_reported_with_the_phone_masked(org: FakeSalesforce
     with pytest.raises(UnknownContactError) as raised:
         salesforce.log_summary(_note(customer=Customer(phone=raw, email=None)), _call())
     # Then the error says so with the number masked, never in full, and nothing was written
-    assert "no Salesforce Contact or Lead with phone +141****9876" in str(raised.value)
+    assert "no salesforce record with phone +141****9876" in str(raised.value)
     assert raw not in str(raised.value)
     assert org.records("Task") == []
 
 
-def test_a_ticket_for_a_lead_only_customer_needs_a_contact(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
+def test_a_ticket_for_a_lead_only_customer_carries_their_details(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
     # Given a prospect known only as a Lead (a Case cannot belong to a Lead)
-    org.add_lead(phone="+14155550777")
+    lead_id = org.add_lead(phone="+14155550777")
     # When a ticket is opened for them
-    # Then the error says a Contact is needed, with the number masked
-    with pytest.raises(UnknownContactError, match=r"no Salesforce Contact with phone \+141\*\*\*\*0777"):
-        salesforce.open_ticket(_ticket(customer=Customer(phone="+14155550777", email=None)), _call())
-    assert org.records("Case") == []
+    ticket = _ticket(customer=Customer(phone="+14155550777", email="lead@example.com"))
+    record = salesforce.open_ticket(ticket, _call())
+    # Then the Case carries the caller's phone and email as Web-to-Case does, and names the Lead
+    (case,) = org.cases_for(ticket.conversation_id)
+    assert (case["SuppliedPhone"], case["SuppliedEmail"], case.get("ContactId")) == (
+        "+14155550777",
+        "lead@example.com",
+        None,
+    )
+    assert record.extra == {"lead_id": lead_id}
 
 
 def test_a_converted_lead_gets_no_disposition(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
     # Given a customer whose only Lead was converted
     org.add_lead(phone="+14155550888", IsConverted=True)
     # When a disposition is logged
-    # Then there is no open Lead to update
-    with pytest.raises(UnknownContactError, match="open \\(unconverted\\) Lead"):
+    # Then the caller is unknown: search returns only unconverted Leads (UnknownCallerPolicy park here)
+    with pytest.raises(UnknownContactError, match="UnknownCallerPolicy is park"):
         salesforce.log_disposition(Disposition(unique("conv"), Customer("+14155550888", None), "interested"), _call())
 
 
@@ -448,26 +456,27 @@ def test_an_email_with_a_quote_cannot_change_the_query(org: FakeSalesforce, sale
     # Then the escaped literal matched exactly that Contact
     (task,) = org.tasks_for(note.conversation_id)
     assert task["WhoId"] == contact_id
-    assert "Email = 'o\\'brien@example.com'" in person_query("Contact", note.customer)
+    sosl = caller_search(note.customer, ("Contact",), "email")
+    assert sosl is not None and r'{"o\'brien@example.com"}' in sosl
 
 
 def test_a_refused_lookup_does_not_echo_the_customers_details(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
-    # Given Salesforce refuses the lookup quoting the query, as it does for MALFORMED_QUERY
-    echo = f"\nEmail = '{CUSTOMER_EMAIL}'\n^\nERROR at Row:1:Column:40\nunexpected token: {CUSTOMER_PHONE}"
-    org.add_fault("status", path=QUERY, status=400, body=[{"message": echo, "errorCode": "MALFORMED_QUERY"}])
+    # Given Salesforce refuses the search quoting it, as it does for MALFORMED_SEARCH
+    echo = f"\nFIND {{{CUSTOMER_EMAIL}}}\n^\nERROR at Row:1:Column:40\nunexpected token: {CUSTOMER_PHONE}"
+    org.add_fault("status", path=SEARCH, status=400, body=[{"message": echo, "errorCode": "MALFORMED_SEARCH"}])
     # When the summary is logged
     with pytest.raises(CrmRequestError) as raised:
         salesforce.log_summary(_note(customer=Customer(CUSTOMER_PHONE, CUSTOMER_EMAIL)), _call())
     # Then the error keeps the code and drops the quoted phone and email
-    assert str(raised.value) == "salesforce refused the Contact lookup query: HTTP 400 (MALFORMED_QUERY)"
+    assert str(raised.value) == "salesforce refused the caller search: HTTP 400"
 
 
-def test_phone_variants_cover_e164_digits_and_the_nanp_display_format() -> None:
+def test_phone_forms_are_the_digits_a_number_is_typed_with() -> None:
     # Given a US number and a UK number
-    # When their lookup variants are made
-    # Then the US one also has its national forms, the UK one only E.164 and digits
-    assert phone_variants("+14155550123") == ["+14155550123", "14155550123", "4155550123", "(415) 555-0123"]
-    assert phone_variants("+442071838750") == ["+442071838750", "442071838750"]
+    # When the forms Salesforce's phone search is asked for are made
+    # Then each has its national number, with country code, and the UK one as dialled at home
+    assert phone_forms("+14155550123") == ["4155550123", "14155550123"]
+    assert phone_forms("+442071838750") == ["2071838750", "442071838750", "02071838750"]
 
 
 # --- HTTPS only ----------------------------------------------------------------------------------

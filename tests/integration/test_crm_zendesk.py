@@ -36,6 +36,7 @@ from tests.support.stack import FAST_HTTP, HandlerPeers, create_secret, put_secr
 CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=None)
 TICKETS = "/api/v2/tickets$"
 USER_SEARCH = "/api/v2/users/search"
+PHONE_SEARCH = "/api/v2/search"
 
 
 def _call(seconds: float = 30.0, *, recovering: bool = False) -> CrmCall:
@@ -243,13 +244,13 @@ def test_a_changed_body_under_the_same_key_finds_the_first_ticket(
 
 
 def test_a_429_retry_after_is_waited_out(zendesk_fake: FakeZendesk, zendesk: ZendeskCrm) -> None:
-    # Given Zendesk rate-limits the user search once, asking for one second
-    zendesk_fake.add_fault("rate_limit", path=USER_SEARCH, retry_after="1", times=1)
+    # Given Zendesk rate-limits the caller search once, asking for one second
+    zendesk_fake.add_fault("rate_limit", path=PHONE_SEARCH, retry_after="1", times=1)
     note = _note()
     # When the summary is logged
     zendesk.log_summary(note, _call())
     # Then the next search reached Zendesk no sooner than Retry-After after the 429 was sent
-    limited, retried = zendesk_fake.requests_to("GET", USER_SEARCH)
+    limited, retried = zendesk_fake.requests_to("GET", PHONE_SEARCH)
     assert (limited.status, retried.status) == (429, 200)
     assert limited.answered is not None
     assert retried.received - limited.answered >= 1.0
@@ -321,7 +322,7 @@ def test_an_unknown_caller_is_reported_with_the_phone_masked(zendesk_fake: FakeZ
     with pytest.raises(UnknownContactError) as raised:
         zendesk.log_summary(_note(customer=Customer(phone=raw, email="new.caller@example.com")), _call())
     # Then the error says so with the phone and email masked, and nothing was created
-    assert "no Zendesk user with phone +141****9876 or email n***@example.com" in str(raised.value)
+    assert "no zendesk record with phone +141****9876 or email n***@example.com" in str(raised.value)
     assert raw not in str(raised.value)
     assert "new.caller" not in str(raised.value)
     assert zendesk_fake.tickets == []

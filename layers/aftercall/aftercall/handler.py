@@ -331,12 +331,18 @@ def build_crm(settings: Settings) -> Crm:
         from aftercall.crm import salesforce
 
         credentials = SecretCredentials(settings.crm_secret_id, salesforce.SECRET_KEYS, settings.secret_max_age)
-        return salesforce.SalesforceCrm(credentials, settings.crm_base_url, **http)
+        return salesforce.SalesforceCrm(
+            credentials,
+            settings.crm_base_url,
+            new_callers=new_callers(settings),
+            new_caller_object="Contact" if settings.new_caller_object == "Contact" else "Lead",
+            **http,
+        )
     if settings.crm_provider == "zendesk":
         from aftercall.crm import zendesk
 
         credentials = SecretCredentials(settings.crm_secret_id, zendesk.SECRET_KEYS, settings.secret_max_age)
-        return zendesk.ZendeskCrm(credentials, settings.crm_base_url, **http)
+        return zendesk.ZendeskCrm(credentials, settings.crm_base_url, new_callers=new_callers(settings), **http)
     if settings.crm_provider == "webhook":
         from aftercall.crm import webhook
 

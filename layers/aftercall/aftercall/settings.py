@@ -45,6 +45,8 @@ class Settings:
     unknown_caller_policy: str = "create"
     #: Region for caller numbers without a country code (None: matched by their digits only).
     default_phone_region: str | None = None
+    #: What a new caller becomes in Salesforce: a "Lead" or a "Contact".
+    new_caller_object: str = "Lead"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,4 +126,13 @@ class Settings:
             crm_search_rate_limit=rate("CRM_SEARCH_RATE_LIMIT_PER_SECOND"),
             unknown_caller_policy=policy,
             default_phone_region=region,
+            new_caller_object=new_caller_object(env.get("NEW_CALLER_OBJECT")),
         )
+
+
+def new_caller_object(raw: str | None) -> str:
+    """``NEW_CALLER_OBJECT`` (``Lead`` by default, or ``Contact``), or a clear error."""
+    value = (raw or "").strip().capitalize() or "Lead"
+    if value not in ("Lead", "Contact"):
+        raise ConfigurationError(f"NEW_CALLER_OBJECT={raw!r}: must be 'Lead' or 'Contact'")
+    return value

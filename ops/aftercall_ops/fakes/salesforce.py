@@ -29,365 +29,35 @@ Faults are those of :mod:`aftercall_ops.fakes.http`; a ``rate_limit`` fault answ
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import re
 import secrets
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request, serve_until_signalled
+from aftercall_ops.fakes.salesforce_org import (
+    DEFAULT_CALLER_ID_FIELD,
+    DEFAULT_EXTERNAL_ID_FIELD,
+    FIELDS,
+    INDEX_LAG_SECONDS,
+    LEAD_STATUSES,
+    _Org,
+    _public,
+)
+from aftercall_ops.fakes.salesforce_soql import SalesforceError, sf_error
 
 DEFAULT_CLIENT_ID = "fake-salesforce-client-id"
 DEFAULT_CLIENT_SECRET = "fake-salesforce-client-secret"  # noqa: S105 - the fake's own test secret
-DEFAULT_EXTERNAL_ID_FIELD = "Aftercall_Conversation_Id__c"
 TOKEN_PATH = "/services/oauth2/token"  # noqa: S105 - a URL path
-LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted")
 #: API 46.0 made an upsert that updates answer 200 with a body; before, 204 without one.
 UPSERT_BODY_SINCE = (46, 0)
-
-#: Writable fields per object; the system fields (Id, dates) are added by the store.
-FIELDS: dict[str, frozenset[str]] = {
-    "Contact": frozenset({"FirstName", "LastName", "Phone", "MobilePhone", "Email", "AccountId"}),
-    "Lead": frozenset({"FirstName", "LastName", "Company", "Phone", "MobilePhone", "Email", "Status", "IsConverted"}),
-    "Task": frozenset(
-        {"Subject", "Description", "Status", "Priority", "ActivityDate", "WhoId", "WhatId", "Type", "CallDisposition"}
-    ),
-    "Case": frozenset({"Subject", "Description", "Priority", "Status", "Origin", "ContactId", "SuppliedPhone"}),
-}
-SYSTEM_FIELDS = frozenset({"Id", "CreatedDate", "LastModifiedDate"})
-PICKLISTS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("Case", "Priority"): ("High", "Medium", "Low"),
-    ("Task", "Status"): ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"),
-    ("Task", "Priority"): ("High", "Normal", "Low"),
-}
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "Lead": {"Status": "Open - Not Contacted", "IsConverted": False},
-    "Task": {"Status": "Not Started", "Priority": "Normal"},
-    "Case": {"Status": "New", "Priority": "Medium"},
-}
-ID_PREFIX = {"Contact": "003", "Lead": "00Q", "Task": "00T", "Case": "500"}
-#: Reference fields and the objects they may point at.
-REFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("Task", "WhoId"): ("Contact", "Lead"),
-    ("Case", "ContactId"): ("Contact",),
-}
-
+#: "API Requests, Maximum per 24-hour period: Developer Edition 15,000"; beyond it Salesforce answers
+#: 403 REQUEST_LIMIT_EXCEEDED "TotalRequests Limit exceeded." and reports the use in every answer's
+#: ``Sforce-Limit-Info: api-usage=<used>/<limit>`` header.
+DAILY_API_REQUESTS = 15_000
 _DATA_PATH = re.compile(r"^/services/data/v(?P<major>\d+)\.(?P<minor>\d)(?P<rest>/.*)?$")
-
-
-def sf_error(message: str, code: str, fields: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Salesforce's REST error body: a list of ``{"message", "errorCode", "fields"}``."""
-    return [{"message": message, "errorCode": code, "fields": list(fields)}]
-
-
-class SalesforceError(Exception):
-    """Internal: answer ``status`` with Salesforce's error body."""
-
-    def __init__(self, status: int, message: str, code: str, fields: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = sf_error(message, code, fields)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
-
-
-# --- SOQL subset ---------------------------------------------------------------------------------
-
-_SOQL_TOKEN = re.compile(
-    r"\s*(?:(?P<string>'(?:\\.|[^'\\])*')|(?P<op>!=|=)|(?P<punct>[(),])"
-    r"|(?P<number>\d+)|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
-)
-_ESCAPES = {"'": "'", '"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}
-
-Predicate = Callable[[Mapping[str, Any]], bool]
-
-
-@dataclass
-class SoqlQuery:
-    fields: list[str]
-    sobject: str
-    where: Predicate
-    order_by: str | None
-    descending: bool
-    limit: int | None
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    position = 0
-    text = text.rstrip()
-    while position < len(text):
-        match = _SOQL_TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            raise SalesforceError(400, f"unexpected token at position {position}", "MALFORMED_QUERY")
-        kind = match.lastgroup
-        assert kind is not None
-        tokens.append((kind, match.group(kind)))
-        position = match.end()
-    return tokens
-
-
-def _unescape(literal: str) -> str:
-    body = literal[1:-1]
-    out = []
-    chars = iter(body)
-    for char in chars:
-        if char != "\\":
-            out.append(char)
-            continue
-        escaped = next(chars, "")
-        if escaped not in _ESCAPES:
-            raise SalesforceError(400, f"Invalid string literal {literal!r}: bad escape \\{escaped}", "MALFORMED_QUERY")
-        out.append(_ESCAPES[escaped])
-    return "".join(out)
-
-
-class _SoqlParser:
-    """Recursive descent over the token list; builds a predicate over a record's fields."""
-
-    def __init__(self, text: str, known_fields: Callable[[str], frozenset[str]]) -> None:
-        self.tokens = _tokens(text)
-        self.position = 0
-        self.known_fields = known_fields
-        self.sobject = ""
-
-    def parse(self) -> SoqlQuery:
-        self._keyword("SELECT")
-        fields = [self._word()]
-        while self._accept("punct", ","):
-            fields.append(self._word())
-        self._keyword("FROM")
-        self.sobject = self._word()
-        known = self.known_fields(self.sobject)
-        if not known:
-            raise SalesforceError(400, f"sObject type '{self.sobject}' is not supported.", "INVALID_TYPE")
-        for name in fields:
-            self._check_field(name)
-        where: Predicate = lambda record: True  # noqa: E731 - the no-WHERE case
-        if self._accept_keyword("WHERE"):
-            where = self._or()
-        order_by, descending = None, False
-        if self._accept_keyword("ORDER"):
-            self._keyword("BY")
-            order_by = self._check_field(self._word())
-            if self._accept_keyword("DESC"):
-                descending = True
-            else:
-                self._accept_keyword("ASC")
-        limit = None
-        if self._accept_keyword("LIMIT"):
-            kind, value = self._next()
-            if kind != "number":
-                raise SalesforceError(400, "LIMIT needs a number", "MALFORMED_QUERY")
-            limit = int(value)
-        if self.position != len(self.tokens):
-            raise SalesforceError(400, f"unexpected token: '{self.tokens[self.position][1]}'", "MALFORMED_QUERY")
-        return SoqlQuery(fields, self.sobject, where, order_by, descending, limit)
-
-    def _or(self) -> Predicate:
-        terms = [self._and()]
-        while self._accept_keyword("OR"):
-            terms.append(self._and())
-        return lambda record: any(term(record) for term in terms)
-
-    def _and(self) -> Predicate:
-        factors = [self._factor()]
-        while self._accept_keyword("AND"):
-            factors.append(self._factor())
-        return lambda record: all(factor(record) for factor in factors)
-
-    def _factor(self) -> Predicate:
-        if self._accept("punct", "("):
-            inner = self._or()
-            self._expect("punct", ")")
-            return inner
-        field = self._check_field(self._word())
-        if self._accept_keyword("IN"):
-            self._expect("punct", "(")
-            values = [self._value()]
-            while self._accept("punct", ","):
-                values.append(self._value())
-            self._expect("punct", ")")
-            return lambda record: any(_equal(record.get(field), value) for value in values)
-        kind, op = self._next()
-        if kind != "op":
-            raise SalesforceError(400, f"expected a comparison after {field}", "MALFORMED_QUERY")
-        value = self._value()
-        if op == "=":
-            return lambda record: _equal(record.get(field), value)
-        return lambda record: not _equal(record.get(field), value)
-
-    def _value(self) -> Any:
-        kind, token = self._next()
-        if kind == "string":
-            return _unescape(token)
-        if kind == "number":
-            return int(token)
-        if kind == "word" and token.lower() in ("true", "false"):
-            return token.lower() == "true"
-        if kind == "word" and token.lower() == "null":
-            return None
-        raise SalesforceError(400, f"unexpected value: '{token}'", "MALFORMED_QUERY")
-
-    def _check_field(self, name: str) -> str:
-        if name not in self.known_fields(self.sobject):
-            raise SalesforceError(400, f"No such column '{name}' on entity '{self.sobject}'.", "INVALID_FIELD")
-        return name
-
-    def _next(self) -> tuple[str, str]:
-        if self.position >= len(self.tokens):
-            raise SalesforceError(400, "unexpected end of query", "MALFORMED_QUERY")
-        token = self.tokens[self.position]
-        self.position += 1
-        return token
-
-    def _word(self) -> str:
-        kind, value = self._next()
-        if kind != "word":
-            raise SalesforceError(400, f"unexpected token: '{value}'", "MALFORMED_QUERY")
-        return value
-
-    def _keyword(self, word: str) -> None:
-        if not self._accept_keyword(word):
-            found = self.tokens[self.position][1] if self.position < len(self.tokens) else "end of query"
-            raise SalesforceError(400, f"expected {word}, found '{found}'", "MALFORMED_QUERY")
-
-    def _accept_keyword(self, word: str) -> bool:
-        if self.position < len(self.tokens):
-            kind, value = self.tokens[self.position]
-            if kind == "word" and value.upper() == word:
-                self.position += 1
-                return True
-        return False
-
-    def _accept(self, kind: str, value: str) -> bool:
-        if self.position < len(self.tokens) and self.tokens[self.position] == (kind, value):
-            self.position += 1
-            return True
-        return False
-
-    def _expect(self, kind: str, value: str) -> None:
-        if not self._accept(kind, value):
-            raise SalesforceError(400, f"expected '{value}'", "MALFORMED_QUERY")
-
-
-def _equal(actual: Any, expected: Any) -> bool:
-    """SOQL equality: text ignores case; null equals only a missing or null value."""
-    if expected is None or actual is None:
-        return actual is None and expected is None
-    if isinstance(actual, str) and isinstance(expected, str):
-        return actual.casefold() == expected.casefold()
-    return bool(actual == expected)
-
-
-# --- the in-memory org -------------------------------------------------------------------------------
-
-
-class _Org:
-    """Records by object type; every public method takes the lock."""
-
-    def __init__(self, external_ids: Mapping[str, frozenset[str]], lead_statuses: Sequence[str]) -> None:
-        self.lock = threading.RLock()
-        self.picklists = {**PICKLISTS, ("Lead", "Status"): tuple(lead_statuses)}
-        self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in FIELDS}
-        self.external_ids = {name: frozenset(external_ids.get(name, ())) for name in FIELDS}
-        self._ids = itertools.count(1)
-        self._seq = itertools.count(1)
-
-    def fields(self, sobject: str) -> frozenset[str]:
-        if sobject not in FIELDS:
-            return frozenset()
-        return FIELDS[sobject] | SYSTEM_FIELDS | self.external_ids[sobject]
-
-    def new_id(self, sobject: str) -> str:
-        return f"{ID_PREFIX[sobject]}5g000{next(self._ids):010d}"
-
-    def validate(self, sobject: str, values: Mapping[str, Any]) -> None:
-        known = FIELDS[sobject] | self.external_ids[sobject]
-        for name, value in values.items():
-            if name not in known:
-                raise SalesforceError(400, f"No such column '{name}' on sobject of type {sobject}", "INVALID_FIELD")
-            if value is not None and not isinstance(value, str | bool | int | float):
-                raise SalesforceError(400, f"{name}: value not of required type", "JSON_PARSER_ERROR", [name])
-            allowed = self.picklists.get((sobject, name))
-            if allowed is not None and value not in allowed:
-                raise SalesforceError(
-                    400,
-                    f"{name}: bad value for restricted picklist field: {value}",
-                    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                    [name],
-                )
-            targets = REFERENCES.get((sobject, name))
-            if targets is not None and value is not None and not any(str(value) in self.records[t] for t in targets):
-                raise SalesforceError(
-                    400, f"{name}: id value of incorrect type: {value}", "FIELD_INTEGRITY_EXCEPTION", [name]
-                )
-
-    def create(self, sobject: str, values: Mapping[str, Any]) -> dict[str, Any]:
-        with self.lock:
-            self.validate(sobject, values)
-            record_id = self.new_id(sobject)
-            stamp = _now()
-            record = {**DEFAULTS.get(sobject, {}), **values}
-            record.update({"Id": record_id, "CreatedDate": stamp, "LastModifiedDate": stamp, "_seq": next(self._seq)})
-            self.records[sobject][record_id] = record
-            return copy.deepcopy(record)
-
-    def update(self, sobject: str, record_id: str, values: Mapping[str, Any]) -> dict[str, Any] | None:
-        with self.lock:
-            record = self.records[sobject].get(record_id)
-            if record is None:
-                return None
-            self.validate(sobject, values)
-            record.update(values)
-            record["LastModifiedDate"] = _now()
-            record["_seq"] = next(self._seq)
-            return copy.deepcopy(record)
-
-    def by_external_id(self, sobject: str, field: str, value: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [copy.deepcopy(r) for r in self.records[sobject].values() if r.get(field) == value]
-
-    def get(self, sobject: str, record_id: str) -> dict[str, Any] | None:
-        with self.lock:
-            record = self.records.get(sobject, {}).get(record_id)
-            return copy.deepcopy(record) if record else None
-
-    def all(self, sobject: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [copy.deepcopy(r) for r in self.records[sobject].values()]
-
-    def query(self, soql: str) -> list[dict[str, Any]]:
-        with self.lock:
-            parsed = _SoqlParser(soql, self.fields).parse()
-            hits = [r for r in self.records[parsed.sobject].values() if parsed.where(r)]
-            if parsed.order_by is not None:
-                key = parsed.order_by
-                hits.sort(key=lambda r: (str(r.get(key) or ""), r["_seq"]), reverse=parsed.descending)
-            if parsed.limit is not None:
-                hits = hits[: parsed.limit]
-            return [
-                {name: copy.deepcopy(r.get(name)) for name in parsed.fields} | {"_type": parsed.sobject} for r in hits
-            ]
-
-    def clear(self) -> None:
-        with self.lock:
-            for records in self.records.values():
-                records.clear()
-
-
-def _public(sobject: str, record: Mapping[str, Any], base: str) -> dict[str, Any]:
-    """A record as the REST API returns it: ``attributes`` first, no internal keys."""
-    fields = {k: v for k, v in record.items() if not k.startswith("_")}
-    return {"attributes": {"type": sobject, "url": f"{base}/sobjects/{sobject}/{record['Id']}"}, **fields}
-
 
 # --- the server ----------------------------------------------------------------------------------------
 
@@ -406,14 +76,25 @@ class FakeSalesforce(FakeHttpService):
         client_secret: str = DEFAULT_CLIENT_SECRET,
         external_ids: Mapping[str, Sequence[str]] | None = None,
         lead_statuses: Sequence[str] = LEAD_STATUSES,
+        index_lag_seconds: float = INDEX_LAG_SECONDS,
+        daily_api_requests: int | None = DAILY_API_REQUESTS,
         **options: Any,
     ) -> None:
+        """The search index lag and the daily API limit are on by default (``0``/``None`` turns one off)."""
         super().__init__(**options)
         ids = (
             external_ids
             if external_ids is not None
-            else {"Task": [DEFAULT_EXTERNAL_ID_FIELD], "Case": [DEFAULT_EXTERNAL_ID_FIELD]}
+            else {
+                "Task": [DEFAULT_EXTERNAL_ID_FIELD],
+                "Case": [DEFAULT_EXTERNAL_ID_FIELD],
+                "Lead": [DEFAULT_CALLER_ID_FIELD],
+                "Contact": [DEFAULT_CALLER_ID_FIELD],
+            }
         )
+        self.index_lag_seconds = index_lag_seconds
+        self.daily_api_requests = daily_api_requests
+        self._api_requests = 0
         self._org = _Org({name: frozenset(fields) for name, fields in ids.items()}, lead_statuses)
         self._client_id = client_id
         self._client_secret = client_secret
@@ -517,6 +198,17 @@ class FakeSalesforce(FakeHttpService):
     def _route(self, request: Request) -> Answer:
         if request.path == TOKEN_PATH:
             return self._token(request)
+        with self._lock:
+            self._api_requests += 1
+            used, limit = self._api_requests, self.daily_api_requests
+        if limit is not None and used > limit:
+            return Answer(403, sf_error("TotalRequests Limit exceeded.", "REQUEST_LIMIT_EXCEEDED"))
+        answer = self._data(request)
+        if limit is not None:
+            answer.headers["Sforce-Limit-Info"] = f"api-usage={used}/{limit}"
+        return answer
+
+    def _data(self, request: Request) -> Answer:
         match = _DATA_PATH.match(request.path)
         if match is None:
             return Answer(404, sf_error("The requested resource does not exist", "NOT_FOUND"))
@@ -526,6 +218,8 @@ class FakeSalesforce(FakeHttpService):
         try:
             if rest == ["query"] and request.method == "GET":
                 return self._query(request, base)
+            if rest == ["search"] and request.method == "GET":
+                return self._search(request, base)
             if len(rest) >= 2 and rest[0] == "sobjects":
                 return self._sobject(request, rest[1], rest[2:], version, base)
         except SalesforceError as exc:
@@ -567,6 +261,18 @@ class FakeSalesforce(FakeHttpService):
             attributes = {"type": sobject, "url": f"{base}/sobjects/{sobject}/{row.get('Id', '')}"}
             records.append({"attributes": attributes, **row})
         return Answer(200, {"totalSize": len(records), "done": True, "records": records})
+
+    def _search(self, request: Request, base: str) -> Answer:
+        """``GET /search/?q=<SOSL>``: ``{"searchRecords": [...]}`` from the search index (it lags writes)."""
+        sosl = request.param("q")
+        if not sosl:
+            raise SalesforceError(400, "A search string parameter 'q' is required", "MALFORMED_SEARCH")
+        records = []
+        for row in self._org.search(sosl):
+            sobject = row.pop("_type")
+            attributes = {"type": sobject, "url": f"{base}/sobjects/{sobject}/{row.get('Id', '')}"}
+            records.append({"attributes": attributes, **row})
+        return Answer(200, {"searchRecords": records})
 
     def _sobject(self, request: Request, sobject: str, rest: list[str], version: tuple[int, int], base: str) -> Answer:
         if sobject not in FIELDS:
@@ -616,7 +322,7 @@ class FakeSalesforce(FakeHttpService):
             if len(matches) > 1:
                 return Answer(300, [f"{base}/sobjects/{sobject}/{m['Id']}" for m in matches])
             if not matches:
-                created = self._org.create(sobject, {**values, field: value})
+                created = self._org.create(sobject, {**values, field: value}, index_lag=self.index_lag_seconds)
                 body: dict[str, Any] = {"id": created["Id"], "success": True, "errors": []}
                 if version >= UPSERT_BODY_SINCE:
                     body["created"] = True

@@ -10,8 +10,11 @@ fake implements it the way Zendesk documents it, and fails the ways Zendesk fail
   corrected and sent again. Validation answers 422 ``RecordInvalid``.
 * ``GET /api/v2/tickets?external_id=``, ``GET /api/v2/tickets/<id>``,
   ``GET /api/v2/tickets/<id>/comments``.
-* ``GET /api/v2/users/search?query=`` (matches part of a name, email or phone, as Zendesk's
-  does), ``PUT /api/v2/users/<id>`` (``user_fields`` for fields that do not exist are dropped).
+* End users (:mod:`aftercall_ops.fakes.zendesk_users`): ``GET /api/v2/users/search?query=``
+  (part of a name, email or phone), ``GET /api/v2/search.json?query=type:user phone:*<digits>``,
+  ``POST /api/v2/users/create_or_update``, ``PUT /api/v2/users/<id>`` (``user_fields`` for fields
+  that do not exist are dropped); phones stored as typed, search lagging writes.
+* The account's per-minute request limit (``X-Rate-Limit`` headers, 429 with ``Retry-After``).
 * API token auth: HTTP Basic ``<email>/token:<api token>``; 401 ``Couldn't authenticate you``.
 
 Faults are those of :mod:`aftercall_ops.fakes.http` (a ``rate_limit`` fault answers 429 with
@@ -29,11 +32,13 @@ import itertools
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request, serve_until_signalled
+from aftercall_ops.fakes.zendesk_users import INDEX_LAG_SECONDS, USER_UPDATES_PER_MINUTE, UserError, Users
 
 DEFAULT_EMAIL = "agent@example.com"
 DEFAULT_API_TOKEN = "fake-zendesk-api-token"  # noqa: S105 - the fake's own test token
@@ -42,6 +47,9 @@ IDEMPOTENCY_TTL_SECONDS = 2 * 3600
 MAX_IDEMPOTENCY_KEY = 255
 PRIORITIES = ("low", "normal", "high", "urgent")
 AGENT_ID = 900_001
+#: "Support and Help Center API requests per minute: Team 200, Growth 400, Professional 400,
+#: Enterprise 700, Enterprise Plus 2500" (Zendesk Suite plan limits); the fake is a Team account.
+REQUESTS_PER_MINUTE = 200
 
 _TICKET = re.compile(r"^/api/v2/tickets/(?P<id>\d+)(?P<comments>/comments)?(?:\.json)?$")
 _USER = re.compile(r"^/api/v2/users/(?P<id>\d+)(?:\.json)?$")
@@ -76,21 +84,28 @@ class FakeZendesk(FakeHttpService):
         api_token: str = DEFAULT_API_TOKEN,
         user_fields: Sequence[str] = DEFAULT_USER_FIELDS,
         idempotency_ttl: float = IDEMPOTENCY_TTL_SECONDS,
+        requests_per_minute: int | None = REQUESTS_PER_MINUTE,
+        index_lag_seconds: float = INDEX_LAG_SECONDS,
+        user_updates_per_minute: int | None = USER_UPDATES_PER_MINUTE,
         **options: Any,
     ) -> None:
+        """Zendesk's limits and search index lag are on by default; ``None``/``0`` turns one off."""
         super().__init__(**options)
+        self.requests_per_minute = requests_per_minute
+        self._minute: deque[float] = deque()
         self._data_lock = threading.RLock()
         self._email = email
         self._api_tokens = {api_token}
         self._api_token = api_token
         self._user_fields = set(user_fields)
         self._ttl = idempotency_ttl
-        self._users: dict[int, dict[str, Any]] = {}
+        self._people = Users(
+            self._user_fields, index_lag_seconds=index_lag_seconds, updates_per_minute=user_updates_per_minute
+        )
         self._tickets: dict[int, dict[str, Any]] = {}
         self._comments: dict[int, list[dict[str, Any]]] = {}
         #: key → (expires at (monotonic), body digest, the answer given)
         self._idempotency: dict[str, tuple[float, str, Answer]] = {}
-        self._user_ids = itertools.count(1001)
         self._ticket_ids = itertools.count(1)
         self._comment_ids = itertools.count(5001)
         self.idempotent_replays = 0
@@ -121,23 +136,9 @@ class FakeZendesk(FakeHttpService):
         name: str = "Jane Doe",
         user_fields: Mapping[str, Any] | None = None,
     ) -> int:
-        """Seed an end user; returns its id."""
-        with self._data_lock:
-            user_id = next(self._user_ids)
-            stamp = _now()
-            fields = {key: None for key in self._user_fields} | dict(user_fields or {})
-            self._users[user_id] = {
-                "id": user_id,
-                "url": f"/api/v2/users/{user_id}.json",
-                "name": name,
-                "email": email,
-                "phone": phone,
-                "role": "end-user",
-                "user_fields": fields,
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-            return user_id
+        """Seed an end user (searchable at once, as if created long ago); returns its id."""
+        values = {"phone": phone, "email": email, "name": name, "user_fields": user_fields}
+        return int(self._people.add(values)["id"])
 
     def define_user_field(self, key: str) -> None:
         with self._data_lock:
@@ -149,14 +150,11 @@ class FakeZendesk(FakeHttpService):
             self._idempotency.clear()
 
     def user(self, user_id: int) -> dict[str, Any] | None:
-        with self._data_lock:
-            found = self._users.get(int(user_id))
-            return copy.deepcopy(found) if found else None
+        return self._people.get(user_id)
 
     @property
     def users(self) -> list[dict[str, Any]]:
-        with self._data_lock:
-            return copy.deepcopy(list(self._users.values()))
+        return self._people.all()
 
     @property
     def tickets(self) -> list[dict[str, Any]]:
@@ -181,7 +179,7 @@ class FakeZendesk(FakeHttpService):
 
     def _reset_data(self) -> None:
         with self._data_lock:
-            self._users.clear()
+            self._people.clear()
             self._tickets.clear()
             self._comments.clear()
             self._idempotency.clear()
@@ -210,6 +208,27 @@ class FakeZendesk(FakeHttpService):
         return _error("InternalError", f"injected fault {fault.id}: HTTP {fault.status or 500}")
 
     def _route(self, request: Request) -> Answer:
+        """The account's per-minute limit first ("X-Rate-Limit: 700 / X-Rate-Limit-Remaining: 699";
+        beyond it "429 Too Many Requests ... a Retry-After header")."""
+        limit = self.requests_per_minute
+        if not limit:
+            return self._api(request)
+        now = time.monotonic()
+        with self._data_lock:
+            while self._minute and self._minute[0] <= now - 60.0:
+                self._minute.popleft()
+            if len(self._minute) >= limit:
+                wait = max(1, int(self._minute[0] + 60.0 - now) + 1)
+                headers = {"Retry-After": str(wait), "X-Rate-Limit": str(limit), "X-Rate-Limit-Remaining": "0"}
+                body = _error("APIRateLimitExceeded", "Number of allowed API requests per minute exceeded")
+                return Answer(429, body, headers)
+            self._minute.append(now)
+            remaining = limit - len(self._minute)
+        answer = self._api(request)
+        answer.headers.update({"X-Rate-Limit": str(limit), "X-Rate-Limit-Remaining": str(remaining)})
+        return answer
+
+    def _api(self, request: Request) -> Answer:
         path = request.path.removesuffix(".json")
         method = request.method
         try:
@@ -223,10 +242,18 @@ class FakeZendesk(FakeHttpService):
                 return self._list_tickets(request)
         if (match := _TICKET.match(path)) and method == "GET":
             return self._ticket(int(match["id"]), comments=bool(match["comments"]))
-        if path == "/api/v2/users/search" and method == "GET":
-            return self._search_users(request.param("query") or "")
-        if (match := _USER.match(path)) and method == "PUT":
-            return self._update_user(int(match["id"]), body)
+        try:
+            if path == "/api/v2/users/search" and method == "GET":
+                return Answer(200, self._people.users_search(request.param("query") or ""))
+            if path == "/api/v2/search" and method == "GET":
+                return Answer(200, self._people.search(request.param("query") or ""))
+            if path == "/api/v2/users/create_or_update" and method == "POST":
+                status, user = self._people.create_or_update(body)
+                return Answer(status, {"user": user})
+            if (match := _USER.match(path)) and method == "PUT":
+                return self._update_user(int(match["id"]), body)
+        except UserError as exc:
+            return Answer(exc.status, exc.body, exc.headers)
         return Answer(404, _error("InvalidEndpoint", "Not found"))
 
     # --- tickets -----------------------------------------------------------------------------------
@@ -270,7 +297,7 @@ class FakeZendesk(FakeHttpService):
         if not isinstance(text, str) or not text.strip():
             return _invalid("description", "Description: cannot be blank")
         requester_id = ticket.get("requester_id")
-        if not isinstance(requester_id, int) or requester_id not in self._users:
+        if not isinstance(requester_id, int) or self._people.get(requester_id) is None:
             return _invalid("requester", "Requester: is invalid")
         priority = ticket.get("priority")
         if priority is not None and priority not in PRIORITIES:
@@ -331,34 +358,11 @@ class FakeZendesk(FakeHttpService):
 
     # --- users -------------------------------------------------------------------------------------
 
-    def _search_users(self, query: str) -> Answer:
-        needle = query.strip().casefold()
-        with self._data_lock:
-            hits = [
-                u
-                for u in self._users.values()
-                if needle and any(needle in str(u.get(k) or "").casefold() for k in ("name", "email", "phone"))
-            ]
-            return Answer(
-                200, {"users": copy.deepcopy(hits), "next_page": None, "previous_page": None, "count": len(hits)}
-            )
-
     def _update_user(self, user_id: int, body: Any) -> Answer:
         changes = body.get("user") if isinstance(body, dict) else None
         if not isinstance(changes, dict):
             return Answer(400, _error("InvalidValue", 'send {"user": {...}}'))
-        with self._data_lock:
-            user = self._users.get(user_id)
-            if user is None:
-                return Answer(404, _error("RecordNotFound", "Not found"))
-            for key in ("name", "email", "phone"):
-                if key in changes:
-                    user[key] = changes[key]
-            fields = changes.get("user_fields")
-            if isinstance(fields, dict):
-                user["user_fields"].update({k: v for k, v in fields.items() if k in self._user_fields})
-            user["updated_at"] = _now()
-            return Answer(200, {"user": copy.deepcopy(user)})
+        return Answer(200, {"user": self._people.update(user_id, changes)})
 
     def _admin_route(self, method: str, route: str, body: Any) -> Answer | None:
         if route == "users" and method == "POST":

@@ -19,6 +19,7 @@ same moment and when a create's answer is lost:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
@@ -82,6 +83,14 @@ class CallerDirectory(Protocol):
 def caller_key(customer: Customer) -> str | None:
     """What a caller is known by for the lease: their E.164 number, else their email."""
     return customer.phone or (customer.email.lower() if customer.email else None)
+
+
+def caller_external_id(customer: Customer) -> str | None:
+    """A stable external id for a new caller's record (Salesforce upsert, Zendesk create-or-update):
+    a hash of their normalised number or email, the same on every retry and in every environment,
+    and no raw number in URLs or error messages."""
+    key = caller_key(customer)
+    return None if key is None else "aftercall-caller-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def unknown(crm: str, customer: Customer) -> UnknownContactError:

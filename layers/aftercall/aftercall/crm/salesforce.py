@@ -13,6 +13,9 @@ Auth: the client id and secret are exchanged for an access token at ``/services/
 cached for the warm process; the flow returns no expiry, so a 401 (session expired or revoked)
 is the signal to re-read the secret and fetch a new one, once.
 
+Callers: found with SOSL phone search and, when new, upserted as a Lead (or Contact) on a caller
+external id: :mod:`aftercall.crm.salesforce_callers`.
+
 Rate limits: Salesforce answers an exhausted API limit with 403 ``REQUEST_LIMIT_EXCEEDED`` (and
 some edges with 429); both are waited out like any rate limit, within the invocation's budget.
 """
@@ -23,14 +26,17 @@ import json
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import DISPOSITIONS, CrmCall, CrmRecord, Customer, Disposition, SummaryNote, SupportTicket
+from aftercall.crm.callers import CallerMatch, Callers, NewCallers
 from aftercall.crm.http import CrmHttpClient, current_call
+from aftercall.crm.lookups import SharedLookups
+from aftercall.crm.salesforce_callers import LEAD_PREFIX, CallerSettings, NewCallerObject, SalesforceCallers
 from aftercall.deadline import Deadline
 from aftercall.errors import (
     ConfigurationError,
@@ -68,7 +74,6 @@ DEFAULT_LEAD_STATUS: dict[str, str] = {
 CASE_PRIORITY = {"LOW": "Low", "MEDIUM": "Medium", "HIGH": "High", "URGENT": "High"}
 
 _API_VERSION = re.compile(r"^v\d{2,3}\.\d$")
-_ERROR_CODE = re.compile(r"\(([A-Z][A-Z_]+):")
 _CUSTOM_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}__c$")
 
 
@@ -95,9 +100,13 @@ class SalesforceCrm:
         base_url: str | None = None,
         *,
         allow_loopback_http: bool = False,
+        new_callers: NewCallers | None = None,
+        new_caller_object: NewCallerObject = "Lead",
         **http: Any,
     ) -> None:
-        """``base_url`` overrides the secret's ``instance_url`` (the template's ``CrmBaseUrl``)."""
+        """``base_url`` overrides the secret's ``instance_url`` (the template's ``CrmBaseUrl``);
+        ``new_callers``: what to do with callers Salesforce does not know (default: park them);
+        ``new_caller_object``: what a new caller becomes (``NewCallerObject``)."""
         self._credentials = credentials
         self._base_url = base_url
         self._allow_loopback_http = allow_loopback_http
@@ -108,8 +117,10 @@ class SalesforceCrm:
         self._config: _Config | None = None
         self._token: str | None = None
         self._token_lock = threading.Lock()
-        self._people: dict[tuple[str, Customer], str] = {}
-        self._people_lock = threading.Lock()
+        self._new_caller_object = new_caller_object
+        self._directory = SalesforceCallers(self._http, lambda: self._setup().data_path, lambda: self._setup().callers)
+        self._callers = Callers(self._directory, new_callers or NewCallers())
+        self._leads: SharedLookups[Customer, str] = SharedLookups()
         if base_url is not None:  # refuse a bad override at once, before any secret is read
             self._api = _SalesforceHttp(
                 self.name, base_url, self._auth, allow_loopback_http=allow_loopback_http, **http
@@ -118,9 +129,7 @@ class SalesforceCrm:
     # --- actions -------------------------------------------------------------------------------
 
     def log_summary(self, note: SummaryNote, call: CrmCall) -> CrmRecord:
-        who_id = self._find_contact(note.customer, call) or self._find_lead(note.customer, call)
-        if who_id is None:
-            raise _unknown(note.customer, "Contact or Lead")
+        who_id = self.caller(note.customer, note.conversation_id, call).record_id
         config = self._setup()
         fields = {
             "Subject": _task_subject(note.summary),
@@ -134,22 +143,28 @@ class SalesforceCrm:
         return CrmRecord("task", task_id, {"who_id": who_id})
 
     def open_ticket(self, ticket: SupportTicket, call: CrmCall) -> CrmRecord:
-        contact_id = self._find_contact(ticket.customer, call)
-        if contact_id is None:  # a Case links to a Contact; a Lead cannot own one
-            raise _unknown(ticket.customer, "Contact")
+        caller_id = self.caller(ticket.customer, ticket.conversation_id, call).record_id
         config = self._setup()
-        fields = {
+        fields: dict[str, Any] = {
             "Subject": ticket.subject,
             "Description": f"{ticket.description}\n\nRef: aftercall-{ticket.conversation_id}".strip(),
             "Priority": CASE_PRIORITY[ticket.priority],
-            "ContactId": contact_id,
         }
+        if caller_id.startswith(LEAD_PREFIX):
+            # A Case links to a Contact; for a Lead it carries the caller's details as Web-to-Case does.
+            who = {"SuppliedPhone": ticket.customer.phone, "SuppliedEmail": ticket.customer.email}
+            fields |= {name: value for name, value in who.items() if value}
+            extra = {"lead_id": caller_id}
+        else:
+            fields["ContactId"] = caller_id
+            extra = {"contact_id": caller_id}
         # No Status: a new Case takes the org's default, and a retry must not reopen a worked one.
         case_id = self._upsert("Case", config.case_field, ticket.conversation_id, fields, call)
-        return CrmRecord("case", case_id, {"contact_id": contact_id})
+        return CrmRecord("case", case_id, extra)
 
     def log_disposition(self, disposition: Disposition, call: CrmCall) -> CrmRecord:
-        lead_id = self._find_lead(disposition.customer, call)
+        caller_id = self.caller(disposition.customer, disposition.conversation_id, call).record_id
+        lead_id = caller_id if caller_id.startswith(LEAD_PREFIX) else self._find_lead(disposition.customer, call)
         if lead_id is None:
             raise _unknown(disposition.customer, "open (unconverted) Lead")
         config = self._setup()
@@ -172,43 +187,19 @@ class SalesforceCrm:
             raise
         return CrmRecord("lead", lead_id, {"status": status})
 
-    # --- lookups ---------------------------------------------------------------------------------
+    # --- callers ---------------------------------------------------------------------------------
 
-    def _find_contact(self, customer: Customer, call: CrmCall) -> str | None:
-        return self._find("Contact", customer, call)
+    def caller(self, customer: Customer, conversation_id: str, call: CrmCall) -> CallerMatch:
+        """The caller's Contact or Lead: found by SOSL, or (``UnknownCallerPolicy=create``) upserted
+        once (see :mod:`aftercall.crm.salesforce_callers`)."""
+        return self._callers.resolve(customer, conversation_id, call)
 
     def _find_lead(self, customer: Customer, call: CrmCall) -> str | None:
-        return self._find("Lead", customer, call)
-
-    def _find(self, sobject: Literal["Contact", "Lead"], customer: Customer, call: CrmCall) -> str | None:
-        """The most recently modified Contact/Lead with the customer's phone or email (cached)."""
-        with self._people_lock:
-            cached = self._people.get((sobject, customer))
-        if cached:
-            return cached
-        soql = person_query(sobject, customer)
-        try:
-            body = self._http().request(
-                "GET", f"{self._setup().data_path}/query", call, params={"q": soql}, safe_to_retry=True
-            )
-        except CrmRequestError as exc:
-            # Salesforce quotes the failing part of a query, which holds the phone or email: keep
-            # only its error code.
-            code = _ERROR_CODE.search(str(exc))
-            raise CrmRequestError(
-                f"salesforce refused the {sobject} lookup query: HTTP {exc.status}"
-                + (f" ({code.group(1)})" if code else ""),
-                exc.status,
-            ) from None
-        records = (body or {}).get("records") or []
-        if not records:
-            return None
-        found = str(records[0]["Id"])
-        with self._people_lock:
-            if len(self._people) > 1024:  # bound the warm cache
-                self._people.clear()
-            self._people[(sobject, customer)] = found
-        return found
+        """The caller's open Lead when their record is a Contact (a disposition sets a Lead Status)."""
+        found = self._leads.get(
+            customer, lambda: self._directory.search(customer, ("Lead",), call) or "", call.deadline.remaining()
+        )
+        return found or None
 
     # --- upsert ----------------------------------------------------------------------------------
 
@@ -244,7 +235,7 @@ class SalesforceCrm:
             if self._config is not None:
                 return self._config
             secret = self._credentials.get()
-            config = _Config.from_secret(secret)
+            config = _Config.from_secret(secret, self._new_caller_object)
             instance_url = self._base_url or secret["instance_url"]
             if self._api is None:
                 self._api = _SalesforceHttp(
@@ -322,7 +313,15 @@ class SalesforceCrm:
 class _Config:
     """The secret's optional settings, validated once (they end up in URLs and field names)."""
 
-    def __init__(self, api_version: str, task_field: str, case_field: str, lead_status: dict[str, str]) -> None:
+    def __init__(
+        self,
+        api_version: str,
+        task_field: str,
+        case_field: str,
+        lead_status: dict[str, str],
+        callers: CallerSettings,
+    ) -> None:
+        self.callers = callers
         self.api_version = api_version
         self.task_field = task_field
         self.case_field = case_field
@@ -330,7 +329,7 @@ class _Config:
         self.data_path = f"/services/data/{api_version}"
 
     @classmethod
-    def from_secret(cls, secret: Mapping[str, str]) -> _Config:
+    def from_secret(cls, secret: Mapping[str, str], new_caller_object: str = "Lead") -> _Config:
         version = secret.get("api_version") or DEFAULT_API_VERSION
         if not version.startswith("v"):
             version = f"v{version}"
@@ -344,7 +343,10 @@ class _Config:
                     f"salesforce: {key} {value!r} in the CRM secret is not a custom field API name (like Foo__c)"
                 )
             fields[key] = value
-        return cls(version, fields["task_external_id_field"], fields["case_external_id_field"], _lead_status(secret))
+        callers = CallerSettings.read(secret, new_caller_object, _CUSTOM_FIELD)
+        return cls(
+            version, fields["task_external_id_field"], fields["case_external_id_field"], _lead_status(secret), callers
+        )
 
 
 def _lead_status(secret: Mapping[str, str]) -> dict[str, str]:
@@ -383,48 +385,6 @@ def _unknown(customer: Customer, what: str) -> UnknownContactError:
     return UnknownContactError(
         f"no Salesforce {what} with phone {mask_phone(customer.phone)} or email {mask_email(customer.email)}"
     )
-
-
-# --- SOQL --------------------------------------------------------------------------------------------
-
-
-def soql_string(value: str) -> str:
-    """A SOQL string literal: backslash and quote escaped, so caller data cannot change the query."""
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
-    return f"'{escaped}'"
-
-
-def phone_variants(number: str) -> list[str]:
-    """The ways a number is commonly stored in Salesforce phone fields (they keep what was typed).
-
-    E.164 as the platform sends it, digits only, and for NANP numbers the ``(415) 555-0123``
-    format Salesforce's UI produces for US/Canada users.
-    """
-    digits = number.lstrip("+")
-    variants = [number, digits]
-    if number.startswith("+1") and len(digits) == 11:
-        national = digits[1:]
-        variants += [national, f"({national[:3]}) {national[3:6]}-{national[6:]}"]
-    return list(dict.fromkeys(variants))
-
-
-def person_query(sobject: Literal["Contact", "Lead"], customer: Customer) -> str:
-    """SOQL for the most recently modified Contact/Lead with the customer's phone or email."""
-    conditions = []
-    if customer.phone:
-        numbers = ", ".join(soql_string(v) for v in phone_variants(customer.phone))
-        conditions += [f"Phone IN ({numbers})", f"MobilePhone IN ({numbers})"]
-    if customer.email:
-        conditions.append(f"Email = {soql_string(customer.email)}")
-    if not conditions:
-        raise UnknownContactError(
-            "the conversation has no customer phone number or email to find a Salesforce record by"
-        )
-    where = " OR ".join(conditions)
-    if sobject == "Lead":
-        where = f"IsConverted = false AND ({where})"
-    # Every value above went through soql_string; sobject is one of our two literals.
-    return f"SELECT Id FROM {sobject} WHERE {where} ORDER BY LastModifiedDate DESC LIMIT 1"  # noqa: S608
 
 
 # --- text ----------------------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ Where each action lands, and why:
   set to the disposition (``interested``, ``no_answer``…). Setting a field is naturally
   idempotent and always shows the latest outcome; a tag would pile up stale outcomes.
 
+Callers: found with Zendesk's search by phone (``phone:*<national number>``, which matches the
+number in any format) or by email; a new caller (``UnknownCallerPolicy=create``) becomes an end
+user through ``create_or_update``, matched on their email or on a stable ``external_id`` derived
+from their number, so a retry or a second conversation updates that user instead of adding one.
+
 Never twice: every ticket create carries ``Idempotency-Key: aftercall:<conversation>:<action>``.
 Zendesk keeps a key for two hours and answers a repeat with the same body by replaying the first
 response (``x-idempotency-lookup: hit``) instead of creating a second ticket, so a create that
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import threading
 from collections.abc import Mapping
@@ -36,9 +42,11 @@ from typing import Any
 
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import CrmCall, CrmRecord, Customer, Disposition, SummaryNote, SupportTicket
+from aftercall.crm.callers import CallerMatch, Callers, NewCallers, caller_external_id
 from aftercall.crm.http import CrmHttpClient
-from aftercall.errors import ConfigurationError, CrmRequestError, UnknownContactError
-from aftercall.privacy import mask_email, mask_phone
+from aftercall.errors import ConfigurationError, CrmRequestError
+from aftercall.phones import parse_phone, region_of
+from aftercall.privacy import mask_phone
 
 #: Keys the CRM secret must hold; optional ones are listed in docs/crm.md.
 SECRET_KEYS = ("subdomain", "email", "api_token")
@@ -49,6 +57,8 @@ TICKET_TAG = "aftercall_support"
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _FIELD_KEY = re.compile(r"^[a-z0-9_]{1,64}$")
+
+log = logging.getLogger(__name__)
 
 
 def idempotency_key(conversation_id: str, action: str) -> str:
@@ -65,9 +75,11 @@ class ZendeskCrm:
         base_url: str | None = None,
         *,
         allow_loopback_http: bool = False,
+        new_callers: NewCallers | None = None,
         **http: Any,
     ) -> None:
-        """``base_url`` overrides ``https://<subdomain>.zendesk.com`` (the template's ``CrmBaseUrl``)."""
+        """``base_url`` overrides ``https://<subdomain>.zendesk.com`` (the template's ``CrmBaseUrl``);
+        ``new_callers``: what to do with callers Zendesk does not know (default: park them)."""
         self._credentials = credentials
         self._allow_loopback_http = allow_loopback_http
         self._http_options = http
@@ -77,13 +89,12 @@ class ZendeskCrm:
             self._client = CrmHttpClient(
                 self.name, base_url, self._auth, allow_loopback_http=allow_loopback_http, **http
             )
-        self._users: dict[Customer, str] = {}
-        self._users_lock = threading.Lock()
+        self._callers = Callers(self, new_callers or NewCallers())
 
     # --- actions -------------------------------------------------------------------------------
 
     def log_summary(self, note: SummaryNote, call: CrmCall) -> CrmRecord:
-        user_id = self.find_user(note.customer, call)
+        user_id = self.caller(note.customer, note.conversation_id, call).record_id
         topic = note.summary.get("topic") or note.summary.get("last_topic")
         ticket = {
             "subject": (f"Call summary: {topic}" if topic else "Call summary")[:255],
@@ -95,7 +106,7 @@ class ZendeskCrm:
         return CrmRecord("ticket", ticket_id, {"requester_id": user_id, "note": "internal"})
 
     def open_ticket(self, ticket: SupportTicket, call: CrmCall) -> CrmRecord:
-        user_id = self.find_user(ticket.customer, call)
+        user_id = self.caller(ticket.customer, ticket.conversation_id, call).record_id
         body = f"{ticket.description}\n\nRef: aftercall-{ticket.conversation_id}".strip()
         fields = {
             "subject": ticket.subject,
@@ -108,7 +119,7 @@ class ZendeskCrm:
         return CrmRecord("ticket", ticket_id, {"requester_id": user_id})
 
     def log_disposition(self, disposition: Disposition, call: CrmCall) -> CrmRecord:
-        user_id = self.find_user(disposition.customer, call)
+        user_id = self.caller(disposition.customer, disposition.conversation_id, call).record_id
         field = self._disposition_field()
         # Setting a field to a value is naturally idempotent: safe to retry as is.
         body = self._http().request(
@@ -129,37 +140,66 @@ class ZendeskCrm:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def find_user(self, customer: Customer, call: CrmCall) -> str:
-        """The end user with exactly the customer's phone or email; cached per warm process."""
-        with self._users_lock:
-            cached = self._users.get(customer)
-        if cached:
-            return cached
-        if not customer.phone and not customer.email:
-            raise UnknownContactError(
-                "the conversation has no customer phone number or email to find a Zendesk user by"
-            )
-        found = None
-        for value in (customer.phone, customer.email):
-            if value and (found := self._search_user(value, customer, call)):
-                break
-        if found is None:
-            raise UnknownContactError(
-                f"no Zendesk user with phone {mask_phone(customer.phone)} or email {mask_email(customer.email)}"
-            )
-        with self._users_lock:
-            if len(self._users) > 1024:  # bound the warm cache
-                self._users.clear()
-            self._users[customer] = found
-        return found
+    def caller(self, customer: Customer, conversation_id: str, call: CrmCall) -> CallerMatch:
+        """The caller's end user: found by phone or email, or (``UnknownCallerPolicy=create``) made
+        once with create-or-update (see :mod:`aftercall.crm.callers`); cached per warm process."""
+        return self._callers.resolve(customer, conversation_id, call)
 
-    def _search_user(self, value: str, customer: Customer, call: CrmCall) -> str | None:
-        # The search matches partial values of any user property; keep only an exact match.
-        body = self._http().request("GET", "/api/v2/users/search", call, params={"query": value}, safe_to_retry=True)
-        for user in (body or {}).get("users") or []:
-            if _same_person(user, customer):
-                return str(user["id"])
+    def search_caller(self, customer: Customer, call: CrmCall) -> str | None:
+        """The end user with the caller's number (as Zendesk's search matches it), else their email."""
+        if customer.phone:
+            phone = parse_phone(customer.phone)
+            national = phone.national if phone is not None else _digits(customer.phone)
+            # "To specify a phone number in different formats, add a leading * (asterisk) to the number."
+            body = self._http().request(
+                "GET",
+                "/api/v2/search.json",
+                call,
+                params={"query": f"type:user role:end-user phone:*{national}"},
+                safe_to_retry=True,
+                search=True,
+            )
+            users = [u for u in (body or {}).get("results") or [] if u.get("result_type", "user") == "user"]
+            if found := _choose(users, customer):
+                return found
+        if customer.email:
+            # The users search matches partial values of any user property; keep only an exact match.
+            body = self._http().request(
+                "GET", "/api/v2/users/search", call, params={"query": customer.email}, safe_to_retry=True, search=True
+            )
+            users = [u for u in (body or {}).get("users") or [] if _same_email(u, customer)]
+            if users:
+                return str(min(users, key=lambda u: (str(u.get("created_at") or ""), int(u["id"])))["id"])
         return None
+
+    def create_caller(self, customer: Customer, call: CrmCall) -> str:
+        """The new caller's end user via create-or-update: it matches an existing user on email or
+        ``external_id``, so sending it again (lost answer, second conversation) makes no second user."""
+        name = " ".join(part for part in (customer.first_name, customer.last_name) if part)
+        user: dict[str, Any] = {
+            "name": name or f"Caller {customer.phone or customer.email}",
+            "role": "end-user",
+            "phone": customer.phone,
+            "email": customer.email,
+        }
+        if not customer.email:
+            # With an email, the email is the match key; an external id could overwrite another
+            # integration's on that user. Without one, a stable id from the number is.
+            user["external_id"] = caller_external_id(customer)
+        payload = {"user": {key: value for key, value in user.items() if value}}
+        try:
+            body = self._http().request(
+                "POST", "/api/v2/users/create_or_update", call, json=payload, safe_to_retry=True
+            )
+        except CrmRequestError as exc:
+            if exc.status == 422 and customer.email and customer.phone and "email" in str(exc).lower():
+                log.warning("zendesk refused the caller's email; creating the end user with the phone only")
+                return self.create_caller(Customer(customer.phone, None, customer.first_name, customer.last_name), call)
+            raise
+        return str(body["user"]["id"])
+
+    def settle(self, unanswered_at: float | None, call: CrmCall, answered_at: float | None = None) -> None:
+        """Nothing to wait for: create-or-update sent again matches the user the first one made."""
 
     def _create_ticket(self, conversation_id: str, action: str, ticket: dict[str, Any], call: CrmCall) -> str:
         """Create a ticket once per (conversation, action); see the module docstring for how."""
@@ -230,12 +270,37 @@ def _digits(number: str | None) -> str:
     return "".join(ch for ch in number or "" if ch.isdigit())
 
 
-def _same_person(user: Mapping[str, Any], customer: Customer) -> bool:
-    phone = _digits(customer.phone)
-    if phone and _digits(user.get("phone")) == phone:
-        return True
+def _same_email(user: Mapping[str, Any], customer: Customer) -> bool:
     email = user.get("email")
     return bool(customer.email and isinstance(email, str) and email.casefold() == customer.email.casefold())
+
+
+def _choose(users: list[dict[str, Any]], customer: Customer) -> str | None:
+    """Among users whose number ends with the caller's national number: the one with the caller's
+    very number first, then the oldest, then the lowest id (deterministic); logged masked."""
+    ours = parse_phone(customer.phone) if customer.phone else None
+    if ours is None:
+        return None
+    region = region_of(ours)
+
+    def same(user: Mapping[str, Any]) -> int:
+        theirs = parse_phone(str(user.get("phone") or ""), region)
+        return 0 if theirs is not None and theirs.e164 == ours.e164 else 1
+
+    matching = [u for u in users if _digits(u.get("phone")).endswith(ours.national)]
+    if not matching:
+        return None
+    chosen = min(matching, key=lambda u: (same(u), str(u.get("created_at") or ""), int(u["id"])))
+    if len(matching) > 1:
+        log.warning(
+            "several Zendesk users match the caller; using the oldest with the same number",
+            extra={
+                "matches": len(matching),
+                "user_id": str(chosen["id"]),
+                "customer_phone": mask_phone(customer.phone),
+            },
+        )
+    return str(chosen["id"])
 
 
 def _summary_text(note: SummaryNote) -> str:
