@@ -121,7 +121,9 @@ def test_several_matches_choose_the_oldest_contact_and_create_nothing(
 # --- new callers ---------------------------------------------------------------------------------
 
 
-def test_a_new_caller_becomes_one_lead_upserted_on_the_caller_id(org: FakeSalesforce, secret_id: str, table: str) -> None:
+def test_a_new_caller_becomes_one_lead_upserted_on_the_caller_id(
+    org: FakeSalesforce, secret_id: str, table: str
+) -> None:
     # Given a caller the org does not know, with the name and email the agent collected
     phone = _new_phone()
     customer = Customer(phone, "ada@example.com", "Ada", "Lovelace")

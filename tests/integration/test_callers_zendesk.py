@@ -66,9 +66,7 @@ def _environment(fake: FakeZendesk, secret_id: str, table: str, **http: Any) -> 
     """One execution environment's adapter (its own warm cache), sharing the caller table."""
     credentials = SecretCredentials(secret_id, SECRET_KEYS, 300)
     new_callers = NewCallers("create", CallerLeases(table))
-    return ZendeskCrm(
-        credentials, fake.url, allow_loopback_http=True, new_callers=new_callers, **{**FAST_HTTP, **http}
-    )
+    return ZendeskCrm(credentials, fake.url, allow_loopback_http=True, new_callers=new_callers, **{**FAST_HTTP, **http})
 
 
 def _users_with(fake: FakeZendesk, phone: str) -> list[dict[str, Any]]:
@@ -122,7 +120,8 @@ def test_a_new_caller_becomes_one_end_user_with_a_stable_external_id(
     # and the call ticket is theirs
     (user,) = _users_with(zendesk_fake, phone)
     assert (user["name"], user["role"]) == ("Ada Lovelace", "end-user")
-    assert user["external_id"].startswith("aftercall-caller-") and phone.lstrip("+") not in user["external_id"]
+    assert user["external_id"].startswith("aftercall-caller-")
+    assert phone.lstrip("+") not in user["external_id"]
     assert record.extra["requester_id"] == str(user["id"])
 
 

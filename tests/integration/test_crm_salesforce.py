@@ -29,7 +29,7 @@ from aftercall.errors import (
     UnknownContactError,
 )
 from aftercall.handler import EndHandlerRuntime
-from aftercall_ops.fakes.salesforce import DEFAULT_EXTERNAL_ID_FIELD as EXT_ID
+from aftercall_ops.fakes.salesforce_org import DEFAULT_EXTERNAL_ID_FIELD as EXT_ID
 from aftercall_ops.fakes.salesforce import FakeSalesforce
 from end_function import end_function
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, outbound_call_ended, re_emitted, support_call_ended
@@ -410,7 +410,9 @@ def test_an_unknown_caller_is_reported_with_the_phone_masked(org: FakeSalesforce
     assert org.records("Task") == []
 
 
-def test_a_ticket_for_a_lead_only_customer_carries_their_details(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
+def test_a_ticket_for_a_lead_only_customer_carries_their_details(
+    org: FakeSalesforce, salesforce: SalesforceCrm
+) -> None:
     # Given a prospect known only as a Lead (a Case cannot belong to a Lead)
     lead_id = org.add_lead(phone="+14155550777")
     # When a ticket is opened for them
@@ -457,7 +459,8 @@ def test_an_email_with_a_quote_cannot_change_the_query(org: FakeSalesforce, sale
     (task,) = org.tasks_for(note.conversation_id)
     assert task["WhoId"] == contact_id
     sosl = caller_search(note.customer, ("Contact",), "email")
-    assert sosl is not None and r'{"o\'brien@example.com"}' in sosl
+    assert sosl is not None
+    assert r'{"o\'brien@example.com"}' in sosl
 
 
 def test_a_refused_lookup_does_not_echo_the_customers_details(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
