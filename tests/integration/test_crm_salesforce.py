@@ -29,8 +29,8 @@ from aftercall.errors import (
     UnknownContactError,
 )
 from aftercall.handler import EndHandlerRuntime
-from aftercall_ops.fakes.salesforce_org import DEFAULT_EXTERNAL_ID_FIELD as EXT_ID
 from aftercall_ops.fakes.salesforce import FakeSalesforce
+from aftercall_ops.fakes.salesforce_org import DEFAULT_EXTERNAL_ID_FIELD as EXT_ID
 from end_function import end_function
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, outbound_call_ended, re_emitted, support_call_ended
 from tests.support.lambda_context import lambda_context
