@@ -19,7 +19,7 @@ from aftercall.crm.base import CrmCall, CrmRecord, Customer, SummaryNote
 from aftercall.crm.caller_lease import CallerLeases, lease_key
 from aftercall.crm.callers import NewCallers
 from aftercall.crm.hubspot import HubSpotCrm
-from aftercall.crm.search_slots import SharedSearchSlots
+from aftercall.crm.search_slots import SharedSlots
 from aftercall.deadline import Deadline
 from aftercall.errors import CrmUnavailableError, UnknownContactError
 from aftercall_ops.fakes.hubspot import SEARCH_RATE_LIMIT_BODY
@@ -257,7 +257,7 @@ def test_a_burst_of_searches_from_two_environments_shares_hubspots_limit_without
         stack.crm.add_contact(properties={"phone": phone})
     name = unique("hubspot-search")  # one token's budget: the same slots, each environment its own client
     environments = [
-        _environment(stack, "park", search_limiter=SharedSearchSlots(stack.table, name, SEARCH_PACE)) for _ in range(2)
+        _environment(stack, "park", search_limiter=SharedSlots(stack.table, name, SEARCH_PACE)) for _ in range(2)
     ]
     # When all their calls are logged at once, half in each environment
     with ThreadPoolExecutor(12) as pool:

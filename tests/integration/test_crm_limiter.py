@@ -13,6 +13,8 @@ import pytest
 from aftercall.crm.base import CrmCall, Customer, SummaryNote
 from aftercall.crm.hubspot import HubSpotCrm
 from aftercall.crm.limiter import RateLimiter, share
+from aftercall.crm.search_slots import SharedSlots
+from aftercall.crm.zendesk import ZendeskCrm
 from aftercall.deadline import Deadline
 from aftercall.errors import ConfigurationError, CrmUnavailableError
 from aftercall.handler import build_crm
@@ -167,11 +169,16 @@ def test_a_slot_past_the_deadline_gives_up_for_a_retry_without_sending(stack: Ha
 def test_the_rate_limit_is_shared_out_over_the_reserved_concurrency() -> None:
     # Given the template's CrmRateLimitPerSecond (10) and ReservedConcurrency (5)
     env = {**ENV, "CRM_BASE_URL": "https://crm.example", "RESERVED_CONCURRENCY": "5"}
+    zendesk = build_crm(Settings.from_env({**env, "CRM_PROVIDER": "zendesk", "CRM_RATE_LIMIT_PER_SECOND": "10"}))
+    # Then a Zendesk environment's CRM client paces itself to its share, 2 requests per second
+    assert isinstance(zendesk, ZendeskCrm)
+    assert isinstance(zendesk.http.limiter, RateLimiter)
+    assert zendesk.http.limiter.rate == 2.0
+    # And HubSpot's environments share its rolling 10-s budget in slots of a tenth of a second instead
     crm = build_crm(Settings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": "10"}))
-    # Then the environment's CRM client paces itself to 2 requests per second
     assert isinstance(crm, HubSpotCrm)
-    assert crm.http.limiter is not None
-    assert crm.http.limiter.rate == 2.0
+    assert isinstance(crm.http.limiter, SharedSlots)
+    assert (crm.http.limiter.name, crm.http.limiter.width) == ("hubspot-general", 0.1)
     # And 0 (the default) or no value means no client-side pacing
     for value in ("0", ""):
         unpaced = build_crm(Settings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": value}))

@@ -316,11 +316,12 @@ def build_crm(settings: Settings) -> Crm:
         http["limiter"] = limiter
     if settings.crm_provider == "hubspot":
         from aftercall.crm.hubspot import DEFAULT_BASE_URL, HubSpotCrm
+        from aftercall.crm.search_slots import SharedSlots
 
+        if settings.crm_rate_limit:  # the rolling 10-s budget, in slots every environment shares
+            http["limiter"] = SharedSlots(settings.idempotency_table, "hubspot-general", settings.crm_rate_limit)
         if settings.crm_search_rate_limit:  # HubSpot's separate search budget (4/s per token), shared by all runs
-            from aftercall.crm.search_slots import SharedSearchSlots
-
-            http["search_limiter"] = SharedSearchSlots(
+            http["search_limiter"] = SharedSlots(
                 settings.idempotency_table, "hubspot-search", settings.crm_search_rate_limit
             )
         credentials = SecretCredentials(settings.crm_secret_id, ("access_token",), settings.secret_max_age)

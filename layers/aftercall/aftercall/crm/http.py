@@ -30,7 +30,7 @@ import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from aftercall.crm.base import CrmCall
-from aftercall.crm.limiter import Pacer, RateLimiter
+from aftercall.crm.limiter import Pacer
 from aftercall.errors import (
     ConfigurationError,
     CrmAmbiguousError,
@@ -115,7 +115,7 @@ class CrmHttpClient:
         backoff_cap: float = 8.0,
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
-        limiter: RateLimiter | None = None,
+        limiter: Pacer | None = None,
         search_limiter: Pacer | None = None,
         transport: BaseAdapter | None = None,
     ) -> None:
@@ -304,9 +304,11 @@ class CrmHttpClient:
     def _pace(self, limiters: tuple[Pacer, ...], call: CrmCall, method: str, path: str) -> float:
         """Wait for this attempt's slot under each budget it counts in; returns the seconds left afterwards."""
         wait = 0.0
-        for limiter in limiters:
+        # The narrowest budget first (search, then general), each slot no sooner than the one before:
+        # the request goes at the latest of them, and counts in every window at that moment.
+        for limiter in reversed(limiters):
             # A free slot is always taken (as without pacing); a wait only when the request still fits after it.
-            slot = limiter.reserve(max(0.0, call.deadline.remaining() - MIN_REQUEST_SECONDS))
+            slot = limiter.reserve(max(0.0, call.deadline.remaining() - MIN_REQUEST_SECONDS), wait)
             if slot is None:
                 raise CrmUnavailableError(
                     f"{self.crm_name}: at the configured CRM rate limit, {method} {path} could not start within "

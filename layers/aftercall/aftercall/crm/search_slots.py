@@ -1,4 +1,4 @@
-"""HubSpot's search limit shared by every execution environment: one DynamoDB item per time slot.
+"""HubSpot's limits shared by every execution environment: one DynamoDB item per time slot.
 
 "Search endpoints are rate limited to four requests per second per authentication token": a
 sliding one-second window that all of the function's concurrent environments fill together. An
@@ -8,6 +8,13 @@ time is cut into slots of ``1 / per_second`` seconds, and a search may go only i
 claimed with a conditional put (``attribute_not_exists``) of the item ``rate#<name>#<slot>`` in the
 idempotency table. One search per slot of a third of a second (``per_second`` 3) puts at most
 four in any one-second window. A claim is one small write; items expire after a minute.
+
+The general budget (100 requests per *rolling* 10 s on Starter) is shared the same way
+(``CrmRateLimitPerSecond``, name ``hubspot-general``): split into equal per-environment shares,
+an idle environment's share goes unused while the busy ones wait, and each environment's own burst
+allowance adds up across environments inside one window. One slot of ``1 / limit`` seconds per
+request, claimed by whichever environment needs it, keeps the whole function at the limit and
+under it.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from aftercall import aws
 MAX_TRIES = 40
 
 
-class SharedSearchSlots:
-    """``reserve(max_wait)``: claim the next free slot shared with every environment; seconds to wait
-    until it starts (``None``: none free within ``max_wait``). ``pause(seconds)``: after a 429."""
+class SharedSlots:
+    """``reserve(max_wait, after)``: claim the next free slot shared with every environment, starting
+    no sooner than ``after`` seconds from now; seconds to wait until it starts (``None``: none free
+    within ``max_wait``). ``pause(seconds)``: after a 429."""
 
     def __init__(
         self,
@@ -56,13 +64,13 @@ class SharedSearchSlots:
             self._client = aws.client("dynamodb")
         return self._client
 
-    def reserve(self, max_wait: float) -> float | None:
+    def reserve(self, max_wait: float, after: float = 0.0) -> float | None:
         now = self._clock()
         with self._lock:
-            start = max(now, self._not_before)
+            start = max(now + after, self._not_before)
         slot = math.floor(start / self.width)
         for _ in range(MAX_TRIES):
-            begins = max(slot * self.width, now)
+            begins = max(slot * self.width, now + after)
             if begins - now > max_wait:
                 return None
             if self._claim(slot):
