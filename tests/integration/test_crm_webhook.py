@@ -106,6 +106,7 @@ def test_a_summary_is_delivered_signed_and_verified(receiver: FakeWebhookReceive
         "schema_version": "1",
         "action": "log_summary",
         "conversation_id": note.conversation_id,
+        "unknown_caller_policy": "park",
         "customer": {"phone": CUSTOMER_PHONE, "email": CUSTOMER_EMAIL},
         "occurred_at": "2026-11-25T09:14:50+00:00",
         "summary": {"topic": "billing", "sentiment": "Négative"},
@@ -321,12 +322,14 @@ def test_a_captured_request_replayed_later_is_refused(receiver: FakeWebhookRecei
 
 def test_a_verbatim_replay_inside_the_window_is_not_processed_twice(receiver: FakeWebhookReceiver) -> None:
     # Given a fresh signed request
-    body = b'{"action":"log_summary","conversation_id":"c-2"}'
+    caller = b'"customer":{"phone":"+14155550134","email":null},"unknown_caller_policy":"park"'
+    body = b'{"action":"log_summary","conversation_id":"c-2",' + caller + b"}"
     now = int(time.time())
     # When it is sent twice, then its key is reused for another body
     first = _signed_post(receiver, body, now, "c-2:log_summary")
     second = _signed_post(receiver, body, now, "c-2:log_summary")
-    other = _signed_post(receiver, b'{"action":"log_summary","conversation_id":"c-3"}', now, "c-2:log_summary")
+    other_body = b'{"action":"log_summary","conversation_id":"c-3",' + caller + b"}"
+    other = _signed_post(receiver, other_body, now, "c-2:log_summary")
     # Then the second gets the first answer without being processed; the reuse is refused
     assert (first.status_code, second.status_code, other.status_code) == (200, 200, 422)
     assert second.headers["Idempotent-Replayed"] == "true"
@@ -425,3 +428,38 @@ def test_the_handler_delivers_a_support_call_to_the_webhook_once(
     assert again["duplicate"] is True
     assert len(receiver.requests_to("POST", HOOK)) == 2
     assert stack.parked() == []
+
+
+# --- the caller ------------------------------------------------------------------------------------
+
+
+def test_a_new_caller_is_passed_with_their_name_and_created_once_by_the_receiver(
+    receiver: FakeWebhookReceiver, secret_id: str
+) -> None:
+    # Given a receiver that knows only the default customer, and UnknownCallerPolicy=create
+    receiver.set_known_customers([CUSTOMER_PHONE])
+    webhook = _adapter(secret_id, unknown_caller_policy="create")
+    caller = Customer("+14155550199", None, "Ada", "Lovelace")
+    # When two conversations of a new caller (name collected by the agent) are delivered
+    first = webhook.log_summary(_note(customer=caller), _call())
+    second = webhook.log_summary(_note(customer=caller), _call())
+    # Then the receiver got the caller in E.164 with the name and the policy, validated it, made
+    # their record once, and said so in its answers
+    assert receiver.created_callers == ["+14155550199"]
+    assert (first.extra["caller"], second.extra["caller"]) == ("created", "found")
+    body = receiver.deliveries[0].body
+    assert body["customer"] == {"phone": "+14155550199", "email": None, "first_name": "Ada", "last_name": "Lovelace"}
+    assert body["unknown_caller_policy"] == "create"
+    assert receiver.refused == []
+
+
+def test_under_park_an_unknown_caller_is_refused_by_the_receiver(receiver: FakeWebhookReceiver, secret_id: str) -> None:
+    # Given a receiver that knows only the default customer, and UnknownCallerPolicy=park
+    receiver.set_known_customers([CUSTOMER_PHONE])
+    # When a new caller's summary is delivered
+    with pytest.raises(UnknownContactError):
+        _adapter(secret_id, unknown_caller_policy="park").log_summary(
+            _note(customer=Customer("+14155550198", None)), _call()
+        )
+    # Then no record was made for them
+    assert receiver.created_callers == []

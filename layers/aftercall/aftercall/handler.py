@@ -348,5 +348,7 @@ def build_crm(settings: Settings) -> Crm:
         from aftercall.crm import webhook
 
         credentials = SecretCredentials(settings.crm_secret_id, webhook.SECRET_KEYS, settings.secret_max_age)
-        return webhook.WebhookCrm(credentials, settings.crm_base_url, **http)
+        return webhook.WebhookCrm(
+            credentials, settings.crm_base_url, unknown_caller_policy=settings.unknown_caller_policy, **http
+        )
     raise AssertionError(f"unreachable: provider {settings.crm_provider!r} passed Settings validation")

@@ -11,7 +11,11 @@ the runtime's helper, so a bug shared by signer and verifier cannot hide), then,
 * no ``Idempotency-Key`` → 400; a key already processed with the same body → the first answer
   again, with ``Idempotent-Replayed: true``, and nothing processed twice; the same key with a
   different body → 422;
-* a customer not in ``known_customers`` (when that is set) → 404 ``{"error": "unknown_contact"}``;
+* a caller that breaks the contract (no ``unknown_caller_policy``, a phone that is not E.164 or
+  digits, neither phone nor email) → 422 ``{"error": "invalid_customer"}``;
+* a customer not in ``known_customers`` (when that is set): under ``unknown_caller_policy: park``
+  404 ``{"error": "unknown_contact"}``; under ``create`` their record is made once (keyed on the
+  phone, else the email) and the answer says ``"caller": "created"`` (else ``"found"``);
 * otherwise the delivery is kept and answered 200 ``{"id": "wh_<n>"}`` (or plain ``OK``).
 
 Faults are those of :mod:`aftercall_ops.fakes.http`. Admin extras: ``POST /__admin/secret``
@@ -24,6 +28,7 @@ import argparse
 import copy
 import hashlib
 import hmac
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -35,6 +40,7 @@ from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, 
 DEFAULT_SECRET = "fake-webhook-signing-secret"  # noqa: S105 - the fake's own test secret
 DEFAULT_PATH = "/hooks/aftercall"
 DEFAULT_TOLERANCE_SECONDS = 300
+_PHONE = re.compile(r"^\+?[0-9]{3,15}$")
 
 
 @dataclass
@@ -48,6 +54,26 @@ class Delivery:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def caller_problem(body: Any) -> str | None:
+    """What is wrong with a delivery's caller (``None``: nothing), as the contract in
+    :mod:`aftercall.crm.webhook` describes it."""
+    if not isinstance(body, dict) or body.get("unknown_caller_policy") not in ("create", "park"):
+        return "unknown_caller_policy must be 'create' or 'park'"
+    customer = body.get("customer")
+    if not isinstance(customer, dict) or "phone" not in customer or "email" not in customer:
+        return "customer must be an object with phone and email"
+    phone, email = customer["phone"], customer["email"]
+    if phone is None and email is None:
+        return "customer has neither a phone nor an email"
+    if phone is not None and not (isinstance(phone, str) and _PHONE.match(phone)):
+        return "customer.phone must be E.164 (or the digits of a number that cannot be read)"
+    if email is not None and not (isinstance(email, str) and "@" in email):
+        return "customer.email must be an address"
+    if any(not isinstance(customer.get(name, ""), str) for name in ("first_name", "last_name")):
+        return "customer names must be strings"
+    return None
 
 
 class FakeWebhookReceiver(FakeHttpService):
@@ -77,6 +103,8 @@ class FakeWebhookReceiver(FakeHttpService):
         self._deliveries: list[Delivery] = []
         self.replays = 0
         self.refused: list[str] = []
+        #: The callers it created a record for (``unknown_caller_policy: create``), one entry each.
+        self.created_callers: list[str] = []
 
     @property
     def endpoint(self) -> str:
@@ -125,6 +153,7 @@ class FakeWebhookReceiver(FakeHttpService):
             self._deliveries.clear()
             self.replays = 0
             self.refused.clear()
+            self.created_callers.clear()
 
     def _authorized(self, request: Request) -> bool:
         timestamp = request.header("X-Aftercall-Timestamp") or ""
@@ -185,13 +214,25 @@ class FakeWebhookReceiver(FakeHttpService):
                     {**first.headers, "Idempotent-Replayed": "true"},
                     first.text,
                 )
-            customer = body.get("customer") if isinstance(body, dict) else None
-            ids = {v for v in (customer or {}).values() if isinstance(v, str)} if isinstance(customer, dict) else set()
-            if self._known is not None and not ids & self._known:
-                return Answer(404, {"error": "unknown_contact"})
+            problem = caller_problem(body)
+            if problem is not None:
+                self._refuse(problem)
+                return Answer(422, {"error": "invalid_customer", "detail": problem})
+            customer, policy = body["customer"], body["unknown_caller_policy"]
+            ids = {customer.get("phone"), customer.get("email")} - {None}
+            caller = None
+            if self._known is not None:
+                caller = "found" if ids & self._known else "created"
+                if caller == "created":
+                    if policy == "park":
+                        return Answer(404, {"error": "unknown_contact"})
+                    # One record per caller, keyed on the phone (else the email), as the contract asks.
+                    self._known.add(customer.get("phone") or customer["email"])
+                    self.created_callers.append(customer.get("phone") or customer["email"])
             self._deliveries.append(Delivery(key, body, int(timestamp), time.monotonic()))
             number = len(self._deliveries)
-            answer = Answer(200, None, text="OK") if self.plain_text else Answer(200, {"id": f"wh_{number}"})
+            reply: dict[str, Any] = {"id": f"wh_{number}"} | ({"caller": caller} if caller else {})
+            answer = Answer(200, None, text="OK") if self.plain_text else Answer(200, reply)
             self._processed[key] = (digest, copy.deepcopy(answer))
             return answer
 

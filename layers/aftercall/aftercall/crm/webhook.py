@@ -10,7 +10,17 @@ The request (the contract a receiver implements; docs/crm.md has a receiver exam
     X-Aftercall-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<raw body>" under the signing secret>
 
     {"schema_version": "1", "action": "log_summary" | "open_ticket" | "log_disposition",
-     "conversation_id": "...", "customer": {"phone": ..., "email": ...}, ...}
+     "conversation_id": "...", "unknown_caller_policy": "create" | "park",
+     "customer": {"phone": "+14155550134" | null, "email": ... | null,
+                  "first_name": ..., "last_name": ...}, ...}
+
+The caller: ``phone`` is E.164 (numbers typed without a country code were read with
+``DefaultPhoneRegion``; one that cannot be read is sent as its digits), the name fields only when
+the agent collected them. ``unknown_caller_policy`` says what the receiver does with a caller it
+does not know: ``create`` their record (once per caller: key it on the phone, else the email, as
+every delivery of their conversations carries the same values) and answer
+``{"id": ..., "caller": "created"}``; ``park``: answer 404 ``{"error": "unknown_contact"}``.
+A known caller is answered ``"caller": "found"`` (optional); aftercall keeps it with the result.
 
 Why signed this way: the signature proves the request came from aftercall and was not altered;
 signing the timestamp with the body lets a receiver refuse a captured request replayed later
@@ -102,6 +112,16 @@ def verify_webhook_signature(
         )
 
 
+def caller_json(customer: Customer) -> dict[str, Any]:
+    """The ``customer`` object of a delivery: phone and email (``null`` when absent), names when known."""
+    caller: dict[str, Any] = {"phone": customer.phone, "email": customer.email}
+    if customer.first_name:
+        caller["first_name"] = customer.first_name
+    if customer.last_name:
+        caller["last_name"] = customer.last_name
+    return caller
+
+
 class WebhookCrm:
     name = "webhook"
 
@@ -111,10 +131,13 @@ class WebhookCrm:
         url: str | None = None,
         *,
         allow_loopback_http: bool = False,
+        unknown_caller_policy: str = "park",
         **http: Any,
     ) -> None:
-        """``url`` overrides the secret's ``url`` (the template's ``CrmBaseUrl``)."""
+        """``url`` overrides the secret's ``url`` (the template's ``CrmBaseUrl``);
+        ``unknown_caller_policy`` is passed to the receiver with every delivery."""
         self._credentials = credentials
+        self.unknown_caller_policy = unknown_caller_policy
         self._allow_loopback_http = allow_loopback_http
         self._http_options = http
         self._setup_lock = threading.Lock()
@@ -151,7 +174,8 @@ class WebhookCrm:
             "schema_version": SCHEMA_VERSION,
             "action": action,
             "conversation_id": conversation_id,
-            "customer": {"phone": customer.phone, "email": customer.email},
+            "unknown_caller_policy": self.unknown_caller_policy,
+            "customer": caller_json(customer),
             **payload,
         }
         # Deterministic bytes: the same action always sends the same body under its key.
@@ -176,7 +200,11 @@ class WebhookCrm:
                 ) from None
             raise
         received = answer.get("id") if isinstance(answer, dict) else None
-        return CrmRecord("webhook", str(received) if received else key, {"action": action})
+        extra = {"action": action}
+        caller = answer.get("caller") if isinstance(answer, dict) else None
+        if caller in ("created", "found"):
+            extra["caller"] = caller
+        return CrmRecord("webhook", str(received) if received else key, extra)
 
     def _signature_headers(self, body: bytes) -> Mapping[str, str]:
         """Signed afresh for every attempt, with the (possibly just re-read) signing secret."""
