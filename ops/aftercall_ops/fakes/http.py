@@ -5,7 +5,7 @@ Zendesk, a webhook receiver), and each fake must fail the same ways real service
 module holds that machinery once; a fake subclasses :class:`FakeHttpService` and implements only
 its API (``_route``), its credentials (``_authorized``/``_unauthorized``) and its error shapes.
 
-Faults (:class:`Fault`): 5xx, rate limits with ``Retry-After`` (429, or a service's own status
+Faults (:mod:`aftercall_ops.fakes.faults`): 5xx, rate limits with ``Retry-After`` (429, or a service's own status
 such as Salesforce's 403), hanging past a client's timeout, resetting the connection, applying a
 write and then answering 500 (the ambiguous case), added latency, and an answer whose body
 trickles in a byte at a time; plus a global rate limit.
@@ -19,320 +19,38 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import random
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
-import urllib.request
-import uuid
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, Self, cast, get_args
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Literal, Self
 
-FaultKind = Literal["status", "rate_limit", "hang", "reset", "after_commit_status", "latency", "trickle"]
-FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+from aftercall_ops.fakes.admin import FakeAdmin
+from aftercall_ops.fakes.faults import FAULT_KINDS, Fault, FaultKind, path_matches
+from aftercall_ops.fakes.server import Answer, Drop, Request, RequestRecord, _Handler, _Server
+
+__all__ = [
+    "FAULT_KINDS",
+    "Answer",
+    "Drop",
+    "FakeAdmin",
+    "FakeHttpService",
+    "Fault",
+    "FaultKind",
+    "Request",
+    "RequestRecord",
+    "path_matches",
+    "serve_until_signalled",
+]
+
 #: Request headers never written to the request log (credentials).
 UNLOGGED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-
-
-def path_matches(pattern: str, path: str) -> bool:
-    """A path prefix, or an exact path when ``pattern`` ends with ``$``.
-
-    ``/crm/v3/objects/notes`` also matches ``/crm/v3/objects/notes/search``; write
-    ``/crm/v3/objects/notes$`` to hit only the create.
-    """
-    if pattern.endswith("$"):
-        return path == pattern[:-1]
-    return path.startswith(pattern)
-
-
-@dataclass
-class Fault:
-    """One fault rule. It matches requests by ``method`` and ``path`` (both optional; the path
-    is a prefix, or exact when it ends with ``$``, see :func:`path_matches`).
-
-    ``times`` bounds how many requests it applies to (``None``: forever); ``probability`` makes
-    it apply to a random share of matching requests (drawn from the server's seeded RNG, so a
-    run is reproducible). Per kind:
-
-    * ``status``: answer ``status`` (default 500) with ``body`` (default the service's error).
-    * ``rate_limit``: answer ``status`` (default the service's rate-limit status: 429, or 403
-      for Salesforce) with ``Retry-After: retry_after`` (omitted when ``None``).
-    * ``hang``: wait ``seconds`` then answer normally, or with ``then="never"`` keep the
-      connection open without answering until the server stops (exceeds any client timeout).
-    * ``reset``: read the request, then close the socket with an RST (``SO_LINGER`` 0).
-    * ``after_commit_status``: perform the request (the write is applied), then answer
-      ``status`` (default 500): the client cannot tell whether it happened.
-    * ``latency``: answer normally after ``ms`` milliseconds. Latency rules stack with the one
-      other rule that may apply to the same request.
-    * ``trickle``: perform the request, send the status line and headers at once, then the body
-      one byte every ``interval`` seconds. A client whose read timeout applies to each read
-      (``requests``, urllib3) never times out while bytes keep coming: the call lasts as long as
-      the body takes, past any deadline of the caller's own.
-    """
-
-    kind: FaultKind
-    method: str | None = None
-    path: str | None = None
-    times: int | None = None
-    probability: float | None = None
-    status: int | None = None
-    body: Any = None
-    retry_after: str | None = "1"
-    seconds: float = 30.0
-    then: Literal["answer", "never"] = "answer"
-    ms: float = 0.0
-    interval: float = 0.5
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    applied: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(FAULT_KINDS)}")
-        if self.method is not None:
-            self.method = self.method.upper()
-        if self.times is not None and self.times < 0:
-            raise ValueError("times must be >= 0")
-        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
-            raise ValueError("probability must be between 0 and 1")
-        if self.then not in ("answer", "never"):
-            raise ValueError("then must be 'answer' or 'never'")
-        if self.retry_after is not None and not isinstance(self.retry_after, str):
-            self.retry_after = f"{self.retry_after:g}" if isinstance(self.retry_after, float) else str(self.retry_after)
-        if self.status is not None and not 100 <= int(self.status) <= 599:
-            raise ValueError(f"status {self.status} is not an HTTP status")
-        if not self.interval > 0:
-            raise ValueError("interval must be positive")
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Fault:
-        """A rule from its JSON form (the ``/__admin/faults`` body); unknown keys are refused."""
-        known = {f for f in cls.__dataclass_fields__ if f not in ("id", "applied")}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
-        if "kind" not in data:
-            raise ValueError("a fault rule needs a 'kind'")
-        return cls(**dict(data))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.times is not None and self.applied >= self.times
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method is not None and self.method != method:
-            return False
-        return self.path is None or path_matches(self.path, path)
-
-
-@dataclass
-class RequestRecord:
-    """One request a fake received (admin requests are not recorded).
-
-    ``received``/``answered`` are ``time.monotonic()`` readings (comparable within the process,
-    e.g. to check that a client waited out a ``Retry-After``); ``time`` is the wall clock.
-    ``status`` is ``None`` when no answer was sent (reset, hang forever). ``headers`` holds the
-    request's headers (lower-case names) except credentials.
-    """
-
-    method: str
-    path: str
-    time: float
-    received: float
-    status: int | None = None
-    answered: float | None = None
-    fault: str | None = None
-    body: Any = None
-    authorized: bool | None = None
-    query: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a fake's routes see: the request line, the raw body and the headers (lower-case)."""
-
-    method: str
-    path: str
-    query: str
-    raw: bytes
-    headers: Mapping[str, str]
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    @property
-    def params(self) -> dict[str, list[str]]:
-        return parse_qs(self.query, keep_blank_values=True)
-
-    def param(self, name: str) -> str | None:
-        values = self.params.get(name)
-        return values[0] if values else None
-
-    def json(self) -> Any:
-        """The body as JSON (``None`` when empty); :class:`ValueError` when it is not JSON."""
-        return json.loads(self.raw) if self.raw else None
-
-
-@dataclass
-class Answer:
-    """A response: status, a JSON body (``None``: no body) and extra headers; ``text`` sends a
-    plain-text body instead of JSON (a webhook receiver answering ``OK``)."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    text: str | None = None
-    #: Send the body one byte every this many seconds (the ``trickle`` fault).
-    trickle: float | None = None
-
-
-class Drop(Exception):
-    """End the exchange without answering (``reset`` and ``hang`` forever)."""
-
-    def __init__(self, how: Literal["reset", "close"]) -> None:
-        super().__init__(how)
-        self.how = how
-
-
-# --- the HTTP server ----------------------------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    #: The stdlib default backlog is 5: concurrent benchmark clients would see SYN retries.
-    request_queue_size = 256
-    service: FakeHttpService
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away (timeout, reset, server stopping) is normal here, not an error."""
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs: the client's connection pool is exercised
-    server: _Server
-
-    def version_string(self) -> str:
-        return self.server.service.server_name
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; without NODELAY, Nagle plus the client's
-        # delayed ACK would add ~40 ms to every answer and distort benchmarks.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.service._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.service._track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the request log is kept in memory (``FakeHttpService.requests``) instead."""
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        service = self.server.service
-        parts = urlsplit(self.path)
-        try:
-            raw = self._read_body()
-        except ValueError as exc:
-            self._send(Answer(400, service._admin_error(str(exc))))
-            return
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        request = Request(self.command, parts.path, parts.query, raw, headers)
-        try:
-            answer = service._admin(request) if parts.path.startswith("/__admin/") else service._serve(request)
-        except Drop as drop:
-            self._drop(drop.how)
-            return
-        self._send(answer)
-
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        if not length:
-            return b""
-        try:
-            return self.rfile.read(int(length))
-        except ValueError:
-            raise ValueError("bad Content-Length") from None
-
-    def _send(self, answer: Answer) -> None:
-        if answer.text is not None:
-            data, content_type = answer.text.encode(), "text/plain;charset=utf-8"
-        else:
-            data = b"" if answer.body is None else json.dumps(answer.body).encode()
-            content_type = "application/json;charset=utf-8"
-        self.send_response(answer.status)
-        if data:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if data and answer.trickle is not None:
-            self.wfile.flush()
-            service = self.server.service
-            for index in range(len(data)):
-                service._wait(answer.trickle)
-                if service._stopping.is_set():
-                    raise OSError("the server is stopping")  # ends the exchange; handle_error ignores it
-                self.wfile.write(data[index : index + 1])
-                self.wfile.flush()
-        elif data:
-            self.wfile.write(data)
-
-    def _drop(self, how: Literal["reset", "close"]) -> None:
-        self.close_connection = True
-        if how == "reset":
-            # Linger 0: close() sends an RST instead of a FIN, as a crashed proxy would.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.rfile.close()  # drop the makefile reference so close() really closes the socket now
-        self.connection.close()
 
 
 # --- the service base class -----------------------------------------------------------------------
@@ -733,50 +451,6 @@ class FakeHttpService:
         except (TypeError, ValueError) as exc:
             return Answer(400, self._admin_error(str(exc)))
         return Answer(404, self._admin_error(f"no admin route {method} {request.path}"))
-
-
-# --- a client for the admin endpoints (for other processes) --------------------------------------
-
-
-class FakeAdmin:
-    """Drive a running fake from another process (CLI, demo) through ``/__admin/``."""
-
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not a fake service URL: {url!r}")
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def _call(self, method: str, route: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            f"{self.url}/__admin/{route}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - scheme checked
-            payload = response.read()
-        return json.loads(payload) if payload else None
-
-    def state(self) -> dict[str, Any]:
-        return cast("dict[str, Any]", self._call("GET", "state"))
-
-    def requests(self) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._call("GET", "requests"))
-
-    def add_faults(self, rules: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._call("POST", "faults", list(rules)))
-
-    def clear_faults(self) -> None:
-        self._call("DELETE", "faults")
-
-    def set_rate_limit(self, per_second: float | None, retry_after: float | None = None) -> None:
-        self._call("POST", "config", {"rate_limit_per_second": per_second, "rate_limit_retry_after": retry_after})
-
-    def reset(self) -> None:
-        self._call("POST", "reset")
 
 
 def serve_until_signalled(service: FakeHttpService, banner: str) -> int:
