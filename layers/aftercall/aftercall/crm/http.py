@@ -304,9 +304,10 @@ class CrmHttpClient:
     def _pace(self, limiters: tuple[Pacer, ...], call: CrmCall, method: str, path: str) -> float:
         """Wait for this attempt's slot under each budget it counts in; returns the seconds left afterwards."""
         wait = 0.0
-        # The narrowest budget first (search, then general), each slot no sooner than the one before:
-        # the request goes at the latest of them, and counts in every window at that moment.
-        for limiter in reversed(limiters):
+        # The general budget first, then the search one no sooner than that slot: the request goes at
+        # its search slot, so searches never bunch up behind a general backlog (the 1-s search window
+        # is the tighter one; the general slot it follows is at most one search slot earlier).
+        for limiter in limiters:
             # A free slot is always taken (as without pacing); a wait only when the request still fits after it.
             slot = limiter.reserve(max(0.0, call.deadline.remaining() - MIN_REQUEST_SECONDS), wait)
             if slot is None:

@@ -17,8 +17,8 @@ HubSpot has two budgets: the general one (100 requests per rolling 10 s on Start
 every integration of the portal, so ``CrmRateLimitPerSecond`` is *our share* of it) and the search
 one (4 requests per second per token, ``CrmSearchRateLimitPerSecond``). For HubSpot every
 environment shares both through slots in DynamoDB (:mod:`aftercall.crm.search_slots`) instead of
-equal per-environment buckets. A search takes a slot in both, the general one no sooner than its
-search slot (a request counts in the rolling window when it is sent). A 429 without
+equal per-environment buckets. A search takes a slot in both, the search one no sooner than its
+general one (a request counts in each window when it is sent). A 429 without
 ``Retry-After`` names its ``policyName``: ``SECONDLY`` frees within a second,
 ``TEN_SECONDLY_ROLLING`` when the oldest request of the window leaves it, which
 :class:`RecentRequests` estimates from what this environment sent.
