@@ -302,22 +302,23 @@ class CrmHttpClient:
         self._sleep(delay)
 
     def _pace(self, limiters: tuple[Pacer, ...], call: CrmCall, method: str, path: str) -> float:
-        """Wait for this attempt's slot under each budget it counts in; returns the seconds left afterwards."""
-        wait = 0.0
-        # The general budget first, then the search one no sooner than that slot: the request goes at
-        # its search slot, so searches never bunch up behind a general backlog (the 1-s search window
-        # is the tighter one; the general slot it follows is at most one search slot earlier).
-        for limiter in limiters:
+        """Wait for this attempt's slot under each budget it counts in; returns the seconds left afterwards.
+
+        The narrowest budget first (search, then general), and the next slot taken only once the
+        previous one has come: a general slot claimed early and used late (behind a search backlog)
+        would be wasted and its request would land in another slot's place, and a search held back
+        by a general slot reserved far ahead would bunch up with the next searches.
+        """
+        for limiter in reversed(limiters):
             # A free slot is always taken (as without pacing); a wait only when the request still fits after it.
-            slot = limiter.reserve(max(0.0, call.deadline.remaining() - MIN_REQUEST_SECONDS), wait)
+            slot = limiter.reserve(max(0.0, call.deadline.remaining() - MIN_REQUEST_SECONDS))
             if slot is None:
                 raise CrmUnavailableError(
                     f"{self.crm_name}: at the configured CRM rate limit, {method} {path} could not start within "
                     "this invocation, giving up for a retry"
                 )
-            wait = max(wait, slot)
-        if wait > 0:
-            self._sleep(wait)
+            if slot > 0:
+                self._sleep(slot)
         return call.deadline.remaining()
 
     def _pause(

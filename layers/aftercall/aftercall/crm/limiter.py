@@ -17,8 +17,8 @@ HubSpot has two budgets: the general one (100 requests per rolling 10 s on Start
 every integration of the portal, so ``CrmRateLimitPerSecond`` is *our share* of it) and the search
 one (4 requests per second per token, ``CrmSearchRateLimitPerSecond``). For HubSpot every
 environment shares both through slots in DynamoDB (:mod:`aftercall.crm.search_slots`) instead of
-equal per-environment buckets. A search takes a slot in both, the search one no sooner than its
-general one (a request counts in each window when it is sent). A 429 without
+equal per-environment buckets. A search takes a slot in both: its search slot first, then, once
+that has come, a general one (a request counts in each window when it is sent). A 429 without
 ``Retry-After`` names its ``policyName``: ``SECONDLY`` frees within a second,
 ``TEN_SECONDLY_ROLLING`` when the oldest request of the window leaves it, which
 :class:`RecentRequests` estimates from what this environment sent.
@@ -38,7 +38,7 @@ class Pacer(Protocol):
     """What paces requests: a per-environment :class:`RateLimiter`, or slots shared by every
     environment (:class:`aftercall.crm.search_slots.SharedSlots`)."""
 
-    def reserve(self, max_wait: float, after: float = 0.0) -> float | None: ...
+    def reserve(self, max_wait: float) -> float | None: ...
 
     def pause(self, seconds: float) -> None: ...
 
@@ -63,17 +63,16 @@ class RateLimiter:
         #: far would be used up at one per interval. A request may go once now >= this - tolerance.
         self._tat = -math.inf
 
-    def reserve(self, max_wait: float, after: float = 0.0) -> float | None:
-        """Take the next slot no sooner than ``after`` seconds from now: the seconds to wait before
-        sending (0.0: now). ``None`` when the slot is more than ``max_wait`` seconds away; then
-        nothing is taken."""
+    def reserve(self, max_wait: float) -> float | None:
+        """Take the next slot: the seconds to wait before sending (0.0: now). ``None`` when the slot
+        is more than ``max_wait`` seconds away; then nothing is taken."""
         with self._lock:
             now = self._clock()
-            start = max(now + after, self._tat - self._tolerance)
+            start = max(now, self._tat - self._tolerance)
             wait = start - now
             if wait > max_wait:
                 return None
-            self._tat = max(self._tat, now + after) + self._interval
+            self._tat = max(self._tat, now) + self._interval
             return wait
 
     def pause(self, seconds: float) -> None:

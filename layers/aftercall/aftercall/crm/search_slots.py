@@ -34,9 +34,13 @@ MAX_TRIES = 40
 
 
 class SharedSlots:
-    """``reserve(max_wait, after)``: claim the next free slot shared with every environment, starting
-    no sooner than ``after`` seconds from now; seconds to wait until it starts (``None``: none free
-    within ``max_wait``). ``pause(seconds)``: after a 429."""
+    """``reserve(max_wait)``: claim the next free slot shared with every environment that has not
+    begun yet; seconds to wait until it begins (``None``: none free within ``max_wait``).
+    ``pause(seconds)``: after a 429.
+
+    A request goes at the very start of its slot, never later in it: one sent late in its slot and
+    the next one early in theirs would put one request too many in a window (a rolling 10 s for
+    the general budget, one second for searches)."""
 
     def __init__(
         self,
@@ -64,13 +68,13 @@ class SharedSlots:
             self._client = aws.client("dynamodb")
         return self._client
 
-    def reserve(self, max_wait: float, after: float = 0.0) -> float | None:
+    def reserve(self, max_wait: float) -> float | None:
         now = self._clock()
         with self._lock:
-            start = max(now + after, self._not_before)
-        slot = math.floor(start / self.width)
+            start = max(now, self._not_before)
+        slot = math.ceil(start / self.width)
         for _ in range(MAX_TRIES):
-            begins = max(slot * self.width, now + after)
+            begins = max(slot * self.width, now)
             if begins - now > max_wait:
                 return None
             if self._claim(slot):
