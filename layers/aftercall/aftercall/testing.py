@@ -202,10 +202,11 @@ class RecordingCrm:
     def _salesforce(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         if method == "POST" and path == "/services/oauth2/token":
             return 200, {"access_token": "recorded-token", "instance_url": "https://example.my.salesforce.com"}
-        if method == "GET" and path.endswith("/query"):
-            sobject = "Lead" if " FROM Lead " in f" {query.get('q', '')} " else "Contact"
-            records = [{"Id": ("00Q" if sobject == "Lead" else "003") + "000000000501"}] if self.known_customer else []
-            return 200, {"totalSize": len(records), "done": True, "records": records}
+        if method == "GET" and path.rstrip("/").endswith("/search"):  # SOSL: the caller's Contact (or Lead)
+            sobject = "Contact" if "Contact(" in query.get("q", "") else "Lead"
+            prefix = "003" if sobject == "Contact" else "00Q"
+            record = {"attributes": {"type": sobject}, "Id": f"{prefix}000000000501"}
+            return 200, {"searchRecords": [record] if self.known_customer else []}
         below = path.partition("/sobjects/")[2].split("/")
         if method == "PATCH" and len(below) == 2:  # a field update on one record: 204, no body
             return 204, None
@@ -215,10 +216,16 @@ class RecordingCrm:
         return _no_answer(method, path)
 
     def _zendesk(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if method == "GET" and path == "/api/v2/search.json":  # by phone: "phone:*<national number>"
+            digits = query.get("query", "").rpartition("phone:*")[2]
+            user = {"id": 9001, "result_type": "user", "phone": digits, "email": None}
+            return 200, {"results": [user] if self.known_customer else [], "count": int(self.known_customer)}
         if method == "GET" and path == "/api/v2/users/search":
             value = query.get("query", "")
-            user = {"id": 9001, "phone": value, "email": None} if "@" not in value else {"id": 9001, "email": value}
-            return 200, {"users": [user] if self.known_customer else [], "count": int(self.known_customer)}
+            return 200, {
+                "users": [{"id": 9001, "email": value}] if self.known_customer else [],
+                "count": int(self.known_customer),
+            }
         if method == "GET" and path == "/api/v2/tickets":
             return 200, {"tickets": [], "count": 0}
         if method == "POST" and path == "/api/v2/tickets":
