@@ -96,7 +96,7 @@ def test_hubspot_budgets_shared_through_dynamodb_slots_never_put_two_requests_in
     # Given the general budget (10 per second) shared by two environments, and a clock standing still
     clock = FakeClock()
     name = unique("hubspot-general")
-    environments = [SharedSlots(stack.table, name, 10.0, clock=clock) for _ in range(2)]
+    environments = [SharedSlots(stack.table, name, 10.0, whole_window=True, clock=clock) for _ in range(2)]
     # When both ask for slots in turn, a little into the current slot
     clock.now += 0.04
     waits = [environments[index % 2].reserve(60) for index in range(4)]
@@ -191,7 +191,11 @@ def test_the_rate_limit_is_shared_out_over_the_reserved_concurrency() -> None:
     crm = build_crm(Settings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": "10"}))
     assert isinstance(crm, HubSpotCrm)
     assert isinstance(crm.http.limiter, SharedSlots)
-    assert (crm.http.limiter.name, crm.http.limiter.width) == ("hubspot-general", 0.1)
+    assert (crm.http.limiter.name, crm.http.limiter.width, crm.http.limiter.whole_window) == (
+        "hubspot-general",
+        0.1,
+        True,
+    )
     # And 0 (the default) or no value means no client-side pacing
     for value in ("0", ""):
         unpaced = build_crm(Settings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": value}))

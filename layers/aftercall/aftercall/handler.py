@@ -319,7 +319,9 @@ def build_crm(settings: Settings) -> Crm:
         from aftercall.crm.search_slots import SharedSlots
 
         if settings.crm_rate_limit:  # the rolling 10-s budget, in slots every environment shares
-            http["limiter"] = SharedSlots(settings.idempotency_table, "hubspot-general", settings.crm_rate_limit)
+            http["limiter"] = SharedSlots(
+                settings.idempotency_table, "hubspot-general", settings.crm_rate_limit, whole_window=True
+            )
         if settings.crm_search_rate_limit:  # HubSpot's separate search budget (4/s per token), shared by all runs
             http["search_limiter"] = SharedSlots(
                 settings.idempotency_table, "hubspot-search", settings.crm_search_rate_limit

@@ -38,9 +38,11 @@ class SharedSlots:
     begun yet; seconds to wait until it begins (``None``: none free within ``max_wait``).
     ``pause(seconds)``: after a 429.
 
-    A request goes at the very start of its slot, never later in it: one sent late in its slot and
-    the next one early in theirs would put one request too many in a window (a rolling 10 s for
-    the general budget, one second for searches)."""
+    ``whole_window``: the slots fill the limit's whole window (the general budget: 100 slots of
+    0.1 s per rolling 10 s), so a request goes at the very start of its slot, never later in one
+    already begun: one sent late in its slot and the one a window later early in theirs would put
+    one request too many in that window. Searches pace below their limit (3 slots per second for 4
+    allowed), which leaves room for a request sent late in its slot."""
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class SharedSlots:
         name: str,
         per_second: float,
         *,
+        whole_window: bool = False,
         client: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -56,6 +59,7 @@ class SharedSlots:
         self.table_name = table_name
         self.name = name
         self.width = 1.0 / per_second
+        self.whole_window = whole_window
         self._client = client
         self._clock = clock
         self._lock = threading.Lock()
@@ -72,7 +76,7 @@ class SharedSlots:
         now = self._clock()
         with self._lock:
             start = max(now, self._not_before)
-        slot = math.ceil(start / self.width)
+        slot = math.ceil(start / self.width) if self.whole_window else math.floor(start / self.width)
         for _ in range(MAX_TRIES):
             begins = max(slot * self.width, now)
             if begins - now > max_wait:
