@@ -187,15 +187,12 @@ def test_the_rate_limit_is_shared_out_over_the_reserved_concurrency() -> None:
     assert isinstance(zendesk, ZendeskCrm)
     assert isinstance(zendesk.http.limiter, RateLimiter)
     assert zendesk.http.limiter.rate == 2.0
-    # And HubSpot's environments share its rolling 10-s budget in slots of a tenth of a second instead
+    # And HubSpot's environments share its rolling 10-s budget in slots of about a tenth of a second instead
     crm = build_crm(Settings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": "10"}))
     assert isinstance(crm, HubSpotCrm)
     assert isinstance(crm.http.limiter, SharedSlots)
-    assert (crm.http.limiter.name, crm.http.limiter.width, crm.http.limiter.whole_window) == (
-        "hubspot-general",
-        0.1,
-        True,
-    )
+    assert (crm.http.limiter.name, crm.http.limiter.whole_window) == ("hubspot-general", True)
+    assert crm.http.limiter.width == pytest.approx(0.1 / 0.98)  # 2 % headroom for the network's jitter
     # And 0 (the default) or no value means no client-side pacing
     for value in ("0", ""):
         unpaced = build_crm(Settings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": value}))

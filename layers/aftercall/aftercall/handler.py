@@ -306,6 +306,11 @@ def new_callers(settings: Settings) -> NewCallers:
     return NewCallers(policy, CallerLeases(settings.idempotency_table))
 
 
+#: HubSpot counts a request when it arrives; slots that fill the whole rolling window leave no room
+#: for the network's jitter between two requests a window apart, so they leave 2 % of it.
+GENERAL_HEADROOM = 0.98
+
+
 def build_crm(settings: Settings) -> Crm:
     """The configured CRM adapter (only the one in use is imported: keeps cold starts short)."""
     http: dict[str, Any] = {"allow_loopback_http": settings.local_mode}
@@ -320,7 +325,10 @@ def build_crm(settings: Settings) -> Crm:
 
         if settings.crm_rate_limit:  # the rolling 10-s budget, in slots every environment shares
             http["limiter"] = SharedSlots(
-                settings.idempotency_table, "hubspot-general", settings.crm_rate_limit, whole_window=True
+                settings.idempotency_table,
+                "hubspot-general",
+                settings.crm_rate_limit * GENERAL_HEADROOM,
+                whole_window=True,
             )
         if settings.crm_search_rate_limit:  # HubSpot's separate search budget (4/s per token), shared by all runs
             http["search_limiter"] = SharedSlots(

@@ -42,7 +42,8 @@ class SharedSlots:
     0.1 s per rolling 10 s), so a request goes at the very start of its slot, never later in one
     already begun: one sent late in its slot and the one a window later early in theirs would put
     one request too many in that window. Searches pace below their limit (3 slots per second for 4
-    allowed), which leaves room for a request sent late in its slot."""
+    allowed), which leaves room for a request sent in the first half of a begun slot: five
+    searches then span at least 3.5 slots (1.17 s), a margin for the network's jitter."""
 
     def __init__(
         self,
@@ -76,7 +77,10 @@ class SharedSlots:
         now = self._clock()
         with self._lock:
             start = max(now, self._not_before)
-        slot = math.ceil(start / self.width) if self.whole_window else math.floor(start / self.width)
+        # The slot already begun, unless the whole window is paced or it is more than half gone.
+        slot = math.floor(start / self.width)
+        if start > slot * self.width and (self.whole_window or start - slot * self.width > self.width / 2):
+            slot += 1
         for _ in range(MAX_TRIES):
             begins = max(slot * self.width, now)
             if begins - now > max_wait:
