@@ -39,6 +39,7 @@ from aftercall.crm.base import CrmCall, CrmRecord, Customer, Disposition, Summar
 from aftercall.crm.callers import CallerMatch, Callers, NewCallers
 from aftercall.crm.http import MIN_REQUEST_SECONDS, CrmHttpClient
 from aftercall.crm.limiter import Pacer, RecentRequests
+from aftercall.crm.search_slots import SharedSlots
 from aftercall.errors import CrmAmbiguousError, CrmRequestError, CrmUnavailableError
 from aftercall.phones import digits, parse_phone, region_of
 from aftercall.privacy import mask_phone
@@ -270,7 +271,8 @@ class HubSpotHttp(CrmHttpClient):
 
     HubSpot's answers carry the general budget (``X-HubSpot-RateLimit-Max``, ``-Remaining``,
     ``-Interval-Milliseconds``: 100 per 10 000 ms on Starter, shared by the portal's integrations);
-    near its end this environment slows down instead of running into 429s. A 429 says which limit
+    near its end (at its end, when every environment shares slots) this environment slows down
+    instead of running into 429s. A 429 says which limit
     was hit in its body (``"policyName": "SECONDLY"`` for the search limit, ``"TEN_SECONDLY_ROLLING"``
     for the general one) and often has no ``Retry-After``.
     """
@@ -296,7 +298,10 @@ class HubSpotHttp(CrmHttpClient):
             _header_int(response, "X-HubSpot-RateLimit-Remaining"),
             _header_int(response, "X-HubSpot-RateLimit-Max"),
         )
-        if remaining is None or not most or remaining > most * self.LOW_BUDGET_SHARE:
+        # Slots shared by every environment already pace the whole function to its share (and keep
+        # headroom): there only an empty budget, another integration's doing, is a reason to wait.
+        low = 0.0 if isinstance(self.limiter, SharedSlots) else most * self.LOW_BUDGET_SHARE if most else 0.0
+        if remaining is None or not most or remaining > low:
             return
         # Requests paced to the budget leave the window one slot (interval / max) apart: pause for one
         # slot, two when none is left. (What this environment sent says little about when the
