@@ -76,7 +76,7 @@ def _serve(
 
     from moto.server import ThreadedMotoServer
 
-    from aftercall_ops.moto_fixes import serialise_sqs_deletes
+    from aftercall_ops.emulator.moto_fixes import serialise_sqs_deletes
 
     if fast_moto:
         _speed_up_moto()

@@ -1,6 +1,6 @@
 """Chaos run: N conversations through the local stack while the CRM, the credentials and Lambda fail.
 
-The scenario is ``aftercall_ops.chaos`` (shared with the CI-sized ``tests/system/test_chaos.py``): N
+The scenario is ``aftercall_ops.operations.chaos`` (shared with the CI-sized ``tests/system/test_chaos.py``): N
 generated conversations (default 2,000), 20% emitted twice (half of those in the same PutEvents
 batch as the original, so the copies run concurrently); the fake HubSpot failing about 30% of
 requests (429 with Retry-After, 500, hangs past the client's read timeout that are applied
@@ -33,7 +33,7 @@ for _path in ("layers/aftercall", "ops"):
     if str(REPO / _path) not in sys.path:
         sys.path.insert(0, str(REPO / _path))
 
-from aftercall_ops.chaos import ChaosConfig, run  # noqa: E402 - after the path setup
+from aftercall_ops.operations.chaos import ChaosConfig, run  # noqa: E402 - after the path setup
 
 
 def machine() -> dict[str, Any]:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     # The dispatcher narrates every failed attempt; the run counts them instead.
-    logging.getLogger("aftercall_ops.local").setLevel(logging.CRITICAL)
+    logging.getLogger("aftercall_ops.emulator.stack").setLevel(logging.CRITICAL)
     config = ChaosConfig(conversations=args.n, seed=args.seed, workers=args.workers)
 
     def progress(message: str) -> None:

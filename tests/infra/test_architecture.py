@@ -253,7 +253,7 @@ def test_lambda_entry_points_stay_thin() -> None:
 @pytest.mark.parametrize(
     "source",
     [
-        "import aftercall_ops.emit\n",
+        "import aftercall_ops.operations.emit\n",
         "from aftercall_ops import replay\n",
         "from tests.support.events import ended_event\n",
         "import bench.fanout as fanout\n",

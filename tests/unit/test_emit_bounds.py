@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from aftercall_ops import emit
 from aftercall_ops.cli import app
+from aftercall_ops.operations import emit
 from tests.support.events import conversation_detail
 
 DRY_RUN = ("emit", "--bus", "aftercall-sandbox", "--environment", "sandbox", "--dry-run")

@@ -2,7 +2,7 @@
 
 What it does (``tests/system/test_chaos.py`` runs it CI-sized, ``bench/chaos.py`` at 2,000):
 
-1. A local stack (:class:`aftercall_ops.local.LocalStack`: moto, the fake HubSpot, the real
+1. A local stack (:class:`aftercall_ops.emulator.stack.LocalStack`: moto, the fake HubSpot, the real
    EndHandler in worker processes with Lambda's async retries, timeouts that kill the worker, and
    ``OnFailure`` records), with a small function timeout and a short CRM read timeout
    (``CRM_READ_TIMEOUT_SECONDS``), so hangs past the client's timeout and kills at the deadline
@@ -47,13 +47,13 @@ from typing import Any
 
 from aftercall.follow_ups import schedule_name
 from aftercall.ledger import COMPLETED, ledger_key, record_key
-from aftercall_ops.demo import HOT_LEADS
-from aftercall_ops.emit import RawItem, prepare, put_batch
+from aftercall_ops.emulator.moto_fixes import serialise_sqs_deletes
+from aftercall_ops.emulator.stack import LocalStack
 from aftercall_ops.generate import conversations
-from aftercall_ops.local import LocalStack
-from aftercall_ops.moto_fixes import serialise_sqs_deletes
-from aftercall_ops.replay import queue_depth
-from aftercall_ops.status import status
+from aftercall_ops.operations.demo import HOT_LEADS
+from aftercall_ops.operations.emit import RawItem, prepare, put_batch
+from aftercall_ops.operations.replay import queue_depth
+from aftercall_ops.operations.status import status
 
 #: The kinds of CRM failure and their shares of the failing requests.
 FAULT_MIX: Mapping[str, float] = {

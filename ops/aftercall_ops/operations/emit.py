@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import botocore.exceptions
 
 from aftercall.models.event import DETAIL_TYPE, MAX_EVENT_BYTES, MAX_STATE_DEPTH
-from aftercall_ops.stack import Client, describe_aws_error
+from aftercall_ops.operations.targets import Client, describe_aws_error
 
 #: The template's default ``EventSource``: used only when neither ``--source`` nor the stack says.
 DEFAULT_SOURCE = "aftercall.platform"

@@ -36,10 +36,10 @@ from aftercall.follow_ups import schedule_name
 from aftercall.ledger import ActionLedger
 from aftercall.observability import logger
 from aftercall.phones import normalise_phone
+from aftercall_ops.emulator.stack import LocalStack
+from aftercall_ops.emulator.template import PROJECT_ROOT
 from aftercall_ops.generate import CUSTOMERS, conversations
-from aftercall_ops.local import LocalStack
-from aftercall_ops.template import PROJECT_ROOT
-from aftercall_ops.vendor_import import ingest_demo_webhooks, load_sample, personalise, signed_request
+from aftercall_ops.operations.vendor_import import ingest_demo_webhooks, load_sample, personalise, signed_request
 
 
 def _load_end_function_module() -> ModuleType:
@@ -298,7 +298,7 @@ def main() -> int:
     state_dir = PROJECT_ROOT / ".local-stack" / "demo"
     state_dir.mkdir(parents=True, exist_ok=True)
     # The dispatcher narrates every failed attempt; the demo summarises them instead.
-    logging.getLogger("aftercall_ops.local").setLevel(logging.CRITICAL)
+    logging.getLogger("aftercall_ops.emulator.stack").setLevel(logging.CRITICAL)
     with LocalStack("aftercall-demo", retry_delays=RETRY_DELAYS, state_dir=state_dir) as stack:
         print(f"local stack up: AWS at {stack.env['AWS_ENDPOINT_URL']}, fake CRM at {stack.crm.url}")
         print(f"(the functions' JSON logs: {stack.state_dir})")

@@ -13,9 +13,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from aftercall.testing import CRM_PROVIDERS, PlannedAction
-from aftercall_ops.emit import EmitInputError, RawItem, read_file, read_stream
-from aftercall_ops.try_function import DEFAULT_FUNCTION, FunctionLoadError, TryReport, load_function, try_events
-from aftercall_ops.vendor_import import VendorPlatform
+from aftercall_ops.operations.emit import EmitInputError, RawItem, read_file, read_stream
+from aftercall_ops.operations.try_function import (
+    DEFAULT_FUNCTION,
+    FunctionLoadError,
+    TryReport,
+    load_function,
+    try_events,
+)
+from aftercall_ops.operations.vendor_import import VendorPlatform
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

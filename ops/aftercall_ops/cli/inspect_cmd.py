@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from aftercall_ops.inspect import DEFAULT_WINDOW_HOURS, Inspection, inspect
-from aftercall_ops.stack import Aws, TargetError, describe_aws_error, resolve_target
+from aftercall_ops.operations.inspect import DEFAULT_WINDOW_HOURS, Inspection, inspect
+from aftercall_ops.operations.targets import Aws, TargetError, describe_aws_error, resolve_target
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -22,13 +22,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aftercall_ops import emit as emit_logic
-from aftercall_ops import replay as replay_logic
-from aftercall_ops import status as status_logic
-from aftercall_ops import vendor_import
-from aftercall_ops.cli_inspect import inspect_command
-from aftercall_ops.cli_try import try_command
-from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Aws, Target, TargetError, describe_aws_error, resolve_target
+from aftercall_ops.cli.inspect_cmd import inspect_command
+from aftercall_ops.cli.try_cmd import try_command
+from aftercall_ops.operations import emit as emit_logic
+from aftercall_ops.operations import replay as replay_logic
+from aftercall_ops.operations import status as status_logic
+from aftercall_ops.operations import vendor_import
+from aftercall_ops.operations.targets import (
+    DEFAULT_FUNCTION_TIMEOUT,
+    Aws,
+    Target,
+    TargetError,
+    describe_aws_error,
+    resolve_target,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -708,8 +715,8 @@ def local(
     Resource names, the rule's pattern, retry settings and the DLQ wiring come from template.yaml.
     Prints the environment to export so that aftercall emit/replay/status (and the AWS CLI) talk to it.
     """
-    from aftercall_ops.local import crm_secret_from_file, serve
-    from aftercall_ops.moto_fixes import serialise_sqs_deletes
+    from aftercall_ops.emulator.moto_fixes import serialise_sqs_deletes
+    from aftercall_ops.emulator.stack import crm_secret_from_file, serve
 
     serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
     try:

@@ -22,7 +22,7 @@ cloud cannot drift apart:
 Not emulated: rules of other functions (EventBridge Scheduler never fires in moto, the Connect
 rule has no source locally); invoke those functions directly instead.
 
-``python -m aftercall_ops.local`` (or :func:`serve`) runs it in a terminal until Ctrl-C.
+``python -m aftercall_ops.emulator.stack`` (or :func:`serve`) runs it in a terminal until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from aftercall.crm.http import check_outbound_url
 from aftercall.errors import ConfigurationError
+from aftercall_ops.emulator.template import PROJECT_ROOT, Resolver, StackSpec, load_template, stack_spec
 from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS
-from aftercall_ops.template import PROJECT_ROOT, Resolver, StackSpec, load_template, stack_spec
 
 log = logging.getLogger(__name__)
 
@@ -480,7 +480,7 @@ class _LocalResources:
         if logical_id not in self.refs:
             raise RuntimeError(
                 f"{where} refers to {logical_id}, which the local stack does not create "
-                "(did template.yaml change? teach aftercall_ops.local about it)"
+                "(did template.yaml change? teach aftercall_ops.emulator.stack about it)"
             )
         if attribute is None:
             return self.refs[logical_id]
@@ -550,7 +550,7 @@ class _FunctionPool:
         self.counts = dict.fromkeys(
             ("invocations", "succeeded", "failed_attempts", "timeouts", "sent_to_dlq", "dlq_write_failures"), 0
         )
-        command = [sys.executable, "-m", "aftercall_ops.local_worker", "--handler", config.handler]
+        command = [sys.executable, "-m", "aftercall_ops.emulator.worker", "--handler", config.handler]
         if config.end_function is not None:
             command += ["--end-function", str(config.end_function)]
         self.environments = [
@@ -1185,7 +1185,7 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from aftercall_ops import moto_fixes
+        from aftercall_ops.emulator import moto_fixes
 
         moto_fixes.apply()  # SQS deletes that lose messages, aws.* sources PutEvents must refuse; see moto_fixes.py
         # werkzeug logs every request moto serves to stderr; only its errors are worth seeing.
@@ -2081,7 +2081,9 @@ def _parse_parameters(items: Sequence[str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aftercall_ops.local", description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m aftercall_ops.emulator.stack", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--stack", default=DEFAULT_STACK_NAME, help="stack name (default %(default)s)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="template parameter")
     parser.add_argument("--moto-port", type=int, default=0, help="moto's port (0 picks a free one)")

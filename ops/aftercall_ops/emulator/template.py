@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
 
 
@@ -211,11 +211,11 @@ def transformed_for_scanners(template: dict[str, Any] | None = None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m aftercall_ops.template --transformed OUT``: write the transformed template as JSON."""
+    """``python -m aftercall_ops.emulator.template --transformed OUT``: write the transformed template as JSON."""
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m aftercall_ops.template")
+    parser = argparse.ArgumentParser(prog="python -m aftercall_ops.emulator.template")
     parser.add_argument("--transformed", type=Path, required=True, help="where to write the transformed template")
     args = parser.parse_args(argv)
     args.transformed.parent.mkdir(parents=True, exist_ok=True)

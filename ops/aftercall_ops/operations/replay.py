@@ -37,9 +37,9 @@ import botocore.exceptions
 
 from aftercall.models.event import DETAIL_TYPE, MAX_EVENT_BYTES
 from aftercall.privacy import redact
-from aftercall_ops.dlq import RECEIVE_ARGS, FailedEvent, Shape, classify
-from aftercall_ops.emit import EntryOutcome, FatalSendError, RetryPolicy, entry_size, put_batch
-from aftercall_ops.stack import DEFAULT_FUNCTION_TIMEOUT, Aws, Client, TargetError, describe_aws_error
+from aftercall_ops.operations.dlq import RECEIVE_ARGS, FailedEvent, Shape, classify
+from aftercall_ops.operations.emit import EntryOutcome, FatalSendError, RetryPolicy, entry_size, put_batch
+from aftercall_ops.operations.targets import DEFAULT_FUNCTION_TIMEOUT, Aws, Client, TargetError, describe_aws_error
 
 Mode = Literal["invoke", "put-events"]
 MODES: tuple[Mode, ...] = ("invoke", "put-events")
