@@ -118,15 +118,8 @@ class _ChildMoto:
 class BurstStack(LocalStack):
     """The local stack with moto in a child process; everything else exactly as ``LocalStack``."""
 
-    def _start_moto(self) -> None:
-        import moto.server
-
-        original = moto.server.ThreadedMotoServer
-        moto.server.ThreadedMotoServer = _ChildMoto  # type: ignore[misc,assignment]
-        try:
-            super()._start_moto()
-        finally:
-            moto.server.ThreadedMotoServer = original  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, moto_server=_ChildMoto, **kwargs)
 
 
 # --- what the default End function does per conversation ------------------------------------------
@@ -237,7 +230,7 @@ def parked_conversations(stack: LocalStack) -> set[str]:
 @contextmanager
 def quiet() -> Iterator[None]:
     """The dispatcher narrates every failed attempt; the benchmark counts them instead."""
-    local_log = logging.getLogger("aftercall_ops.emulator.stack")
+    local_log = logging.getLogger("aftercall_ops.emulator")
     level = local_log.level
     local_log.setLevel(logging.CRITICAL)
     try:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     # The dispatcher narrates every failed attempt; the run counts them instead.
-    logging.getLogger("aftercall_ops.emulator.stack").setLevel(logging.CRITICAL)
+    logging.getLogger("aftercall_ops.emulator").setLevel(logging.CRITICAL)
     config = ChaosConfig(conversations=args.n, seed=args.seed, workers=args.workers)
 
     def progress(message: str) -> None:

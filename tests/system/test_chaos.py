@@ -20,7 +20,7 @@ def test_under_chaos_every_conversation_is_done_exactly_once_and_nothing_is_lost
     # Given 200 conversations, 20% of them emitted twice (half of those at the same moment), a CRM
     # failing about 30% of requests, a token rotation midway, and a 4 s function timeout
     config = ChaosConfig(conversations=CONVERSATIONS, seed=2026)
-    dispatcher_log = logging.getLogger("aftercall_ops.emulator.stack")  # narrates every failed attempt: hundreds
+    dispatcher_log = logging.getLogger("aftercall_ops.emulator")  # narrates every failed attempt: hundreds
     level = dispatcher_log.level
     dispatcher_log.setLevel(logging.CRITICAL)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from aftercall.crm.hubspot import marker
-from aftercall_ops.emulator.stack import LocalStack, crm_secret_from_file
+from aftercall_ops.cli.local_cmd import crm_secret_from_file
+from aftercall_ops.emulator.stack import LocalStack
 from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS, conversation
 

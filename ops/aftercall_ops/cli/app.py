@@ -715,8 +715,8 @@ def local(
     Resource names, the rule's pattern, retry settings and the DLQ wiring come from template.yaml.
     Prints the environment to export so that aftercall emit/replay/status (and the AWS CLI) talk to it.
     """
+    from aftercall_ops.cli.local_cmd import crm_secret_from_file, serve
     from aftercall_ops.emulator.moto_fixes import serialise_sqs_deletes
-    from aftercall_ops.emulator.stack import crm_secret_from_file, serve
 
     serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
     try:

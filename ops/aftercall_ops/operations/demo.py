@@ -298,7 +298,7 @@ def main() -> int:
     state_dir = PROJECT_ROOT / ".local-stack" / "demo"
     state_dir.mkdir(parents=True, exist_ok=True)
     # The dispatcher narrates every failed attempt; the demo summarises them instead.
-    logging.getLogger("aftercall_ops.emulator.stack").setLevel(logging.CRITICAL)
+    logging.getLogger("aftercall_ops.emulator").setLevel(logging.CRITICAL)
     with LocalStack("aftercall-demo", retry_delays=RETRY_DELAYS, state_dir=state_dir) as stack:
         print(f"local stack up: AWS at {stack.env['AWS_ENDPOINT_URL']}, fake CRM at {stack.crm.url}")
         print(f"(the functions' JSON logs: {stack.state_dir})")
