@@ -49,7 +49,7 @@ $(IAC_VENV)/.installed:
 setup: $(VENV)/.installed $(SAM_VENV)/.installed $(IAC_VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m aftercall_ops.operations.demo
+	$(BIN)/aftercall demo
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -17,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "layers" / "aftercall" / "aftercall"
 FUNCTIONS = ROOT / "functions"
+OPS = ROOT / "ops" / "aftercall_ops"
+BENCH = ROOT / "bench"
 
 #: What the layer (it runs in Lambda) must never import: operator tooling, tests, benchmarks.
 NOT_IN_THE_LAYER = ("aftercall_ops", "tests", "bench")
@@ -31,6 +33,22 @@ REQUESTS_SENDERS = frozenset(
 )
 #: Thin entry points: wiring and one call; anything longer belongs in the layer.
 MAX_ENTRY_POINT_LINES = 80
+#: Small modules and classes in ops/ (docs/architecture.md#rules-of-the-house).
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 300
+#: What the emulator (it hosts the operations, as Lambda hosts our code) must never import.
+NOT_IN_THE_EMULATOR = ("aftercall_ops.operations", "aftercall_ops.cli")
+#: What the fakes (stand-ins for vendors' APIs) must never import: nothing of ours but other fakes.
+NOT_IN_THE_FAKES = ("aftercall_ops.emulator", "aftercall_ops.operations", "aftercall_ops.cli", "aftercall_ops.generate")
+#: Options and printing: only cli/ uses them.
+CLI_LIBRARIES = ("typer", "rich")
+#: Modules (or classes in them) over the limits today, each with its reason; issue 10 splits the fakes.
+SIZE_EXCEPTIONS = {
+    "fakes/http.py": "the fakes' shared server, being split by issue 10",
+    "fakes/hubspot.py": "being split by issue 10",
+    "fakes/salesforce.py": "being split by issue 10",
+    "fakes/zendesk.py": "FakeZendesk, being split by issue 10",
+}
 
 #: Exceptions that exist today, each with its reason. ``testing.py`` is the offline kit for the
 #: user's own tests and ``aftercall try``: it is never imported by the runtime (a rule below).
@@ -152,6 +170,36 @@ def thick_entry_point(source: str, path: str) -> list[Violation]:
     return found
 
 
+def oversized(source: str, path: str) -> list[Violation]:
+    """A module over MAX_MODULE_LINES lines, or a class over MAX_CLASS_LINES."""
+    tree = ast.parse(source, path)
+    found = [
+        Violation(path, node.lineno, f"class {node.name} is {size} lines, over {MAX_CLASS_LINES}")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        and (size := (node.end_lineno or node.lineno) - node.lineno + 1) > MAX_CLASS_LINES
+    ]
+    lines = len(source.splitlines())
+    if lines > MAX_MODULE_LINES:
+        found.append(Violation(path, lines, f"{lines} lines, over {MAX_MODULE_LINES}"))
+    return found
+
+
+def duplicate_class_names(modules: Iterable[tuple[str, str]]) -> list[Violation]:
+    """Every class whose name another class of the code already has (first definition wins)."""
+    first: dict[str, str] = {}
+    found = []
+    for rel, src in modules:
+        for node in ast.walk(ast.parse(src, rel)):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            if node.name in first:
+                found.append(Violation(rel, node.lineno, f"class {node.name} is also defined in {first[node.name]}"))
+            else:
+                first[node.name] = rel
+    return found
+
+
 def _layer_modules() -> list[tuple[str, str]]:
     return [
         (path.relative_to(LAYER).as_posix(), path.read_text(encoding="utf-8")) for path in sorted(LAYER.rglob("*.py"))
@@ -160,6 +208,14 @@ def _layer_modules() -> list[tuple[str, str]]:
 
 def _function_modules() -> list[tuple[str, str]]:
     return [(p.relative_to(ROOT).as_posix(), p.read_text(encoding="utf-8")) for p in sorted(FUNCTIONS.rglob("*.py"))]
+
+
+def _ops_modules(folder: str = "") -> list[tuple[str, str]]:
+    """ops/aftercall_ops modules (those under ``folder``), by path relative to the package."""
+    return [
+        (path.relative_to(OPS).as_posix(), path.read_text(encoding="utf-8"))
+        for path in sorted((OPS / folder).rglob("*.py"))
+    ]
 
 
 def _report(violations: list[Violation]) -> str:
@@ -369,3 +425,96 @@ def test_a_long_entry_point_is_reported() -> None:
         f"functions/ingest/app.py:{MAX_ENTRY_POINT_LINES + 1}: "
         f"{MAX_ENTRY_POINT_LINES + 1} lines, over {MAX_ENTRY_POINT_LINES} (logic belongs in the layer)"
     ]
+
+
+# -- ops/: the operator tooling ------------------------------------------------------------------
+
+
+def test_the_emulator_never_imports_the_operations_it_hosts() -> None:
+    # Given every module of the emulator
+    modules = _ops_modules("emulator")
+    assert len(modules) >= 8, "the emulator's modules were not found"
+    # When their imports are read
+    violations = [v for rel, src in modules for v in forbidden_imports(src, rel, NOT_IN_THE_EMULATOR)]
+    # Then none reaches operations/ or cli/: the operations run against it as against AWS
+    assert not violations, _report(violations)
+
+
+def test_the_fakes_import_nothing_of_ours_but_the_fakes() -> None:
+    # Given every fake
+    modules = _ops_modules("fakes")
+    assert len(modules) >= 5, "the fakes were not found"
+    # When their imports are read, Then none reaches the emulator, the operations, the CLI or our data
+    violations = [v for rel, src in modules for v in forbidden_imports(src, rel, NOT_IN_THE_FAKES)]
+    assert not violations, _report(violations)
+
+
+def test_options_and_printing_libraries_are_only_used_by_the_cli() -> None:
+    # Given every ops module outside cli/
+    modules = [(rel, src) for rel, src in _ops_modules() if not rel.startswith("cli/")]
+    # When their imports are read
+    violations = [v for rel, src in modules for v in forbidden_imports(src, rel, CLI_LIBRARIES)]
+    # Then none imports typer or rich: options and printing live in cli/, logic everywhere else
+    assert not violations, _report(violations)
+
+
+def test_ops_modules_and_classes_stay_small() -> None:
+    # Given every ops module but the listed exceptions
+    modules = [(rel, src) for rel, src in _ops_modules() if rel not in SIZE_EXCEPTIONS]
+    assert len(modules) > 40, "the ops modules were not found"
+    # When each is measured
+    violations = [v for rel, src in modules for v in oversized(src, rel)]
+    # Then none is over 500 lines and no class over 300
+    assert not violations, _report(violations)
+
+
+def test_every_class_name_is_unique_across_the_code() -> None:
+    # Given the layer, the functions, ops and the benchmarks
+    modules = [(f"layer/{rel}", src) for rel, src in _layer_modules()]
+    modules += _function_modules()
+    modules += [(f"ops/{rel}", src) for rel, src in _ops_modules()]
+    modules += [(p.relative_to(ROOT).as_posix(), p.read_text(encoding="utf-8")) for p in sorted(BENCH.glob("*.py"))]
+    # When their classes are collected, Then no name is defined twice (a name says which one it is)
+    violations = duplicate_class_names(modules)
+    assert not violations, _report(violations)
+
+
+def test_a_long_module_and_a_long_class_are_reported() -> None:
+    # Given a module one line over the limit, holding a class one line over its limit
+    body = "    x = 1\n" * MAX_CLASS_LINES
+    src = "class Big:\n" + body + "\n" * (MAX_MODULE_LINES - MAX_CLASS_LINES)
+    # When it is checked
+    violations = oversized(src, "emulator/stack.py")
+    # Then both are reported with file and line
+    assert [str(v) for v in violations] == [
+        f"emulator/stack.py:1: class Big is {MAX_CLASS_LINES + 1} lines, over {MAX_CLASS_LINES}",
+        f"emulator/stack.py:{MAX_MODULE_LINES + 1}: {MAX_MODULE_LINES + 1} lines, over {MAX_MODULE_LINES}",
+    ]
+
+
+def test_a_class_name_defined_twice_is_reported() -> None:
+    # Given two modules that both define RateLimiter (as replay.py and crm/limiter.py once did)
+    modules = [
+        ("layer/crm/limiter.py", "class RateLimiter:\n    pass\n"),
+        ("ops/replay.py", "x = 1\nclass RateLimiter: ...\n"),
+    ]
+    # When checked, Then the second is reported, naming the first
+    assert [str(v) for v in duplicate_class_names(modules)] == [
+        "ops/replay.py:2: class RateLimiter is also defined in layer/crm/limiter.py"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "prefixes"),
+    [
+        ("from aftercall_ops.operations.replay import replay\n", NOT_IN_THE_EMULATOR),
+        ("import aftercall_ops.cli.common\n", NOT_IN_THE_EMULATOR),
+        ("from aftercall_ops.generate import CUSTOMERS\n", NOT_IN_THE_FAKES),
+        ("from rich.console import Console\n", CLI_LIBRARIES),
+        ("import typer\n", CLI_LIBRARIES),
+    ],
+)
+def test_an_ops_import_across_its_folders_is_reported(source: str, prefixes: tuple[str, ...]) -> None:
+    # Given a module that imports across the line, on its first line
+    # When it is checked, Then it is reported at that line
+    assert [str(v).split(": ")[0] for v in forbidden_imports(source, "emulator/x.py", prefixes)] == ["emulator/x.py:1"]

@@ -11,9 +11,19 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Annotated
 
-from aftercall_ops.emulator.stack import LocalStack, log
+import typer
+from rich.markup import escape
+
+from aftercall_ops.cli import common as ui
+from aftercall_ops.cli.common import EXIT_USAGE, key_values
 from aftercall_ops.generate import CUSTOMERS
+
+if TYPE_CHECKING:  # the emulator (moto, boto3) loads only when the command runs
+    from aftercall_ops.emulator.stack import LocalStack
+
+log = logging.getLogger("aftercall_ops.emulator")
 
 
 def _instructions(stack: LocalStack) -> Iterator[str]:
@@ -84,6 +94,8 @@ def serve(
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    from aftercall_ops.emulator.stack import LocalStack
+
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with LocalStack(
@@ -97,3 +109,63 @@ def serve(
         for sig, old in previous.items():
             signal.signal(sig, old)
         log.removeHandler(handler)
+
+
+def local(
+    stack_name: Annotated[str, typer.Option(help="Name of the local stack (resource names derive from it).")] = (
+        "aftercall-local"
+    ),
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--parameter",
+            "-p",
+            help="Template parameter override, Key=Value (repeatable), e.g. -p Stage=sandbox -p MaxRetryAttempts=0.",
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Loopback port for the AWS endpoint (0: any free).")] = 0,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Concurrent End function runs (default: ReservedConcurrency).")
+    ] = None,
+    crm_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this CRM endpoint instead of the fake HubSpot: a CRM sandbox (HTTPS), or a fake on loopback "
+            "(plain HTTP to loopback only). -p CrmProvider=... picks the adapter."
+        ),
+    ] = None,
+    crm_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="File holding the CRM's token (HubSpot), or its whole secret as a JSON object; with --crm-url.",
+        ),
+    ] = None,
+) -> None:
+    """Run the whole stack on this machine until Ctrl-C: AWS (moto on loopback), the dispatcher, a fake CRM
+    (or the CRM given with --crm-url).
+
+    Resource names, the rule's pattern, retry settings and the DLQ wiring come from template.yaml.
+    Prints the environment to export so that aftercall emit/replay/status (and the AWS CLI) talk to it.
+    """
+    from aftercall_ops.emulator.moto_fixes import serialise_sqs_deletes
+
+    serialise_sqs_deletes()  # moto can lose overlapping SQS deletes and sends; see moto_fixes.py
+    try:
+        if crm_token_file is not None and crm_url is None:
+            raise ValueError("--crm-token-file goes with --crm-url (the fake CRM has its own token)")
+        secret = crm_secret_from_file(crm_token_file) if crm_token_file is not None else None
+        serve(
+            stack_name,
+            key_values(parameter or [], "--parameter"),
+            moto_port=port,
+            workers=workers,
+            crm_url=crm_url,
+            crm_secret=secret,
+        )
+    except ValueError as exc:
+        ui.err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        ui.err.print("stopped")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from aftercall.testing import CRM_PROVIDERS, PlannedAction
+from aftercall_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from aftercall_ops.operations.emit import EmitInputError, RawItem, read_file, read_stream
 from aftercall_ops.operations.try_function import (
     DEFAULT_FUNCTION,
@@ -22,8 +23,6 @@ from aftercall_ops.operations.try_function import (
     try_events,
 )
 from aftercall_ops.operations.vendor_import import VendorPlatform
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def try_command(

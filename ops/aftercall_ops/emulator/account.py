@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 REGION = "us-east-1"
@@ -37,3 +40,15 @@ def client_environment(moto_url: str, invoke_url: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
         "AWS_MAX_ATTEMPTS": "1",
     }
+
+
+def local_client(service: str, endpoint: str, *, read_timeout: float) -> Any:
+    """A boto3 client for ``service`` at ``endpoint`` with the local credentials; one attempt."""
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=LOCAL_ACCESS_KEY,
+        aws_secret_access_key=LOCAL_SECRET_KEY,
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=read_timeout),
+    )

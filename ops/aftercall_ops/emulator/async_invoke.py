@@ -308,3 +308,19 @@ class AsyncInvoker:
             except ValueError:
                 waiting.append(message["Body"])
         return waiting + held
+
+    def queue_pending(self, busy: bool) -> list[str]:
+        """What the delivery queue still holds, in words; its in-flight messages only when nothing else is
+        ``busy`` (a message being worked on is in flight until its job ends)."""
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=self.delivery_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        visible = int(attributes.get("ApproximateNumberOfMessages", 0))
+        invisible = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
+        pending = []
+        if visible:
+            pending.append(f"{visible} message(s) in the delivery queue")
+        if invisible and not busy and not pending:
+            pending.append(f"{invisible} delivery message(s) not yet deleted")
+        return pending

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aftercall_ops.emulator.account import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, REGION
+from aftercall_ops.emulator.account import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, REGION, function_arn
 from aftercall_ops.emulator.runtime import (
     INIT_TIMEOUT_SECONDS,
     ExecutionEnvironment,
@@ -30,7 +30,7 @@ from aftercall_ops.emulator.runtime import (
     Launch,
     PlatformLog,
 )
-from aftercall_ops.emulator.template import PROJECT_ROOT
+from aftercall_ops.emulator.template import PROJECT_ROOT, LocalResources, Resolver
 
 log = logging.getLogger("aftercall_ops.emulator")
 
@@ -303,3 +303,51 @@ def lambda_environment(config: FunctionConfig, moto_url: str) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(python_path),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def function_config(
+    template: dict[str, Any],
+    resolver: Resolver,
+    resources: LocalResources,
+    logical_id: str,
+    name: str,
+    log_path: Path,
+    *,
+    timeout: float | None = None,
+    concurrency: int | None = None,
+    extra_environment: Mapping[str, str] | None = None,
+    end_function: Path | None = None,
+) -> FunctionConfig:
+    """How the template runs this function, with local values; the keyword arguments override it
+    (the EndHandler's workers, timeout, CRM URL and End function)."""
+    properties = {
+        **template.get("Globals", {}).get("Function", {}),
+        **template["Resources"][logical_id]["Properties"],
+    }
+    variables = properties.get("Environment", {}).get("Variables", {})
+    environment = {
+        key: resources.value(resolver.value(value), f"{logical_id}'s environment variable {key}")
+        for key, value in variables.items()
+    }
+    environment.update(extra_environment or {})
+    reserved = properties.get("ReservedConcurrentExecutions")
+    logging_config = properties.get("LoggingConfig", {})
+    log_group = resolver.value(logging_config.get("LogGroup", f"/aws/lambda/{name}"))
+    if isinstance(log_group, dict) and log_group.get("Ref") in template["Resources"]:
+        log_group = resolver.value(template["Resources"][log_group["Ref"]]["Properties"]["LogGroupName"])
+    return FunctionConfig(
+        logical_id=logical_id,
+        name=name,
+        arn=function_arn(name),
+        handler=str(properties["Handler"]),
+        code_dir=PROJECT_ROOT / str(properties["CodeUri"]),
+        timeout=timeout if timeout is not None else float(resolver.value(properties.get("Timeout", 3))),
+        memory_mb=int(resolver.value(properties.get("MemorySize", 128))),
+        log_level=str(resolver.value(logging_config.get("ApplicationLogLevel", "INFO"))),
+        log_group_name=str(log_group),
+        environment=environment,
+        # Other functions only serve direct invocations and function URLs here: two environments at most.
+        concurrency=concurrency if concurrency is not None else min(2, int(resolver.value(reserved or 1))),
+        log_path=log_path,
+        end_function=end_function,
+    )

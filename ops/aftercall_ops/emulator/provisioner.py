@@ -15,7 +15,6 @@ import string
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -30,8 +29,7 @@ from aftercall_ops.emulator.account import (
     error_code,
     function_arn,
 )
-from aftercall_ops.emulator.pool import FunctionConfig
-from aftercall_ops.emulator.template import PROJECT_ROOT, LocalResources, Resolver, StackSpec
+from aftercall_ops.emulator.template import LocalResources, Resolver, StackSpec
 
 log = logging.getLogger("aftercall_ops.emulator")
 
@@ -116,22 +114,10 @@ class Provisioner:
 
     def claim_names(self, planned: list[PlannedResource]) -> None:
         """moto keeps one state per process: refuse a second live stack that would share names."""
-        names = [f"stack {self.stack_name}", *(f"{p.kind} {p.name}" for p in planned)]
-        with _CLAIMS_LOCK:
-            taken = [name for name in names if name in _CLAIMS]
-            if taken:
-                raise RuntimeError(
-                    f"another local stack in this process ({_CLAIMS[taken[0]]}) already uses {', '.join(taken)}; "
-                    "moto's state is per process, so stop it first or use another stack name or Stage"
-                )
-            for name in names:
-                _CLAIMS[name] = self.stack_name
-        self._claims = names
+        self._claims = claim([f"stack {self.stack_name}", *(f"{p.kind} {p.name}" for p in planned)], self.stack_name)
 
     def release_names(self) -> None:
-        with _CLAIMS_LOCK:
-            for name in self._claims:
-                _CLAIMS.pop(name, None)
+        release(self._claims)
         self._claims = []
 
     def start_moto(self) -> None:
@@ -232,7 +218,7 @@ class Provisioner:
             secrets = clients["secretsmanager"]
             with contextlib.suppress(secrets.exceptions.ResourceNotFoundException):
                 secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
-            value = self._secret_value(planned)
+            value = secret_value(planned, self._resolver, self._crm_secret)
             arn = str(secrets.create_secret(Name=name, Description="aftercall local stack", SecretString=value)["ARN"])
             self._teardown.append(("secret", name))
             resources.add(planned.logical_id, arn, Id=arn)
@@ -265,30 +251,6 @@ class Provisioner:
             pass  # served once the function runs (see _start_functions)
         else:
             raise AssertionError(f"unplanned resource type {kind}")
-
-    def _secret_value(self, planned: PlannedResource) -> str:
-        """The secret as CloudFormation would make it (generated key included); the CRM secret is what
-        the stack's ``crm_secret`` makes of it (the fake CRM's token: the handler authenticates against
-        it exactly as against the real CRM)."""
-        properties = planned.properties
-        if "SecretString" in properties:
-            value: Any = str(self._resolver.value(properties["SecretString"]))
-            with contextlib.suppress(ValueError):
-                value = json.loads(value)
-        else:
-            generate = self._resolver.value(properties.get("GenerateSecretString", {}))
-            value = json.loads(generate.get("SecretStringTemplate") or "{}") if generate else {}
-            alphabet = string.ascii_letters + string.digits
-            if generate and not generate.get("ExcludePunctuation"):
-                alphabet += "!#$%&()*+,-.:;<=>?@[]^_{|}~"
-            generated = "".join(secrets_module.choice(alphabet) for _ in range(int(generate.get("PasswordLength", 32))))
-            if generate and generate.get("GenerateStringKey"):
-                value[str(generate["GenerateStringKey"])] = generated
-            elif generate:
-                value = generated
-        if planned.logical_id == CRM_SECRET:
-            value = self._crm_secret(value)
-        return value if isinstance(value, str) else json.dumps(value)
 
     def create_rule(self) -> None:
         """The template's rule, pattern and retry policy as they are; only the target is the delivery queue."""
@@ -388,82 +350,83 @@ class Provisioner:
         while self._teardown:
             kind, name = self._teardown.pop()
             try:
-                self._delete(kind, name)
+                delete_resource(self.clients, self.spec.bus_name, kind, name)
             except (ClientError, BotoCoreError) as exc:
                 log.warning("could not delete local %s %s: %s", kind, name, exc)
         self.clients.clear()
-
-    def _delete(self, kind: str, name: str) -> None:
-        clients, bus = self.clients, self.spec.bus_name
-        if kind == "stack":
-            clients["cloudformation"].delete_stack(StackName=name)
-        elif kind == "rule":
-            clients["events"].remove_targets(Rule=name, EventBusName=bus, Ids=[DELIVERY_TARGET_ID])
-            clients["events"].delete_rule(Name=name, EventBusName=bus)
-        elif kind == "secret":
-            clients["secretsmanager"].delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
-        elif kind == "table":
-            clients["dynamodb"].delete_table(TableName=name)
-        elif kind == "queue":
-            clients["sqs"].delete_queue(QueueUrl=name)
-        elif kind == "topic":
-            clients["sns"].delete_topic(TopicArn=name)
-        elif kind == "schedule group":
-            clients["scheduler"].delete_schedule_group(Name=name)
-        elif kind == "bus":
-            clients["events"].delete_event_bus(Name=name)
-        else:
-            raise AssertionError(f"unknown resource kind {kind}")
-
-    # --- the functions ------------------------------------------------------------------------------
-
-    def function_config(
-        self,
-        logical_id: str,
-        name: str,
-        log_path: Path,
-        *,
-        timeout: float | None = None,
-        concurrency: int | None = None,
-        extra_environment: Mapping[str, str] | None = None,
-        end_function: Path | None = None,
-    ) -> FunctionConfig:
-        """How the template runs this function, with local values; the keyword arguments override it
-        (the EndHandler's workers, timeout, CRM URL and End function)."""
-        resolver, resources = self._resolver, self.resources
-        properties = {
-            **self._template.get("Globals", {}).get("Function", {}),
-            **self._template["Resources"][logical_id]["Properties"],
-        }
-        variables = properties.get("Environment", {}).get("Variables", {})
-        environment = {
-            key: resources.value(resolver.value(value), f"{logical_id}'s environment variable {key}")
-            for key, value in variables.items()
-        }
-        environment.update(extra_environment or {})
-        reserved = properties.get("ReservedConcurrentExecutions")
-        logging_config = properties.get("LoggingConfig", {})
-        log_group = resolver.value(logging_config.get("LogGroup", f"/aws/lambda/{name}"))
-        if isinstance(log_group, dict) and log_group.get("Ref") in self._template["Resources"]:
-            log_group = resolver.value(self._template["Resources"][log_group["Ref"]]["Properties"]["LogGroupName"])
-        return FunctionConfig(
-            logical_id=logical_id,
-            name=name,
-            arn=function_arn(name),
-            handler=str(properties["Handler"]),
-            code_dir=PROJECT_ROOT / str(properties["CodeUri"]),
-            timeout=timeout if timeout is not None else float(resolver.value(properties.get("Timeout", 3))),
-            memory_mb=int(resolver.value(properties.get("MemorySize", 128))),
-            log_level=str(resolver.value(logging_config.get("ApplicationLogLevel", "INFO"))),
-            log_group_name=str(log_group),
-            environment=environment,
-            # Other functions only serve direct invocations and function URLs here: two environments at most.
-            concurrency=concurrency if concurrency is not None else min(2, int(resolver.value(reserved or 1))),
-            log_path=log_path,
-            end_function=end_function,
-        )
 
     def stop_moto(self) -> None:
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+
+
+def secret_value(planned: PlannedResource, resolver: Resolver, crm_secret: Callable[[Any], Any]) -> str:
+    """The secret as CloudFormation would make it (generated key included); the CRM secret is what
+    the stack's ``crm_secret`` makes of it (the fake CRM's token: the handler authenticates against
+    it exactly as against the real CRM)."""
+    properties = planned.properties
+    if "SecretString" in properties:
+        value: Any = str(resolver.value(properties["SecretString"]))
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+    else:
+        generate = resolver.value(properties.get("GenerateSecretString", {}))
+        value = json.loads(generate.get("SecretStringTemplate") or "{}") if generate else {}
+        alphabet = string.ascii_letters + string.digits
+        if generate and not generate.get("ExcludePunctuation"):
+            alphabet += "!#$%&()*+,-.:;<=>?@[]^_{|}~"
+        generated = "".join(secrets_module.choice(alphabet) for _ in range(int(generate.get("PasswordLength", 32))))
+        if generate and generate.get("GenerateStringKey"):
+            value[str(generate["GenerateStringKey"])] = generated
+        elif generate:
+            value = generated
+    if planned.logical_id == CRM_SECRET:
+        value = crm_secret(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def claim(names: list[str], owner: str) -> list[str]:
+    """Claim ``names`` for ``owner`` in this process, or raise naming the stack that has one of them."""
+    with _CLAIMS_LOCK:
+        taken = [name for name in names if name in _CLAIMS]
+        if taken:
+            raise RuntimeError(
+                f"another local stack in this process ({_CLAIMS[taken[0]]}) already uses {', '.join(taken)}; "
+                "moto's state is per process, so stop it first or use another stack name or Stage"
+            )
+        for name in names:
+            _CLAIMS[name] = owner
+    return names
+
+
+def release(names: list[str]) -> None:
+    with _CLAIMS_LOCK:
+        for name in names:
+            _CLAIMS.pop(name, None)
+
+
+def delete_resource(clients: Mapping[str, Any], bus: str, kind: str, name: str) -> None:
+    """Delete one resource this module created (``kind`` as recorded for the teardown)."""
+    if kind == "stack":
+        clients["cloudformation"].delete_stack(StackName=name)
+    elif kind == "rule":
+        clients["events"].remove_targets(Rule=name, EventBusName=bus, Ids=[DELIVERY_TARGET_ID])
+        clients["events"].delete_rule(Name=name, EventBusName=bus)
+    elif kind == "secret":
+        clients["secretsmanager"].delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+    elif kind == "table":
+        clients["dynamodb"].delete_table(TableName=name)
+    elif kind == "queue":
+        clients["sqs"].delete_queue(QueueUrl=name)
+    elif kind == "topic":
+        clients["sns"].delete_topic(TopicArn=name)
+    elif kind == "schedule group":
+        clients["scheduler"].delete_schedule_group(Name=name)
+    elif kind == "bus":
+        clients["events"].delete_event_bus(Name=name)
+    else:
+        raise AssertionError(f"unknown resource kind {kind}")
+
+
+# --- the functions ------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ lives in a module of its own: :mod:`provisioner` (resources, outputs), :mod:`run
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -38,21 +37,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import TimeoutError as FutureTimeoutError
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 from aftercall.crm.http import check_outbound_url
 from aftercall.errors import ConfigurationError
-from aftercall_ops.emulator.account import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, REGION, client_environment, function_arn
+from aftercall_ops.emulator.account import client_environment, function_arn, local_client
 from aftercall_ops.emulator.async_invoke import AsyncInvoker
-from aftercall_ops.emulator.http import start_server
-from aftercall_ops.emulator.pool import FunctionConfig, FunctionPool, SyncRequest, lambda_environment
+from aftercall_ops.emulator.functions import FunctionHost
+from aftercall_ops.emulator.pool import FunctionConfig, function_config, lambda_environment
 from aftercall_ops.emulator.provisioner import END_HANDLER, FUNCTION_TYPES, FUNCTION_URL_TYPE, Provisioner
 from aftercall_ops.emulator.runtime import INIT_TIMEOUT_SECONDS, InvocationOutcome
 from aftercall_ops.emulator.template import PROJECT_ROOT, Resolver, StackSpec, load_template, stack_spec
@@ -76,6 +70,39 @@ def _external_crm_url(url: str) -> str:
 
 
 # --- the stack --------------------------------------------------------------------------------------
+
+
+def _refuse_real_crm(parameters: Mapping[str, str]) -> None:
+    for name in ("CrmSecretArn", "CrmBaseUrl"):
+        if parameters.get(name):
+            raise ValueError(
+                f"parameter {name} points at a real CRM; the local stack uses its fake CRM and a secret of "
+                "its own, or the CRM you name with crm_url (aftercall local --crm-url), so leave it empty"
+            )
+
+
+def _start_with_directory(crm: FakeCrm) -> None:
+    """The fake HubSpot, with the generator's customers as people typed their numbers."""
+    crm.start()
+    for customer in CUSTOMERS:
+        first, _, last = customer.name.partition(" ")
+        crm.add_contact(
+            phone=customer.typed_phone,  # as people typed them: HubSpot keeps the format
+            email=customer.email,
+            properties={"firstname": first, "lastname": last},
+        )
+
+
+def _state_dir(requested: Path | None, stack_name: str) -> Path:
+    if requested is None:
+        return Path(tempfile.mkdtemp(prefix=f"aftercall-local-{stack_name}-"))
+    requested.mkdir(parents=True, exist_ok=True)
+    return requested
+
+
+def _log_path(state_dir: Path, logical_id: str) -> Path:
+    name = "end-handler" if logical_id == END_HANDLER else re.sub(r"(?<!^)(?=[A-Z])", "-", logical_id).lower()
+    return state_dir / f"{name}.log"
 
 
 class LocalStack:
@@ -109,18 +136,13 @@ class LocalStack:
     ) -> None:
         self.stack_name = stack_name
         self.parameters = {**DEFAULT_PARAMETERS, **(parameters or {})}
-        for name in ("CrmSecretArn", "CrmBaseUrl"):
-            if self.parameters.get(name):
-                raise ValueError(
-                    f"parameter {name} points at a real CRM; the local stack uses its fake CRM and a secret of "
-                    "its own, or the CRM you name with crm_url (aftercall local --crm-url), so leave it empty"
-                )
+        _refuse_real_crm(self.parameters)
         #: Another CRM endpoint instead of the fake (a CRM sandbox, a fake of your own), and its secret.
         self.external_crm_url = _external_crm_url(crm_url) if crm_url else None
         self.external_crm_secret = dict(crm_secret or {})
         self._template = load_template()
         self.spec: StackSpec = stack_spec(stack_name, self.parameters, self._template)
-        resolver = Resolver(self._template, self.parameters, stack_name)
+        self._resolver = resolver = Resolver(self._template, self.parameters, stack_name)
         self.workers = self.spec.reserved_concurrency if workers is None else workers
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
@@ -172,11 +194,10 @@ class LocalStack:
 
         self._started = False
         self._stopping = threading.Event()
-        self._pools: dict[str, FunctionPool] = {}
+        self._functions = FunctionHost(stack_name, self.function_name, self._template, self._stopping)
         #: Each function's JSON log file (``log_path`` is the EndHandler's).
-        self.log_paths: dict[str, Path] = {}
+        self.log_paths = self._functions.log_paths
         self._async: AsyncInvoker | None = None
-        self._http_servers: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
         #: Function URLs, by function name (the IngestFunction's, for vendor webhooks).
         self.function_urls: dict[str, str] = {}
 
@@ -189,17 +210,6 @@ class LocalStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-    def _start_fake_crm(self) -> None:
-        """The fake HubSpot, with the generator's customers as people typed their numbers."""
-        self.crm.start()
-        for customer in CUSTOMERS:
-            first, _, last = customer.name.partition(" ")
-            self.crm.add_contact(
-                phone=customer.typed_phone,  # as people typed them: HubSpot keeps the format
-                email=customer.email,
-                properties={"firstname": first, "lastname": last},
-            )
 
     @property
     def crm_url(self) -> str:
@@ -214,12 +224,14 @@ class LocalStack:
         self._stopping.clear()
         try:
             self._provisioner.claim_names(self._planned)
-            self._prepare_state_dir()
+            self.state_dir = _state_dir(self._requested_state_dir, self.stack_name)
+            self.log_path = _log_path(self.state_dir, END_HANDLER)
+            self.log_path.touch()
             provisioner = self._provisioner
             provisioner.start_moto()
             self.moto_url = provisioner.moto_url
             if self.external_crm_url is None:
-                self._start_fake_crm()
+                _start_with_directory(self.crm)
             provisioner.create_resources(self._planned, self.delivery_queue_name)
             self.delivery_queue_url = provisioner.delivery_queue_url
             self.failed_events_queue_url = provisioner.failed_events_queue_url
@@ -228,13 +240,13 @@ class LocalStack:
             self.outputs = provisioner.create_cloudformation_stack(
                 self.function_timeout if self._timeout_overridden else None
             )
-            self.invoke_url = self._serve("invoke").rstrip("/")
+            self.invoke_url = self._functions.serve(self, "invoke").rstrip("/")
             self.env = {
                 **client_environment(self.moto_url, self.invoke_url),
                 "AFTERCALL_STACK": self.stack_name,
                 "AFTERCALL_FAKE_CRM_URL": self.crm_url,
             }
-            invoker.start(self._end_handler)
+            invoker.start(self._functions.pool())
         except BaseException:
             self.stop()
             raise
@@ -246,20 +258,10 @@ class LocalStack:
         if not self._started:
             return
         self._stopping.set()
-        for server, thread in self._http_servers:  # no new requests from here on
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-        self._http_servers.clear()
-        for pool in self._pools.values():
-            pool.abort()
+        self._functions.abort()
         if self._async is not None:
             self._async.stop()
-        for pool in self._pools.values():
-            for job in pool.join():
-                if isinstance(job, SyncRequest) and not job.future.done():
-                    job.future.set_exception(RuntimeError("the local stack stopped"))
-        self._pools.clear()
+        self._functions.join()
         self._async = None
         self._provisioner.delete_resources()
         self.crm.stop()
@@ -267,25 +269,17 @@ class LocalStack:
         self._provisioner.release_names()
         self._started = False
 
-    def _prepare_state_dir(self) -> None:
-        if self._requested_state_dir is None:
-            self.state_dir = Path(tempfile.mkdtemp(prefix=f"aftercall-local-{self.stack_name}-"))
-        else:
-            self.state_dir = self._requested_state_dir
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self._log_path(END_HANDLER)
-        self.log_path.touch()
-
-    def _log_path(self, logical_id: str) -> Path:
-        name = "end-handler" if logical_id == END_HANDLER else re.sub(r"(?<!^)(?=[A-Z])", "-", logical_id).lower()
-        return self.state_dir / f"{name}.log"
-
     def _function_config(self, logical_id: str, name: str) -> FunctionConfig:
         """How the template runs this function; the EndHandler with this stack's overrides."""
-        log_path = self._log_path(logical_id)
+        log_path = _log_path(self.state_dir, logical_id)
         if logical_id != END_HANDLER:
-            return self._provisioner.function_config(logical_id, name, log_path)
-        return self._provisioner.function_config(
+            return function_config(
+                self._template, self._resolver, self._provisioner.resources, logical_id, name, log_path
+            )
+        return function_config(
+            self._template,
+            self._resolver,
+            self._provisioner.resources,
             logical_id,
             name,
             log_path,
@@ -300,12 +294,6 @@ class LocalStack:
         if self.external_crm_url is not None:
             return self.external_crm_secret or (value if isinstance(value, dict) else {})
         return {**(value if isinstance(value, dict) else {}), "access_token": self.crm.token}
-
-    def _serve(self, label: str, function: str = "") -> str:
-        """The Invoke API, or ``function``'s URL, on a free loopback port; returns its base URL."""
-        server, thread, url = start_server(self, f"{self.stack_name}-{label}", function=function)
-        self._http_servers.append((server, thread))
-        return url
 
     def _start_functions(self) -> AsyncInvoker:
         invoker = self._async = AsyncInvoker(
@@ -324,17 +312,12 @@ class LocalStack:
             if planned.kind not in FUNCTION_TYPES:
                 continue
             config = self._function_config(planned.logical_id, planned.name)
-            pool = FunctionPool(
-                config, lambda_environment(config, self.moto_url), self._stopping, invoker.run_job, invoker.recover
-            )
-            self._pools[config.name] = pool
-            self.log_paths[config.name] = config.log_path
-        self.function_environment = dict(self._end_handler.config.environment)
-        for pool in self._pools.values():
-            pool.start()
+            self._functions.add(config, lambda_environment(config, self.moto_url), invoker.run_job, invoker.recover)
+        self.function_environment = dict(self._functions.pool().config.environment)
+        self._functions.start()
         for planned in self._planned:
             if planned.kind == FUNCTION_URL_TYPE:
-                url = self._serve(planned.logical_id, function=planned.name)
+                url = self._functions.serve(self, planned.logical_id, function=planned.name)
                 self.function_urls[planned.name] = url
                 self._provisioner.resources.add(
                     planned.logical_id,
@@ -346,14 +329,7 @@ class LocalStack:
 
     def environment_of(self, function: str) -> dict[str, str]:
         """The environment ``function``'s processes run with: the template's variables and Lambda's own."""
-        pool = self._pools.get(function)
-        if pool is None:
-            raise ValueError(f"no function {function!r} in this stack; it has {', '.join(self._pools)}")
-        return lambda_environment(pool.config, self.moto_url)
-
-    @property
-    def _end_handler(self) -> FunctionPool:
-        return self._pools[self.function_name]
+        return lambda_environment(self._functions.pool(function).config, self.moto_url)
 
     # --- environments for clients and for the function ----------------------------------------------
 
@@ -366,16 +342,7 @@ class LocalStack:
         """
         if not self._started or self._stopping.is_set():
             raise RuntimeError("the local stack is not running")
-        pool = self._pools.get(function or self.function_name)
-        if pool is None:
-            raise ValueError(f"no function {function!r} in this stack; it has {', '.join(self._pools)}")
-        request = SyncRequest(payload=payload)
-        pool.push(0.0, request)
-        wait = timeout if timeout is not None else INIT_TIMEOUT_SECONDS + pool.config.timeout + 10
-        try:
-            return request.future.result(timeout=wait)
-        except FutureTimeoutError:
-            raise TimeoutError(f"no environment became free to run the invocation within {wait:.0f} s") from None
+        return self._functions.invoke(payload, timeout, function)
 
     def invoke_async(self, payload: Any) -> str:
         """An ``Event`` invocation of the EndHandler: queued like an EventBridge delivery; returns the message id."""
@@ -386,19 +353,7 @@ class LocalStack:
 
     def function_named(self, name: str, qualifier: str | None = None) -> str | None:
         """Which of our functions ``name`` (name, ARN or partial ARN, optionally qualified) is, if any."""
-        base = name.split("function:", 1)[1] if "function:" in name else name
-        base, _, inline_qualifier = base.partition(":")
-        # $LATEST, or the alias AutoPublishAlias gives (locally there is one version: the code as it is).
-        aliases = {"$LATEST"} | {
-            str(r["Properties"]["AutoPublishAlias"])
-            for r in self._template["Resources"].values()
-            if r.get("Type") in FUNCTION_TYPES and "AutoPublishAlias" in r.get("Properties", {})
-        }
-        if not {q for q in (inline_qualifier, qualifier) if q} <= aliases:
-            return None
-        if name.startswith("arn:") and not name.startswith(function_arn(base)):
-            return None  # another region or account
-        return base if base in self._pools else None
+        return self._functions.function_named(name, qualifier)
 
     def is_function(self, name: str, qualifier: str | None = None) -> bool:
         """Whether ``name`` is the EndHandler (by name, ARN or partial ARN)."""
@@ -423,28 +378,9 @@ class LocalStack:
             time.sleep(0.05)
 
     def _pending(self) -> list[str]:
-        in_flight = retries = queued = 0
-        for pool in self._pools.values():
-            running, waiting_retries, waiting = pool.backlog()
-            in_flight, retries, queued = in_flight + running, retries + waiting_retries, queued + waiting
-        pending = []
-        if in_flight:
-            pending.append(f"{in_flight} invocation(s) in flight")
-        if retries:
-            pending.append(f"{retries} retry(ies) pending")
-        if queued:
-            pending.append(f"{queued} invocation(s) waiting for a free environment")
-        attributes = self._provisioner.clients["sqs"].get_queue_attributes(
-            QueueUrl=self.delivery_queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        visible = int(attributes.get("ApproximateNumberOfMessages", 0))
-        invisible = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
-        if visible:
-            pending.append(f"{visible} message(s) in the delivery queue")
-        if invisible and not pending:
-            pending.append(f"{invisible} delivery message(s) not yet deleted")
-        return pending
+        pending = self._functions.pending()
+        assert self._async is not None
+        return pending + self._async.queue_pending(bool(pending))
 
     def in_flight(self) -> list[Any]:
         """Every event handed to the EndHandler and not finished yet: see :meth:`AsyncInvoker.in_flight`."""
@@ -453,44 +389,18 @@ class LocalStack:
         return self._async.in_flight()
 
     def counts(self, function: str | None = None) -> dict[str, int]:
-        """The EndHandler's (or ``function``'s) counters: invocations, succeeded, failed_attempts,
-        timeouts, sent_to_dlq, in_flight, retries_pending, cold_starts."""
-        pool = self._pools.get(function or self.function_name)
-        if pool is None:
-            return {}
-        with pool.cond:
-            counts = dict(pool.counts)
-        counts["in_flight"], counts["retries_pending"], _ = pool.backlog()
-        counts["cold_starts"] = sum(environment.starts for environment in pool.environments)
-        return counts
+        """The EndHandler's (or ``function``'s) counters: see :meth:`FunctionHost.counts`."""
+        return self._functions.counts(function)
 
     def worker_pids(self, function: str | None = None) -> list[int]:
         """Process ids of the EndHandler's (or ``function``'s) warm execution environments."""
-        pool = self._pools.get(function or self.function_name)
-        environments = pool.environments if pool is not None else []
-        return [pid for pid in (environment.pid for environment in environments) if pid is not None]
+        return self._functions.worker_pids(function)
 
     def log_records(self, function: str | None = None) -> list[dict[str, Any]]:
         """Every JSON line in the EndHandler's (or ``function``'s) log so far: Powertools, EMF, platform."""
-        path = self.log_paths.get(function or self.function_name, self.log_path)
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    records.append(record)
-        return records
+        return self._functions.log_records(self.log_paths.get(function or self.function_name, self.log_path))
 
     def client(self, service: str) -> Any:
         """A boto3 client for ``service`` pointed at this stack (Lambda at the Invoke endpoint)."""
         endpoint = self.invoke_url if service == "lambda" else self.moto_url
-        return boto3.session.Session().client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=endpoint,
-            region_name=REGION,
-            aws_access_key_id=LOCAL_ACCESS_KEY,
-            aws_secret_access_key=LOCAL_SECRET_KEY,
-            config=Config(
-                retries={"total_max_attempts": 1}, read_timeout=INIT_TIMEOUT_SECONDS + self.function_timeout + 30
-            ),
-        )
+        return local_client(service, endpoint, read_timeout=INIT_TIMEOUT_SECONDS + self.function_timeout + 30)

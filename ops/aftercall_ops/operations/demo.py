@@ -1,4 +1,4 @@
-"""``make demo``: the whole pipeline on this machine, told as a story, with no AWS account.
+"""``make demo`` (``aftercall demo``): the whole pipeline on this machine, told as a story, with no AWS account.
 
 1. The sample events in ``events/`` go through bus → rule → dispatcher → the real EndHandler:
    a summary note, a ticket, a disposition in the (fake) CRM, and the invalid event's error
@@ -121,10 +121,10 @@ def samples(stack: LocalStack) -> None:
     print("(it stays there until its producer is fixed; the demo clears the queue for part 2)")
 
 
-def outage_and_replay(stack: LocalStack) -> bool:
-    say(f"2. A day of calls: {CALLS} conversations, {DUPLICATES:.0%} of them emitted twice")
-    half = CALLS // 2
-    details = conversations(CALLS, seed=SEED, duplicates=DUPLICATES, environment="sandbox")
+def outage_and_replay(stack: LocalStack, calls: int = CALLS) -> bool:
+    say(f"2. A day of calls: {calls} conversations, {DUPLICATES:.0%} of them emitted twice")
+    half = calls // 2
+    details = conversations(calls, seed=SEED, duplicates=DUPLICATES, environment="sandbox")
     _emit_details(stack, details[:half], "morning")
     stack.wait_idle(timeout=120)
     say("The CRM goes down (every request answers 503) while the afternoon's calls end")
@@ -293,7 +293,8 @@ def _strip_tags(text: str) -> str:
     return text.strip()
 
 
-def main() -> int:
+def run(calls: int = CALLS) -> bool:
+    """Tell the story; True when every check held (``aftercall demo`` exits 0 then, 1 otherwise)."""
     started = time.monotonic()
     state_dir = PROJECT_ROOT / ".local-stack" / "demo"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -303,11 +304,7 @@ def main() -> int:
         print(f"local stack up: AWS at {stack.env['AWS_ENDPOINT_URL']}, fake CRM at {stack.crm.url}")
         print(f"(the functions' JSON logs: {stack.state_dir})")
         samples(stack)
-        ok = outage_and_replay(stack)
+        ok = outage_and_replay(stack, calls)
         ok = webhooks(stack) and ok
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return ok
