@@ -30,7 +30,7 @@ from aftercall_ops.emulator.runtime import (
     Launch,
     PlatformLog,
 )
-from aftercall_ops.emulator.template import PROJECT_ROOT, LocalResources, Resolver
+from aftercall_ops.emulator.template import PROJECT_ROOT, LocalResources, Resolver, function_properties
 
 log = logging.getLogger("aftercall_ops.emulator")
 
@@ -320,10 +320,7 @@ def function_config(
 ) -> FunctionConfig:
     """How the template runs this function, with local values; the keyword arguments override it
     (the EndHandler's workers, timeout, CRM URL and End function)."""
-    properties = {
-        **template.get("Globals", {}).get("Function", {}),
-        **template["Resources"][logical_id]["Properties"],
-    }
+    properties = function_properties(template, logical_id)
     variables = properties.get("Environment", {}).get("Variables", {})
     environment = {
         key: resources.value(resolver.value(value), f"{logical_id}'s environment variable {key}")
