@@ -80,7 +80,7 @@ def _serve(
 
     if fast_moto:
         _speed_up_moto()
-    serialise_sqs_deletes()  # moto can lose concurrent deletes; see aftercall_ops/moto_fixes.py
+    serialise_sqs_deletes()  # moto can lose concurrent deletes; see aftercall_ops/emulator/moto_fixes.py
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

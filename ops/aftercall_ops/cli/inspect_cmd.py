@@ -1,4 +1,4 @@
-"""``aftercall inspect``: the command and its output (the logic is in inspect.py)."""
+"""``aftercall inspect``: the command and its output (the logic is in operations/inspect.py)."""
 
 from __future__ import annotations
 

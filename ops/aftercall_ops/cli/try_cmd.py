@@ -1,4 +1,4 @@
-"""``aftercall try``: the command and its output (the logic is in try_function.py)."""
+"""``aftercall try``: the command and its output (the logic is in operations/try_function.py)."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ def run(config: ChaosConfig, progress: Callable[[str], None] | None = None) -> C
     """Run the chaos scenario on a fresh local stack and report what happened (see the module doc)."""
     config.check()
     say = progress or (lambda _: None)
-    serialise_sqs_deletes()  # moto runs in this process; see aftercall_ops/moto_fixes.py
+    serialise_sqs_deletes()  # moto runs in this process; see aftercall_ops/emulator/moto_fixes.py
     plan = plan_emissions(config)
     report = ChaosReport(
         config,
