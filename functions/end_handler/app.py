@@ -21,7 +21,7 @@ try:
     from aftercall import observability
     from aftercall.handler import EndHandlerRuntime
     from aftercall.observability import logger, metrics
-    from aftercall.settings import Settings
+    from aftercall.settings import EndHandlerSettings
     from end_function import end_function
 finally:
     gc.freeze()
@@ -39,7 +39,7 @@ def runtime() -> EndHandlerRuntime:
     """Built on the first invocation, then reused while the process stays warm."""
     global _runtime
     if _runtime is None:
-        _runtime = EndHandlerRuntime(Settings.from_env())
+        _runtime = EndHandlerRuntime(EndHandlerSettings.from_env())
     return _runtime
 
 

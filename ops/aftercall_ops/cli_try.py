@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from aftercall.testing import CRM_PROVIDERS, PlannedAction
+from aftercall.settings import CRM_PROVIDERS
+from aftercall.testing import PlannedAction
 from aftercall_ops.emit import EmitInputError, RawItem, read_file, read_stream
 from aftercall_ops.try_function import DEFAULT_FUNCTION, FunctionLoadError, TryReport, load_function, try_events
 from aftercall_ops.vendor_import import VendorPlatform

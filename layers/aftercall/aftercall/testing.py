@@ -44,11 +44,11 @@ from aftercall.handler import parse_event
 from aftercall.models.event import DETAIL_TYPE, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
 from aftercall.privacy import redact
+from aftercall.settings import CRM_PROVIDERS
 
 __all__ = ["AwsCall", "Plan", "PlannedAction", "RecordedRequest", "RecordingAws", "RecordingCrm", "run_end_function"]
 
 EndFunction = Callable[[Conversation], object]
-CRM_PROVIDERS = ("hubspot", "salesforce", "zendesk", "webhook")
 #: What the recorded stack is called in ARNs and names (nothing with these names exists).
 _REGION = "us-east-1"
 _ACCOUNT = "000000000000"
