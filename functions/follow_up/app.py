@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aftercall.crm.base import CrmCall
 from aftercall.deadline import Deadline
-from aftercall.follow_ups import FollowUpSender
+from aftercall.follow_ups.send import FollowUpSender
 from aftercall.ledger import ActionLedger
 from aftercall.observability import logger, metrics, tracer
 from aftercall.settings import FollowUpSettings

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aftercall.follow_ups import schedule_name
+from aftercall.follow_ups.schedule import schedule_name
 from aftercall.ledger import COMPLETED, ledger_key, record_key
 from aftercall_ops.demo import HOT_LEADS
 from aftercall_ops.emit import RawItem, prepare, put_batch

@@ -51,7 +51,7 @@ from aftercall.reporting import record_actions, record_conversation
 from aftercall.settings import EndHandlerSettings
 
 if TYPE_CHECKING:
-    from aftercall.follow_ups import FollowUpScheduler
+    from aftercall.follow_ups.schedule import FollowUpScheduler
 
 EndFunction = Callable[[Conversation], object]
 
@@ -135,7 +135,9 @@ class EndHandlerRuntime:
             return self._crm
 
     def follow_ups(self) -> FollowUpScheduler:
-        from aftercall.follow_ups import FollowUpScheduler  # only End functions that schedule follow-ups load it
+        from aftercall.follow_ups.schedule import (
+            FollowUpScheduler,  # only End functions that schedule follow-ups load it
+        )
 
         s = self.settings
         return FollowUpScheduler(

@@ -39,7 +39,7 @@ from aftercall.conversation import Conversation
 from aftercall.credentials import SecretCredentials
 from aftercall.crm.base import Crm, CrmCall
 from aftercall.deadline import Deadline
-from aftercall.follow_ups import FollowUp, FollowUpScheduler
+from aftercall.follow_ups.schedule import FollowUp, FollowUpScheduler
 from aftercall.handler import parse_event
 from aftercall.models.event import DETAIL_TYPE, ConversationEndedDetail
 from aftercall.notifications import Notification, Notifier
