@@ -33,8 +33,13 @@ class ConfigurationError(AftercallError):
     """A required setting (environment variable) is missing or malformed."""
 
 
+class SecretError(AftercallError):
+    """A secret in Secrets Manager (the CRM's credentials, ingest's signing keys) is missing,
+    unreadable or malformed: retried, it succeeds once someone creates or fixes it."""
+
+
 class CrmCredentialsError(AftercallError):
-    """The CRM secret is missing, unreadable or malformed."""
+    """The CRM refused the credentials from its secret, even after re-reading it (a rotation not stored)."""
 
 
 class CrmUnavailableError(AftercallError):
