@@ -16,7 +16,7 @@ from aftercall.crm.hubspot import HubSpotCrm
 from aftercall.errors import ConfigurationError
 from aftercall.handler import build_crm
 from aftercall.settings import CRM_PROVIDERS, EndHandlerSettings
-from aftercall_ops.template import load_template
+from aftercall_ops.emulator.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTER_MODULES = {name: f"aftercall.crm.{name}" for name in ("hubspot", "salesforce", "zendesk", "webhook")}

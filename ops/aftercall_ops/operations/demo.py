@@ -1,4 +1,4 @@
-"""``make demo``: the whole pipeline on this machine, told as a story, with no AWS account.
+"""``make demo`` (``aftercall demo``): the whole pipeline on this machine, told as a story, with no AWS account.
 
 1. The sample events in ``events/`` go through bus → rule → dispatcher → the real EndHandler:
    a summary note, a ticket, a disposition in the (fake) CRM, and the invalid event's error
@@ -36,10 +36,10 @@ from aftercall.follow_ups.schedule import schedule_name
 from aftercall.ledger import ActionLedger
 from aftercall.observability import logger
 from aftercall.phones import normalise_phone
+from aftercall_ops.emulator.stack import LocalStack
+from aftercall_ops.emulator.template import PROJECT_ROOT
 from aftercall_ops.generate import CUSTOMERS, conversations
-from aftercall_ops.local import LocalStack
-from aftercall_ops.template import PROJECT_ROOT
-from aftercall_ops.vendor_import import ingest_demo_webhooks, load_sample, personalise, signed_request
+from aftercall_ops.operations.vendor_import import ingest_demo_webhooks, load_sample, personalise, signed_request
 
 
 def _load_end_function_module() -> ModuleType:
@@ -121,10 +121,10 @@ def samples(stack: LocalStack) -> None:
     print("(it stays there until its producer is fixed; the demo clears the queue for part 2)")
 
 
-def outage_and_replay(stack: LocalStack) -> bool:
-    say(f"2. A day of calls: {CALLS} conversations, {DUPLICATES:.0%} of them emitted twice")
-    half = CALLS // 2
-    details = conversations(CALLS, seed=SEED, duplicates=DUPLICATES, environment="sandbox")
+def outage_and_replay(stack: LocalStack, calls: int = CALLS) -> bool:
+    say(f"2. A day of calls: {calls} conversations, {DUPLICATES:.0%} of them emitted twice")
+    half = calls // 2
+    details = conversations(calls, seed=SEED, duplicates=DUPLICATES, environment="sandbox")
     _emit_details(stack, details[:half], "morning")
     stack.wait_idle(timeout=120)
     say("The CRM goes down (every request answers 503) while the afternoon's calls end")
@@ -293,21 +293,18 @@ def _strip_tags(text: str) -> str:
     return text.strip()
 
 
-def main() -> int:
+def run(calls: int = CALLS) -> bool:
+    """Tell the story; True when every check held (``aftercall demo`` exits 0 then, 1 otherwise)."""
     started = time.monotonic()
     state_dir = PROJECT_ROOT / ".local-stack" / "demo"
     state_dir.mkdir(parents=True, exist_ok=True)
     # The dispatcher narrates every failed attempt; the demo summarises them instead.
-    logging.getLogger("aftercall_ops.local").setLevel(logging.CRITICAL)
+    logging.getLogger("aftercall_ops.emulator").setLevel(logging.CRITICAL)
     with LocalStack("aftercall-demo", retry_delays=RETRY_DELAYS, state_dir=state_dir) as stack:
         print(f"local stack up: AWS at {stack.env['AWS_ENDPOINT_URL']}, fake CRM at {stack.crm.url}")
         print(f"(the functions' JSON logs: {stack.state_dir})")
         samples(stack)
-        ok = outage_and_replay(stack)
+        ok = outage_and_replay(stack, calls)
         ok = webhooks(stack) and ok
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return ok

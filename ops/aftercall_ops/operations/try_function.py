@@ -23,10 +23,10 @@ from aftercall.ingest.common import Ignored
 from aftercall.ingest.errors import IngestError
 from aftercall.ingest.normalise import normalise
 from aftercall.testing import EndFunction, Plan, RecordingAws, RecordingCrm, run_end_function
-from aftercall_ops.emit import RawItem
+from aftercall_ops.operations.emit import RawItem
 
 DEFAULT_FUNCTION = "functions/end_handler/end_function.py:end_function"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 Outcome = Literal["planned", "invalid", "raised", "actions_failed", "skipped"]
 

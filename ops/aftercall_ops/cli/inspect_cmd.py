@@ -1,20 +1,18 @@
-"""``aftercall inspect``: the command and its output (the logic is in inspect.py)."""
+"""``aftercall inspect``: the command and its output (the logic is in operations/inspect.py)."""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
-import botocore.exceptions
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from aftercall_ops.inspect import DEFAULT_WINDOW_HOURS, Inspection, inspect
-from aftercall_ops.stack import Aws, TargetError, describe_aws_error, resolve_target
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from aftercall_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandExit, errors
+from aftercall_ops.operations.inspect import DEFAULT_WINDOW_HOURS, Inspection, inspect
+from aftercall_ops.operations.targets import Aws, resolve_target
 
 
 def inspect_command(
@@ -38,27 +36,13 @@ def inspect_command(
     or nothing is known about it; 2 for bad arguments or configuration.
     """
     out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-    def fail(message: str, code: int) -> None:
-        if as_json:
-            out.print_json(json.dumps({"ok": False, "error": message, "exit_code": code}))
-        err.print(f"[bold red]error:[/] {escape(message)}")
-        raise typer.Exit(code)
-
-    if not stack:
-        fail("inspect needs the stack: pass --stack NAME (or set AFTERCALL_STACK)", EXIT_USAGE)
-    try:
+    with errors(as_json):
+        if not stack:
+            raise CommandExit("inspect needs the stack: pass --stack NAME (or set AFTERCALL_STACK)", EXIT_USAGE)
         aws = Aws(region=region, profile=profile)
         aws.check()
         target = resolve_target(aws, stack=stack)
         found = inspect(aws, target, conversation_id, hours=hours)
-    except (TargetError, ValueError) as exc:
-        fail(str(exc), EXIT_USAGE)
-        return
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        fail(describe_aws_error(exc) or f"AWS call failed: {exc}", EXIT_FAILED)
-        return
     if as_json:
         out.print_json(json.dumps(found.to_json()))
     else:

@@ -23,9 +23,9 @@ import botocore.exceptions
 
 from aftercall.ledger import COMPLETED, ActionLedger, ActionRecord, record_key
 from aftercall.models.event import CONVERSATION_ID
-from aftercall_ops import status as status_logic
-from aftercall_ops.dlq import FailedEvent
-from aftercall_ops.stack import Aws, Target, describe_aws_error
+from aftercall_ops.operations import status as status_logic
+from aftercall_ops.operations.dlq import FailedEvent
+from aftercall_ops.operations.targets import Aws, Target, describe_aws_error
 
 #: Logs Insights returns at most 10,000 rows; a conversation logs a few dozen lines.
 MAX_LOG_LINES = 1000

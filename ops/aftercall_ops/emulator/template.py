@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
 
 
@@ -241,11 +242,11 @@ def transformed_for_scanners(template: dict[str, Any] | None = None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m aftercall_ops.template --transformed OUT``: write the transformed template as JSON."""
+    """``python -m aftercall_ops.emulator.template --transformed OUT``: write the transformed template as JSON."""
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m aftercall_ops.template")
+    parser = argparse.ArgumentParser(prog="python -m aftercall_ops.emulator.template")
     parser.add_argument("--transformed", type=Path, required=True, help="where to write the transformed template")
     args = parser.parse_args(argv)
     args.transformed.parent.mkdir(parents=True, exist_ok=True)
@@ -255,3 +256,48 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+_SUB_REFERENCE = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?\}")
+
+
+class LocalResources:
+    """Physical names and attributes of the template's resources as created locally (Ref and GetAtt)."""
+
+    def __init__(self, stack_name: str) -> None:
+        self.stack_name = stack_name
+        self.refs: dict[str, str] = {}
+        self.attributes: dict[str, dict[str, str]] = {}
+
+    def add(self, logical_id: str, ref: str, **attributes: str) -> None:
+        self.refs[logical_id] = ref
+        self.attributes[logical_id] = attributes
+
+    def value(self, resolved: Any, where: str) -> str:
+        """A value the template resolver left with resource references, with the local names filled in."""
+        if isinstance(resolved, bool):
+            return "true" if resolved else "false"
+        if isinstance(resolved, str | int | float):
+            return self._substitute(str(resolved), where)
+        if isinstance(resolved, dict) and len(resolved) == 1:
+            ((key, arg),) = resolved.items()
+            if key == "Ref" and isinstance(arg, str):
+                return self._lookup(arg, None, where)
+            if key == "Fn::GetAtt" and isinstance(arg, list) and len(arg) == 2:
+                return self._lookup(str(arg[0]), str(arg[1]), where)
+        raise RuntimeError(f"{where}: the local stack cannot resolve {resolved!r} (did template.yaml change?)")
+
+    def _substitute(self, text: str, where: str) -> str:
+        return _SUB_REFERENCE.sub(lambda match: self._lookup(match[1], match[2], where), text)
+
+    def _lookup(self, logical_id: str, attribute: str | None, where: str) -> str:
+        if logical_id not in self.refs:
+            raise RuntimeError(
+                f"{where} refers to {logical_id}, which the local stack does not create "
+                "(did template.yaml change? teach aftercall_ops.emulator.stack about it)"
+            )
+        if attribute is None:
+            return self.refs[logical_id]
+        if attribute not in self.attributes[logical_id]:
+            raise RuntimeError(f"{where} wants {logical_id}.{attribute}, which the local stack does not know")
+        return self.attributes[logical_id][attribute]

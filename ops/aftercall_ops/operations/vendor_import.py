@@ -27,7 +27,7 @@ from aftercall.ingest.errors import IngestError
 from aftercall.ingest.normalise import normalise
 from aftercall.ingest.service import IngestService, WebhookRequest
 from aftercall.settings import IngestSettings
-from aftercall_ops.emit import DEFAULT_SOURCE, EmitInputError, RawItem, read_file, read_stream
+from aftercall_ops.operations.emit import DEFAULT_SOURCE, EmitInputError, RawItem, read_file, read_stream
 
 
 class VendorPlatform(StrEnum):
@@ -41,7 +41,7 @@ class VendorPlatform(StrEnum):
 
 VENDOR_PLATFORMS = tuple(platform.value for platform in VendorPlatform)
 DEMO_PLATFORMS = ("vapi", "retell", "elevenlabs", "generic", "connect")
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "events" / "vendor"
+SAMPLES_DIR = Path(__file__).resolve().parents[3] / "events" / "vendor"
 SAMPLE_FILES = {
     "vapi": "vapi_end_of_call_report.json",
     "retell": "retell_call_analyzed.json",
@@ -53,7 +53,7 @@ SAMPLE_FILES = {
 
 @dataclass
 class VendorImport:
-    """Details ready for :func:`aftercall_ops.emit.prepare`, and the payloads skipped (not call ends)."""
+    """Details ready for :func:`aftercall_ops.operations.emit.prepare`, and the payloads skipped (not call ends)."""
 
     items: list[RawItem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""``aftercall try``: the command and its output (the logic is in try_function.py)."""
+"""``aftercall try``: the command and its output (the logic is in operations/try_function.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,16 @@ from rich.markup import escape
 
 from aftercall.settings import CRM_PROVIDERS
 from aftercall.testing import PlannedAction
-from aftercall_ops.emit import EmitInputError, RawItem, read_file, read_stream
-from aftercall_ops.try_function import DEFAULT_FUNCTION, FunctionLoadError, TryReport, load_function, try_events
-from aftercall_ops.vendor_import import VendorPlatform
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from aftercall_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from aftercall_ops.operations.emit import EmitInputError, RawItem, read_file, read_stream
+from aftercall_ops.operations.try_function import (
+    DEFAULT_FUNCTION,
+    FunctionLoadError,
+    TryReport,
+    load_function,
+    try_events,
+)
+from aftercall_ops.operations.vendor_import import VendorPlatform
 
 
 def try_command(

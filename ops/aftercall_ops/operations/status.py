@@ -17,9 +17,9 @@ from typing import Any
 
 import botocore.exceptions
 
-from aftercall_ops.dlq import RECEIVE_ARGS, SHAPES, FailedEvent, classify
-from aftercall_ops.replay import SQS_BATCH, queue_depth
-from aftercall_ops.stack import Client, describe_aws_error
+from aftercall_ops.operations.dlq import RECEIVE_ARGS, SHAPES, FailedEvent, classify
+from aftercall_ops.operations.replay import SQS_BATCH, queue_depth
+from aftercall_ops.operations.targets import Client, describe_aws_error
 
 PEEK_VISIBILITY_SECONDS = 30
 

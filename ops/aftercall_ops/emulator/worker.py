@@ -2,8 +2,8 @@
 
 Why a process per environment: Powertools' Logger, Metrics and Tracer are process-global
 singletons and app.py keeps warm state in module globals, exactly as in Lambda, so two
-invocations must never share a process at the same time. ``aftercall_ops.local`` starts one of
-these per unit of reserved concurrency (``python -m aftercall_ops.local_worker``), kills it when
+invocations must never share a process at the same time. ``aftercall_ops.emulator.stack`` starts one of
+these per unit of reserved concurrency (``python -m aftercall_ops.emulator.worker``), kills it when
 an invocation runs past the function timeout, and starts a fresh one, as Lambda does.
 
 Only the standard library is imported here, so the environment holds what app.py and the layer
@@ -157,7 +157,7 @@ def _invoke(handler: Handler, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aftercall_ops.local_worker")
+    parser = argparse.ArgumentParser(prog="python -m aftercall_ops.emulator.worker")
     parser.add_argument("--handler", required=True, help="module.function, as the template's Handler")
     parser.add_argument("--end-function", default=None, help="file to load as the end_function module")
     args = parser.parse_args(argv)
