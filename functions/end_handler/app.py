@@ -7,7 +7,7 @@ import warnings
 
 # Importing the runtime builds some 50,000 objects that live as long as the process (modules,
 # classes, models). Letting the collector run while they are built finds almost nothing and costs
-# about a tenth of the cold start (bench/coldstart.py); freezing them afterwards also spares every
+# a share of the cold start (docs/performance.md, Cold start); freezing them afterwards also spares every
 # later full collection from scanning them again. The few hundred cycles the imports leave behind
 # stay frozen with them: a fixed fraction of a megabyte, not a growth.
 gc.disable()

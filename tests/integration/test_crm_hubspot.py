@@ -21,6 +21,7 @@ from aftercall.errors import (
     CrmCredentialsError,
     CrmRequestError,
     CrmUnavailableError,
+    SecretError,
     UnknownContactError,
 )
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE
@@ -317,34 +318,34 @@ def test_a_401_with_a_still_stale_secret_is_a_credentials_error(stack: HandlerPe
     assert stack.crm.notes == []
 
 
-def test_a_missing_secret_is_a_specific_credentials_error(stack: HandlerPeers) -> None:
+def test_a_missing_secret_is_a_specific_secret_error(stack: HandlerPeers) -> None:
     # Given an adapter pointed at a secret that does not exist
     hubspot = stack.hubspot(secret_id=unique("aftercall/missing"))
     # When it is used
     # Then the error names the secret and says it does not exist; the CRM saw nothing
-    with pytest.raises(CrmCredentialsError, match=r"cannot read CRM secret 'aftercall/missing-\w+': it does not exist"):
+    with pytest.raises(SecretError, match=r"cannot read CRM secret 'aftercall/missing-\w+': it does not exist"):
         hubspot.log_summary(_note(), _call())
     assert stack.crm.requests == []
 
 
-def test_a_secret_without_access_token_is_a_specific_credentials_error(stack: HandlerPeers) -> None:
+def test_a_secret_without_access_token_is_a_specific_secret_error(stack: HandlerPeers) -> None:
     # Given a secret that holds JSON but not the access token
     secret_id = create_secret(unique("aftercall/crm"), {"token": "wrong-key"})
     hubspot = stack.hubspot(secret_id=secret_id)
     # When it is used
     # Then the error names the missing key
-    with pytest.raises(CrmCredentialsError, match=r"lacks 'access_token'"):
+    with pytest.raises(SecretError, match=r"lacks 'access_token'"):
         hubspot.log_summary(_note(), _call())
     assert stack.crm.requests == []
 
 
-def test_a_secret_that_is_not_json_is_a_specific_credentials_error(stack: HandlerPeers) -> None:
+def test_a_secret_that_is_not_json_is_a_specific_secret_error(stack: HandlerPeers) -> None:
     # Given a secret holding the bare token instead of a JSON object
     secret_id = create_secret(unique("aftercall/crm"), "pat-na1-bare")
     hubspot = stack.hubspot(secret_id=secret_id)
     # When it is used
     # Then the error says the secret is not a JSON object
-    with pytest.raises(CrmCredentialsError, match="is not a JSON object"):
+    with pytest.raises(SecretError, match="is not a JSON object"):
         hubspot.log_summary(_note(), _call())
 
 

@@ -26,6 +26,7 @@ from aftercall.errors import (
     CrmCredentialsError,
     CrmRequestError,
     CrmUnavailableError,
+    SecretError,
     UnknownContactError,
 )
 from aftercall.handler import EndHandlerRuntime
@@ -367,7 +368,7 @@ def test_a_secret_without_instance_url_names_the_missing_key(org: FakeSalesforce
     secret = create_secret(unique("aftercall/crm"), {"client_id": "a", "client_secret": "b"})
     # When the adapter is used
     # Then the error names the missing key; Salesforce saw nothing
-    with pytest.raises(CrmCredentialsError, match="lacks 'instance_url'"):
+    with pytest.raises(SecretError, match="lacks 'instance_url'"):
         _adapter(secret).log_summary(_note(), _call())
     assert org.requests == []
 

@@ -22,6 +22,7 @@ from aftercall.errors import (
     CrmCredentialsError,
     EndFunctionError,
     InvalidEventError,
+    SecretError,
     UnknownContactError,
 )
 from aftercall.failures import REJECTED_CONDITION
@@ -310,15 +311,16 @@ def test_an_end_function_that_raises_performs_nothing_and_can_be_retried(stack: 
     assert len(stack.notes_for(_conversation_id(event))) == 1
 
 
-def test_a_missing_crm_secret_fails_the_action_with_a_credentials_error(stack: HandlerPeers) -> None:
+def test_a_missing_crm_secret_fails_the_action_with_a_secret_error(stack: HandlerPeers) -> None:
     # Given a runtime pointed at a secret that does not exist
     runtime = stack.runtime(crm_secret_id=unique("aftercall/missing"))
     # When a call is processed
     with pytest.raises(ActionsFailedError) as raised:
         runtime.handle(conversation_ended(), lambda_context(), end_function)
-    # Then the summary failed with a specific credentials error, and the CRM saw nothing
+    # Then the summary failed with a specific secret error (not a CRM one), and the CRM saw nothing
     error = raised.value.failures["crm_summary"]
-    assert isinstance(error, CrmCredentialsError)
+    assert isinstance(error, SecretError)
+    assert not isinstance(error, CrmCredentialsError)
     assert "does not exist" in str(error)
     assert stack.crm.requests == []
 

@@ -37,8 +37,7 @@ from aftercall.notifications import Notification, Notifier
 from aftercall.phones import normalise_phone
 
 if TYPE_CHECKING:
-    # Imported when a follow-up is planned: its payload model costs every cold start a few
-    # milliseconds (bench/coldstart.py), and most End functions never schedule one.
+    # Imported when a follow-up is planned: most End functions never schedule one.
     from aftercall.follow_ups import FollowUpKind
     from aftercall.follow_ups.schedule import FollowUpScheduler
 

@@ -34,8 +34,8 @@ def client(service: str) -> Any:
     """A shared, thread-safe client for ``service`` (created once per process, reused warm).
 
     All clients come from one session: a session loads botocore's endpoint and partition data
-    once, so each further client costs only its own service model (a session per client was most
-    of the 27 ms bench/coldstart.py gained on the first invocation). Clients are thread-safe;
+    once, so each further client costs only its own service model (docs/performance.md, Cold
+    start). Clients are thread-safe;
     sessions are not, which is why they are only touched under the lock.
     """
     global _session

@@ -33,8 +33,13 @@ class ConfigurationError(AftercallError):
     """A required setting (environment variable) is missing or malformed."""
 
 
+class SecretError(AftercallError):
+    """A secret in Secrets Manager (the CRM's credentials, ingest's signing keys) is missing,
+    unreadable or malformed: retried, it succeeds once someone creates or fixes it."""
+
+
 class CrmCredentialsError(AftercallError):
-    """The CRM secret is missing, unreadable or malformed."""
+    """The CRM refused the credentials from its secret, even after re-reading it (a rotation not stored)."""
 
 
 class CrmUnavailableError(AftercallError):
@@ -42,12 +47,9 @@ class CrmUnavailableError(AftercallError):
 
 
 class CrmAmbiguousError(CrmUnavailableError):
-    """A create request failed in a way that leaves open whether the CRM applied it (5xx, timeout).
+    """A create that may or may not have been applied: the unanswered-write protocol (:mod:`aftercall.crm.http`).
 
-    Adapters answer it by looking for the object before creating it again. ``unanswered_at`` is
-    set when the CRM gave no answer at all (timeout, dropped connection, gateway timeout): the time
-    the request was sent (epoch seconds). The CRM may still be working on such a request, so a look
-    right away can miss what it applies a moment later.
+    ``unanswered_at``: when it was sent, if no answer came (epoch seconds).
     """
 
     def __init__(self, message: str, *, unanswered_at: float | None = None, answered_at: float | None = None) -> None:

@@ -15,8 +15,8 @@ left: what is done, what failed with a write that got no answer (the time it rec
 whether an attempt was stopped at its deadline while performing (its mark is still there, its
 deadline past: a failed attempt clears it): then every action it had not recorded may have been
 half done, sent before that deadline. An attempt stopped before performing (inside the End
-function) leaves nothing in doubt. Adapters without an idempotency key wait for such a write to
-settle before they look for it (aftercall.crm.hubspot).
+function) leaves nothing in doubt. What an adapter does with such a write: the unanswered-write
+protocol (:mod:`aftercall.crm.http`).
 
 **One action on its own** (:meth:`claim`, :meth:`complete`, :meth:`fail`): the FollowUp function's
 sends, long after the conversation, claim their own entry in the same item with their own lease.

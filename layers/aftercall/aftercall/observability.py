@@ -19,16 +19,15 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
 
-from aftercall.settings import ObservabilitySettings
+from aftercall.settings import metrics_namespace, service_name
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
 #: What the X-Ray SDK patches, so each AWS and CRM call is a subsegment of the invocation's trace.
 TRACED_LIBRARIES = ("botocore", "requests")
-_SETTINGS = ObservabilitySettings.from_env()
-SERVICE = _SETTINGS.service
-NAMESPACE = _SETTINGS.namespace
+SERVICE = service_name()
+NAMESPACE = metrics_namespace()
 
 logger = Logger(service=SERVICE)  # the level: POWERTOOLS_LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

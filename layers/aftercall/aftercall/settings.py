@@ -3,8 +3,12 @@
 :class:`EnvReader` is the one place the runtime reads environment variables: it parses each kind
 of value one way and names the variable in every :class:`ConfigurationError`, so a typo in a
 template parameter fails the first invocation with a message that says which one. A function's
-settings are a frozen dataclass with a ``from_env``; a new setting is a field and one line there.
-Plain dataclasses, not pydantic models: this module is on every cold start's import path.
+settings are a dataclass with a ``from_env``; a new setting is a field and one line there.
+
+This module is on every cold start's import path: the settings are plain dataclasses, not
+pydantic models, and without the generated methods nobody uses (``__eq__``, ``__repr__``, and the
+``__setattr__`` guard of ``frozen``), each compiled at import (docs/performance.md, "Settings").
+They are read once per process and never changed.
 """
 
 from __future__ import annotations
@@ -99,20 +103,13 @@ class EnvReader:
         return (self.text(name) or "").lower() in ("1", "true", "yes")
 
 
-@dataclass(frozen=True)
-class ObservabilitySettings:
-    """The Powertools service name and metrics namespace (each function's own, from the template)."""
+def service_name(env: Mapping[str, str] | None = None) -> str:
+    """The Powertools service name: each function's own (the template sets it), for its logs, traces and metrics."""
+    return EnvReader(env).text("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
 
-    service: str = DEFAULT_SERVICE
-    namespace: str = DEFAULT_NAMESPACE
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ObservabilitySettings:
-        read = EnvReader(env)
-        return cls(
-            service=read.text("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE,
-            namespace=read.text("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
-        )
+def metrics_namespace(env: Mapping[str, str] | None = None) -> str:
+    return EnvReader(env).text("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
 
 
 def trace_header(env: Mapping[str, str] | None = None) -> str:
@@ -120,7 +117,7 @@ def trace_header(env: Mapping[str, str] | None = None) -> str:
     return EnvReader(env).text(TRACE_ENV) or ""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class EndHandlerSettings:
     """What the template sets for the EndHandler."""
 
@@ -191,7 +188,7 @@ class EndHandlerSettings:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class IngestSettings:
     """What the template sets for the ingest functions (webhooks and Amazon Connect)."""
 
@@ -220,7 +217,7 @@ class IngestSettings:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class FollowUpSettings:
     """What the template sets for the FollowUp function."""
 

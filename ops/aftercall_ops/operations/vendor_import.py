@@ -191,7 +191,7 @@ def ingest_demo_webhooks(
         temporary = secret_id = f"aftercall-demo/ingest-{uuid.uuid4().hex[:10]}"
         aws.client("secretsmanager").create_secret(Name=secret_id, SecretString=json.dumps(dict(secrets)))
     try:
-        values = SecretCredentials(secret_id, (), max_age=0).get()
+        values = SecretCredentials(secret_id, (), max_age=0, what="ingest signing secret").get()
         settings = IngestSettings(
             stage=stage,
             bus_name=bus,

@@ -81,10 +81,8 @@ class Disposition:
 class CrmCall:
     """Per-call context: the time budget, and whether an earlier attempt may have half-done it.
 
-    ``unanswered_write_at`` (epoch seconds): an earlier attempt sent a write that got no answer at
-    about this time (for an attempt stopped at its deadline: that deadline), so the CRM may still
-    apply it. ``unanswered_writes`` collects the same for this attempt (the HTTP client adds to
-    it), so that the action ledger can tell the next attempt if this one fails.
+    ``unanswered_write_at`` (from an earlier attempt) and ``unanswered_writes`` (this one's) carry
+    the unanswered-write protocol (:mod:`aftercall.crm.http`) across attempts, in epoch seconds.
     """
 
     deadline: Deadline

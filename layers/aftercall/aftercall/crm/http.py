@@ -6,10 +6,25 @@
   attempt waits for its slot first, and a 429 pauses the whole environment for ``Retry-After``
   (plus up to a fifth more, so environments do not all resume at once).
 * 401: asks the credential source for fresh credentials once (secret rotation), then gives up.
-* 5xx, timeouts, resets: retried with backoff for requests that are safe to repeat; for a
-  create they raise :class:`CrmAmbiguousError` so the adapter can look before creating again.
-  A create that got no answer at all (timeout, reset after sending, 504) is also noted on the
-  call (``CrmCall.unanswered_writes``): the CRM may still apply it after we stopped waiting.
+* 5xx, timeouts, resets: retried with backoff for requests that are safe to repeat.
+
+**Unanswered writes** (the protocol, told here; why and its limits: docs/reliability.md,
+"Effects"). A create that fails in a way that leaves open whether the CRM applied it raises
+:class:`CrmAmbiguousError`: after a 5xx with ``answered_at`` (whatever the CRM applied, it applied
+before answering); after no answer at all (timeout, reset after sending, 504) with
+``unanswered_at``, the time it was sent, also noted on the call (``CrmCall.unanswered_writes``),
+because the CRM may still apply it after we stopped waiting. Then:
+
+1. an adapter whose CRM takes no idempotency key (HubSpot's notes and tickets, new callers'
+   contacts) does not send it again blind: it lets the write settle (until the CRM can no longer
+   apply it unseen and its search shows it), then looks for it, and creates only if it is not
+   there; when that wait does not fit in the invocation, the action fails for a later attempt;
+2. the action ledger (:mod:`aftercall.ledger`) records when a failed action's write went
+   unanswered (an attempt stopped at its deadline counts that deadline) and hands it to whoever
+   performs the action next as ``CrmCall.unanswered_write_at``, who waits for the same moment
+   before looking;
+3. adapters whose CRM deduplicates (Salesforce's upsert on an external id, Zendesk's and the
+   webhook's ``Idempotency-Key``) send it again.
 
 Auth hooks that must call the CRM themselves (Salesforce fetches an OAuth token) read the call
 in progress, and so its deadline, from :func:`current_call`.

@@ -5,15 +5,10 @@ retry from writing twice: the action ledger stores the created object's id (so a
 action is never run again), and every note and ticket carries a marker with the conversation id
 that the adapter searches for before creating again after an attempt that may have half-done it.
 
-A create that got no clear answer may have been applied, and HubSpot's search shows a new object
-only a few moments later ("index lag", :data:`SEARCH_LAG_SECONDS`). So before searching, the
-adapter lets it settle: after a 5xx it waits until the index lag has passed since the answer
-(whatever HubSpot applied, it applied before answering); after no answer at all (timeout, dropped
-connection) until ``read timeout + settle_seconds + index lag`` after the create was sent (22 s by
-default), since HubSpot may still apply it after we stopped waiting. If that does not fit in the
-invocation, it leaves the action for a later attempt, which waits the same way (the action ledger
-tells it when the unclear create was sent). A create HubSpot applies later than that can still end
-up twice: see docs/reliability.md.
+A create that got no clear answer follows the unanswered-write protocol (:mod:`aftercall.crm.http`).
+HubSpot's part in it: its search shows a new object a few moments late ("index lag",
+:data:`SEARCH_LAG_SECONDS`), so the write has settled the index lag after a 5xx answer, and
+``read timeout + settle_seconds + index lag`` after a create that got no answer was sent.
 
 Callers are found by what HubSpot itself normalises: the calculated, digits-only properties
 ``hs_searchable_calculated_phone_number`` and ``hs_searchable_calculated_mobile_number`` (the
@@ -227,12 +222,9 @@ class HubSpotCrm:
         raise CrmUnavailableError(f"hubspot: creating a {kind[:-1]} kept failing after {_CREATE_ATTEMPTS} attempts")
 
     def _settle(self, kind: str, unanswered_at: float | None, call: CrmCall, answered_at: float | None = None) -> None:
-        """Wait until a create sent at ``unanswered_at`` that got no answer can no longer be applied.
-
-        HubSpot may still be working on it; a search before it lands finds nothing and the create
-        that follows makes a second object. Gives up for a later attempt (which waits the same way)
-        when the wait, plus time for a search, does not fit in this invocation.
-        """
+        """Wait until an unclear create has settled (see the module docstring), or raise for a later
+        attempt when the wait and a search do not fit in this invocation: a search before it lands
+        finds nothing, and the create that follows makes a second object."""
         if unanswered_at is None:
             return
         if answered_at is not None:

@@ -7,8 +7,10 @@ the cause. Messages name fields, never their values: a value may be a phone numb
 
 from __future__ import annotations
 
+from aftercall.errors import AftercallError
 
-class IngestError(Exception):
+
+class IngestError(AftercallError):
     """A request or event that ingest will not put on the bus; ``status`` is the HTTP answer."""
 
     status: int = 400
@@ -30,6 +32,7 @@ class SignatureError(IngestError):
 class PayloadError(IngestError):
     """The body is not JSON (400), or is JSON that cannot become a ``Conversation Ended`` event (422)."""
 
+    permanent = True
     status = 422
 
 

@@ -35,7 +35,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from aftercall import aws, observability
 from aftercall.credentials import SecretCredentials
-from aftercall.errors import CrmCredentialsError
+from aftercall.errors import SecretError
 from aftercall.failures import park, rejection_record
 from aftercall.ingest import connect, signatures
 from aftercall.ingest.common import Ignored, Normalised
@@ -70,7 +70,7 @@ class SigningSecrets:
 
     def __init__(self, secret_id: str, max_age: int = 300, clock: Callable[[], float] = time.monotonic) -> None:
         self.secret_id = secret_id
-        self._credentials = SecretCredentials(secret_id, (), max_age)
+        self._credentials = SecretCredentials(secret_id, (), max_age, what="ingest signing secret")
         self._clock = clock
         self._last_forced = float("-inf")
         self._lock = threading.Lock()
@@ -79,7 +79,7 @@ class SigningSecrets:
         """The platform's current (and previous) secret, or 503: missing secret, missing key."""
         try:
             values = self._credentials.get(force=force)
-        except CrmCredentialsError as exc:
+        except SecretError as exc:
             logger.error("ingest signing secret unreadable", extra={"secret_id": self.secret_id, "error": str(exc)})
             raise IngestUnavailableError(
                 "secret_unavailable", "the signing secret cannot be read right now; retry later"
