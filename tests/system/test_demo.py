@@ -60,7 +60,7 @@ def test_the_sample_events_reach_the_crm_and_the_invalid_one_waits_in_the_queue(
         section = part[part.index(f"{detail['conversation_id']} ({detail['direction']}):") :]
         section = section[: section.find("\n\n")]
         assert len(re.findall(r"^  note \d+: Call summary", section, re.M)) == 1, section
-        if detail["state"].get("support_needed"):
+        if detail.get("state", {}).get("support_needed"):
             assert re.search(r"^  ticket \d+: \[", section, re.M), section
         if detail["direction"] == "outbound":
             assert f"disposition: {detail['state']['disposition']} → lead status" in section
