@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from aftercall.testing import CRM_PROVIDERS, PlannedAction
+from aftercall.settings import CRM_PROVIDERS
+from aftercall.testing import PlannedAction
 from aftercall_ops.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from aftercall_ops.operations.emit import EmitInputError, RawItem, read_file, read_stream
 from aftercall_ops.operations.try_function import (

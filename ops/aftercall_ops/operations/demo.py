@@ -32,7 +32,7 @@ from typing import Any
 from aftercall import aws
 from aftercall.crm.base import DISPOSITIONS
 from aftercall.crm.hubspot import marker
-from aftercall.follow_ups import schedule_name
+from aftercall.follow_ups.schedule import schedule_name
 from aftercall.ledger import ActionLedger
 from aftercall.observability import logger
 from aftercall.phones import normalise_phone

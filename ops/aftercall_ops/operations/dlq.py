@@ -266,7 +266,7 @@ def _text_field(event: dict[str, Any] | None, name: str) -> str | None:
 
 
 def _looks_like_follow_up(value: Any) -> bool:
-    """A payload EventBridge Scheduler carried to the FollowUp function (aftercall.follow_ups)."""
+    """A payload EventBridge Scheduler carried to the FollowUp function (aftercall.follow_ups.send)."""
     return isinstance(value, dict) and value.get("aftercall") == "follow-up" and "conversation_id" in value
 
 

@@ -25,7 +25,8 @@ from aftercall.ingest import signatures
 from aftercall.ingest.common import Ignored
 from aftercall.ingest.errors import IngestError
 from aftercall.ingest.normalise import normalise
-from aftercall.ingest.service import IngestService, IngestSettings, WebhookRequest
+from aftercall.ingest.service import IngestService, WebhookRequest
+from aftercall.settings import IngestSettings
 from aftercall_ops.operations.emit import DEFAULT_SOURCE, EmitInputError, RawItem, read_file, read_stream
 
 

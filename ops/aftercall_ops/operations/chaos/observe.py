@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from aftercall.follow_ups import schedule_name
+from aftercall.follow_ups.schedule import schedule_name
 from aftercall.ledger import COMPLETED, ledger_key, record_key
 from aftercall_ops.emulator.stack import LocalStack
 from aftercall_ops.operations.chaos.plan import (
