@@ -50,14 +50,6 @@ NOT_IN_THE_EMULATOR = ("aftercall_ops.operations", "aftercall_ops.cli")
 NOT_IN_THE_FAKES = ("aftercall_ops.emulator", "aftercall_ops.operations", "aftercall_ops.cli", "aftercall_ops.generate")
 #: Options and printing: only cli/ uses them.
 CLI_LIBRARIES = ("typer", "rich")
-#: Modules (or classes in them) over the limits today, each with its reason; issue 10 splits the fakes.
-SIZE_EXCEPTIONS = {
-    "fakes/http.py": "the fakes' shared server, being split by issue 10",
-    "fakes/hubspot.py": "being split by issue 10",
-    "fakes/salesforce.py": "being split by issue 10",
-    "fakes/zendesk.py": "FakeZendesk, being split by issue 10",
-}
-
 #: Exceptions that exist today, each with its reason. ``testing/`` is the offline kit for the
 #: user's own tests and ``aftercall try``: it is never imported by the runtime (a rule below).
 BOTO3_EXCEPTIONS = {
@@ -567,8 +559,8 @@ def test_options_and_printing_libraries_are_only_used_by_the_cli() -> None:
 
 
 def test_ops_modules_and_classes_stay_small() -> None:
-    # Given every ops module but the listed exceptions
-    modules = [(rel, src) for rel, src in _ops_modules() if rel not in SIZE_EXCEPTIONS]
+    # Given every ops module (the fakes included)
+    modules = _ops_modules()
     assert len(modules) > 40, "the ops modules were not found"
     # When each is measured
     violations = [v for rel, src in modules for v in oversized(src, rel)]

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -433,3 +436,38 @@ def test_invalid_events_are_parked_at_once_and_a_replay_does_not_multiply_them(l
     assert len(failed) == 2
     assert all("re-parked" in m["detail"] for m in failed)
     assert _dlq_depth(loop) == 2
+
+
+# ------------------------------------------------------------------------------------------ fake
+
+
+@pytest.mark.parametrize(
+    ("crm", "options"),
+    [
+        ("salesforce", ["--contact", "+14155550123,jane.doe@example.com", "--lead", "+14155550124"]),
+        ("zendesk", ["--user", "+14155550123,jane.doe@example.com"]),
+        ("webhook", ["--secret", "whsec-local"]),
+    ],
+)
+def test_aftercall_fake_serves_each_fake_crm_until_stopped(crm: str, options: list[str]) -> None:
+    # Given `aftercall fake <crm>` run as a program, with what it is to hold
+    process = subprocess.Popen(  # noqa: S603 - our own command, fixed arguments
+        [sys.executable, "-m", "aftercall_ops.cli", "fake", crm, "--port", "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        # When its first output line is read
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        # Then it is the URL of a running fake, whose admin endpoint answers
+        assert url.startswith("http://127.0.0.1:"), url
+        with urllib.request.urlopen(f"{url}/__admin/state", timeout=10) as response:
+            assert response.status == 200
+            assert isinstance(json.loads(response.read()), dict)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    # And it stops cleanly when terminated
+    assert process.returncode == 0

@@ -24,8 +24,9 @@ rule has no source locally); invoke those functions directly instead.
 
 ``aftercall local`` runs it in a terminal until Ctrl-C. This module is the facade; each concern
 lives in a module of its own: :mod:`provisioner` (resources, outputs), :mod:`runtime` and
-:mod:`pool` (execution environments), :mod:`async_invoke` (poll, retries, max age, OnFailure),
-:mod:`http` (Invoke API, function URLs), :mod:`template` (load, resolve).
+:mod:`pool` (execution environments), :mod:`functions` (every function's pool and servers, counters,
+logs), :mod:`async_invoke` (poll, retries, max age, OnFailure), :mod:`http` (Invoke API, function
+URLs), :mod:`template` (load, resolve).
 """
 
 from __future__ import annotations
@@ -69,9 +70,6 @@ def _external_crm_url(url: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-# --- the stack --------------------------------------------------------------------------------------
-
-
 def _refuse_real_crm(parameters: Mapping[str, str]) -> None:
     for name in ("CrmSecretArn", "CrmBaseUrl"):
         if parameters.get(name):
@@ -105,6 +103,9 @@ def _log_path(state_dir: Path, logical_id: str) -> Path:
     return state_dir / f"{name}.log"
 
 
+# --- the stack --------------------------------------------------------------------------------------
+
+
 class LocalStack:
     """The aftercall stack on loopback: moto, the fake CRM, the dispatcher and the Invoke endpoint.
 
@@ -113,7 +114,8 @@ class LocalStack:
     ``workers``, ``function_timeout``, ``end_function`` and ``end_handler_environment`` (extra
     variables, e.g. ``CRM_READ_TIMEOUT_SECONDS`` for runs that need short CRM timeouts) apply to the
     EndHandler; every other function of the template can be invoked synchronously through the
-    Invoke endpoint. ``crm_seed`` seeds the fake CRM's probabilistic faults.
+    Invoke endpoint. ``crm_seed`` seeds the fake CRM's probabilistic faults. ``moto_server`` replaces
+    moto's ``ThreadedMotoServer`` (``bench/burst.py`` runs moto in a child process).
     """
 
     def __init__(

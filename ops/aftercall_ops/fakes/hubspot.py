@@ -11,7 +11,7 @@ The server, fault rules, request log and generic admin endpoints live in
 :mod:`aftercall_ops.fakes.http`, shared with the other fakes. Faults and seed data can be set
 from Python (:class:`FakeCrm`) or over HTTP through the unauthenticated ``/__admin/``
 endpoints, so another process (the CLI, a demo, the local stack) can flip them while it runs.
-``python -m aftercall_ops.fakes.hubspot --port 0`` runs it standalone and prints its URL.
+``aftercall fake hubspot --port 0`` runs it standalone and prints its URL.
 
 Admin endpoints (no auth):
 
@@ -44,12 +44,11 @@ As inconvenient as HubSpot, by default (each point quotes or follows HubSpot's d
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from aftercall_ops.fakes.http import (
@@ -62,7 +61,6 @@ from aftercall_ops.fakes.http import (
     Request,
     RequestRecord,
     path_matches,
-    serve_until_signalled,
 )
 from aftercall_ops.fakes.hubspot_store import OBJECT_TYPES, _error, _public, _Store
 
@@ -74,7 +72,6 @@ __all__ = [
     "Fault",
     "FaultKind",
     "RequestRecord",
-    "main",
     "path_matches",
 ]
 
@@ -392,35 +389,3 @@ class FakeCrmAdmin(FakeAdmin):
 
 
 # --- standalone ---------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the fake CRM until interrupted; prints its URL as the first line on stdout."""
-    parser = argparse.ArgumentParser(
-        prog="python -m aftercall_ops.fakes.hubspot", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the valid access token")
-    parser.add_argument("--seed", type=int, default=0, help="seed for probabilistic faults")
-    parser.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429")
-    parser.add_argument(
-        "--contact", action="append", default=[], metavar="PHONE[,EMAIL]", help="seed a contact (repeatable)"
-    )
-    args = parser.parse_args(argv)
-    crm = FakeCrm(
-        host=args.host,
-        port=args.port,
-        token=args.token,
-        seed=args.seed,
-        rate_limit_per_second=args.rate_limit,
-    )
-    for spec in args.contact:
-        phone, _, email = spec.partition(",")
-        crm.add_contact(phone=phone or None, email=email or None)
-    banner = f"fake HubSpot CRM on {{url}} (token {args.token!r}); admin at {{url}}/__admin/state"
-    return serve_until_signalled(crm, banner)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -28,7 +28,6 @@ Faults are those of :mod:`aftercall_ops.fakes.http`; a ``rate_limit`` fault answ
 
 from __future__ import annotations
 
-import argparse
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request, serve_until_signalled
+from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request
 from aftercall_ops.fakes.salesforce_org import (
     DEFAULT_CALLER_ID_FIELD,
     DEFAULT_EXTERNAL_ID_FIELD,
@@ -374,29 +373,3 @@ class FakeSalesforceAdmin(FakeAdmin):
 
     def revoke_tokens(self) -> None:
         self._call("POST", "revoke")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the fake Salesforce until interrupted; prints its URL as the first line on stdout."""
-    parser = argparse.ArgumentParser(
-        prog="python -m aftercall_ops.fakes.salesforce", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
-    parser.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
-    parser.add_argument("--contact", action="append", default=[], metavar="PHONE[,EMAIL]", help="seed a Contact")
-    parser.add_argument("--lead", action="append", default=[], metavar="PHONE[,EMAIL]", help="seed a Lead")
-    args = parser.parse_args(argv)
-    org = FakeSalesforce(host=args.host, port=args.port, client_id=args.client_id, client_secret=args.client_secret)
-    for spec in args.contact:
-        phone, _, email = spec.partition(",")
-        org.add_contact(phone or None, email or None)
-    for spec in args.lead:
-        phone, _, email = spec.partition(",")
-        org.add_lead(phone or None, email or None)
-    return serve_until_signalled(org, "fake Salesforce on {url}; admin at {url}/__admin/state")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

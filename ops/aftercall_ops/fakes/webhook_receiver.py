@@ -24,7 +24,6 @@ Faults are those of :mod:`aftercall_ops.fakes.http`. Admin extras: ``POST /__adm
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import hmac
@@ -35,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request, serve_until_signalled
+from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request
 
 DEFAULT_SECRET = "fake-webhook-signing-secret"  # noqa: S105 - the fake's own test secret
 DEFAULT_PATH = "/hooks/aftercall"
@@ -263,22 +262,3 @@ class FakeWebhookReceiverAdmin(FakeAdmin):
 
     def set_known_customers(self, known: Sequence[str] | None) -> None:
         self._call("POST", "customers", {"known": list(known) if known is not None else None})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the receiver until interrupted; prints its base URL as the first line on stdout."""
-    parser = argparse.ArgumentParser(
-        prog="python -m aftercall_ops.fakes.webhook_receiver", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--secret", default=DEFAULT_SECRET)
-    parser.add_argument("--path", default=DEFAULT_PATH)
-    args = parser.parse_args(argv)
-    receiver = FakeWebhookReceiver(host=args.host, port=args.port, secret=args.secret, path=args.path)
-    banner = f"webhook receiver at {{url}}{args.path}; admin at {{url}}/__admin/state"
-    return serve_until_signalled(receiver, banner)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,7 +24,6 @@ Faults are those of :mod:`aftercall_ops.fakes.http` (a ``rate_limit`` fault answ
 
 from __future__ import annotations
 
-import argparse
 import base64
 import copy
 import hashlib
@@ -37,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request, serve_until_signalled
+from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request
 from aftercall_ops.fakes.zendesk_users import INDEX_LAG_SECONDS, USER_UPDATES_PER_MINUTE, UserError, Users
 
 DEFAULT_EMAIL = "agent@example.com"
@@ -394,25 +393,3 @@ class FakeZendeskAdmin(FakeAdmin):
 
     def expire_idempotency_keys(self) -> None:
         self._call("POST", "idempotency/expire")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the fake Zendesk until interrupted; prints its URL as the first line on stdout."""
-    parser = argparse.ArgumentParser(
-        prog="python -m aftercall_ops.fakes.zendesk", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--email", default=DEFAULT_EMAIL)
-    parser.add_argument("--api-token", default=DEFAULT_API_TOKEN)
-    parser.add_argument("--user", action="append", default=[], metavar="PHONE[,EMAIL]", help="seed an end user")
-    args = parser.parse_args(argv)
-    account = FakeZendesk(host=args.host, port=args.port, email=args.email, api_token=args.api_token)
-    for spec in args.user:
-        phone, _, email = spec.partition(",")
-        account.add_user(phone or None, email or None)
-    return serve_until_signalled(account, "fake Zendesk on {url}; admin at {url}/__admin/state")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
