@@ -12,15 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
@@ -42,7 +39,8 @@ from aftercall.errors import (
     InvalidEventError,
 )
 from aftercall.failures import park, rejection_record
-from aftercall.ledger import RECORD_PREFIX, ActionLedger, Prior
+from aftercall.guard import ConversationGuard
+from aftercall.ledger import RECORD_PREFIX, ActionLedger, record_key
 from aftercall.models.event import CONTRACT_NAMES, ConversationEndedDetail, ConversationEndedEvent
 from aftercall.notifications import Notifier
 from aftercall.observability import logger, metrics
@@ -115,13 +113,12 @@ class EndHandlerRuntime:
             payload_validation_jmespath="@",
             raise_on_no_idempotency_key=True,
             expires_after_seconds=settings.retention_seconds,
+            response_hook=_already_processed,
         )
-        persistence = DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb")
-        )
+        self.guard = ConversationGuard(settings.idempotency_table, aws.client("dynamodb"))
         self._process_once = idempotent_function(
             data_keyword_argument="detail",
-            persistence_store=persistence,
+            persistence_store=self.guard,
             config=self.idempotency_config,
             key_prefix=IDEMPOTENCY_KEY_PREFIX,
         )(self._process)
@@ -158,14 +155,12 @@ class EndHandlerRuntime:
         logger.append_keys(conversation_id=detail.conversation_id)
         # the keys are the sender's own names: data, not quoted
         logger.debug("conversation received", extra={"state_key_count": len(detail.state)})
-        ran: list[bool] = []
         try:
             report = self._process_waiting_for_twin(
                 detail=detail.model_dump(mode="json"),
                 model=detail,
                 end_function=end_function,
                 deadline=Deadline.from_context(context),
-                ran=ran,
             )
         except IdempotencyValidationError:
             conflict = ConflictingDuplicateError(
@@ -173,11 +168,10 @@ class EndHandlerRuntime:
                 "this event was not processed (compare both in the failed-events queue before replaying)"
             )
             return self._reject(event, conflict, context)
-        if not ran:
+        if report.get("duplicate"):
             metrics.add_metric(name="DuplicateConversations", unit=MetricUnit.Count, value=1)
             statuses = {name: "already_done" for name in report.get("actions", {})}
             self._log_conversation(detail, "duplicate", statuses, started)
-            return {**report, "duplicate": True}
         return report
 
     def _process_waiting_for_twin(self, *, deadline: Deadline, **kwargs: Any) -> dict[str, Any]:
@@ -225,13 +219,11 @@ class EndHandlerRuntime:
         model: ConversationEndedDetail,
         end_function: EndFunction,
         deadline: Deadline,
-        ran: list[bool],
     ) -> dict[str, Any]:
         """Under Powertools' guard: plan, perform; the report it stores carries the actions' results."""
-        ran.append(True)
         started = time.monotonic()
+        prior = self.guard.prior(record_key(model.conversation_id))  # read when the record was taken
         plan = self._plan(model, end_function)
-        prior = self.ledger.start(model.conversation_id, deadline) if plan.planned else Prior()
         outcomes = perform_actions(
             model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency, prior
         )
@@ -239,8 +231,8 @@ class EndHandlerRuntime:
         self._report_failures(outcomes)
         statuses: dict[str, str] = {o.name: o.status for o in outcomes}
         if failures:
-            # Powertools deletes its record when this raises: the ledger keeps every outcome.
-            self.ledger.close(model.conversation_id, ledger_entries(outcomes))
+            # Powertools releases its record when this raises; the release writes every outcome.
+            self.guard.close_with(record_key(model.conversation_id), ledger_entries(outcomes))
             record_actions(model.conversation_id, ((o.name, o.status, o.seconds) for o in outcomes))
             self._log_conversation(model, "failed", statuses, started)
             raise ActionsFailedError(model.conversation_id, failures)
@@ -298,6 +290,11 @@ class EndHandlerRuntime:
             logger.exception("could not park the rejected event; raising so Lambda's OnFailure keeps it")
             raise error from exc
         return {"status": "rejected", "error_type": type(error).__name__, "error": str(error), "parked_as": message_id}
+
+
+def _already_processed(response: Any, idempotent_data: DataRecord) -> Any:
+    """Powertools' ``response_hook``: the stored report of a conversation processed before, marked so."""
+    return {**response, "duplicate": True} if isinstance(response, dict) else response
 
 
 def new_callers(settings: Settings) -> NewCallers:
