@@ -42,8 +42,12 @@ def run_warm(
     state_kb: int = 0,
     invalid: float = INVALID_SHARE,
     sampled_share: float = 1.0,
+    arrival_rate: float = 0.0,
 ) -> ChildRun:
-    """One warm process handling ``events`` conversations of the generator's mix, counting AWS calls."""
+    """One warm process handling ``events`` conversations of the generator's mix, counting AWS calls.
+
+    ``arrival_rate``: the conversations end at this mean rate per second (Poisson); 0: all at once.
+    """
     with tempfile.TemporaryDirectory(prefix="aftercall-warm-") as tmp:
         events_file = Path(tmp) / "events.jsonl"
         with events_file.open("w", encoding="utf-8") as handle:
@@ -56,9 +60,14 @@ def run_warm(
             [str(FUNCTION_DIR), str(LAYER_DIR), *site_dirs()],
             events_file,
             stack.lambda_env(),
-            extra=["--count-aws-calls", f"--sampled-share={sampled_share}", *extra],
+            extra=[
+                "--count-aws-calls",
+                f"--sampled-share={sampled_share}",
+                f"--arrival-rate={arrival_rate}",
+                *extra,
+            ],
             function_timeout_s=stack.timeout_s,
-            timeout_s=max(600.0, events * 2.0),
+            timeout_s=max(600.0, events * 2.0 + (events / arrival_rate if arrival_rate else 0.0)),
             keep_log=True,
         )
 
