@@ -67,7 +67,7 @@ from aftercall.crm.http import check_outbound_url
 from aftercall.errors import ConfigurationError
 from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS
-from aftercall_ops.template import PROJECT_ROOT, Resolver, StackSpec, load_template, stack_spec
+from aftercall_ops.template import PROJECT_ROOT, Resolver, StackSpec, function_properties, load_template, stack_spec
 
 log = logging.getLogger(__name__)
 
@@ -1468,10 +1468,7 @@ class LocalStack:
     def _function_config(self, logical_id: str, name: str) -> _FunctionConfig:
         """How the template runs this function, with local values (and the overrides for the EndHandler)."""
         resolver, resources = self._resolver, self._resources
-        properties = {
-            **self._template.get("Globals", {}).get("Function", {}),
-            **self._template["Resources"][logical_id]["Properties"],
-        }
+        properties = function_properties(self._template, logical_id)
         is_end_handler = logical_id == END_HANDLER
         variables = properties.get("Environment", {}).get("Variables", {})
         environment = {

@@ -49,6 +49,36 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     return data
 
 
+def _is_intrinsic(value: Any) -> bool:
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    key = next(iter(value))
+    return key in ("Ref", "Condition") or str(key).startswith("Fn::")
+
+
+def _merge_globals(global_value: Any, local_value: Any) -> Any:
+    """SAM's rule for a ``Globals`` key a resource also sets: maps merge key by key, lists add up
+    (global items first), anything else (an intrinsic included) is the resource's own."""
+    if isinstance(global_value, dict) and isinstance(local_value, dict):
+        if _is_intrinsic(global_value) or _is_intrinsic(local_value):
+            return local_value
+        merged = dict(global_value)
+        for key, value in local_value.items():
+            merged[key] = _merge_globals(global_value[key], value) if key in global_value else value
+        return merged
+    if isinstance(global_value, list) and isinstance(local_value, list):
+        return [*global_value, *local_value]
+    return local_value
+
+
+def function_properties(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    """A function's properties as SAM deploys them: the template's ``Globals.Function`` merged in."""
+    properties: dict[str, Any] = copy.deepcopy(template.get("Globals", {}).get("Function", {}))
+    for key, value in template["Resources"][logical_id].get("Properties", {}).items():
+        properties[key] = _merge_globals(properties[key], value) if key in properties else value
+    return properties
+
+
 def sam_transform(template: dict[str, Any], parameters: dict[str, str], region: str = "us-east-1") -> dict[str, Any]:
     """Expand the SAM transform exactly as CloudFormation would (offline, via aws-sam-translator)."""
     from samtranslator.translator.transform import transform
@@ -149,7 +179,7 @@ def stack_spec(
     template = template or load_template()
     resolver = Resolver(template, parameters or {}, stack_name)
     resources = template["Resources"]
-    function = resources["EndHandler"]["Properties"]
+    function = function_properties(template, "EndHandler")
     rule = function["Events"]["ConversationEnded"]["Properties"]
     invoke = function["EventInvokeConfig"]
     queue = resources["FailedEventsQueue"]["Properties"]

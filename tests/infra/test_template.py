@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aftercall_ops.template import load_template, sam_transform, stack_spec
+from aftercall_ops.template import function_properties, load_template, sam_transform, stack_spec
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,22 @@ def test_function_observability_and_limits(expanded: dict[str, Any]) -> None:
     log_group = expanded["EndHandlerLogGroup"]["Properties"]
     assert log_group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
     assert "KmsKeyId" in log_group
+
+
+@pytest.mark.parametrize("setting", ["Environment", "LoggingConfig", "Runtime", "Architectures"])
+def test_the_local_stack_reads_each_function_as_sam_deploys_it(expanded: dict[str, Any], setting: str) -> None:
+    # Given template.yaml, whose functions share their common settings through Globals
+    template = load_template()
+    functions = [name for name, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    for name in functions:
+        if name not in expanded:
+            continue  # behind a condition this parameter set leaves off
+        # When the local stack merges Globals into the function, and SAM transforms the template
+        local = function_properties(template, name).get(setting)
+        deployed = expanded[name]["Properties"].get(setting)
+        # Then both see the same setting
+        assert local == deployed, name
+    assert functions
 
 
 def test_state_and_queue_are_encrypted_and_durable(expanded: dict[str, Any]) -> None:
