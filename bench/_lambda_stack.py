@@ -40,7 +40,7 @@ from packaging.requirements import Requirement
 
 from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS, conversations
-from aftercall_ops.template import Resolver, load_template, stack_spec
+from aftercall_ops.template import Resolver, function_properties, load_template, stack_spec
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench"
@@ -239,7 +239,7 @@ class BenchStack:
         parameters = {"Stage": STAGE, "EventSource": EVENT_SOURCE, "CrmBaseUrl": self.crm.url}
         resolver = Resolver(template, parameters, STACK_NAME)
         spec = stack_spec(STACK_NAME, parameters, template)
-        function = resources["EndHandler"]["Properties"]
+        function = function_properties(template, "EndHandler")  # with Globals.Function, as SAM deploys it
         self.memory_mb = int(resolver.value(function.get("MemorySize", 128)))
         self.timeout_s = float(spec.function_timeout_seconds)
         refs: dict[str, str] = {}

@@ -40,7 +40,7 @@ from typing import Any
 from _lambda_stack import EVENT_SOURCE, STACK_NAME, STAGE, BenchStack, machine, mixed_events
 from _per_conversation import per_conversation, run_warm, table_items
 
-from aftercall_ops.template import Resolver, load_template
+from aftercall_ops.template import Resolver, function_properties, load_template
 
 MILLION = 1_000_000
 TARGET_LOCAL = 4.00
@@ -104,7 +104,7 @@ def template_defaults() -> dict[str, float]:
     """What the template sets by default: memory, sampling, log and item retention, secret cache."""
     template = load_template()
     resolver = Resolver(template, {"Stage": STAGE, "EventSource": EVENT_SOURCE}, STACK_NAME)
-    function = template["Resources"]["EndHandler"]["Properties"]
+    function = function_properties(template, "EndHandler")
     variables = function["Environment"]["Variables"]
     return {
         "memory_mb": float(resolver.value(function["MemorySize"])),
