@@ -119,6 +119,11 @@ def write_units(writes_by_key: Mapping[str, int], sizes: Mapping[str, int]) -> i
     return sum(count * max(1, math.ceil(sizes.get(key, 0) / WRITE_UNIT_BYTES)) for key, count in writes_by_key.items())
 
 
+def _kind(key: str) -> str:
+    """``aftercall.conversation#…`` → ``aftercall.conversation``, ``caller#hubspot#…`` → ``caller``."""
+    return key.split("#", 1)[0]
+
+
 def per_conversation(run: ChildRun, crm: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
     """The figures per conversation (every invocation of the run counts as one conversation)."""
     report = run.report
@@ -135,6 +140,11 @@ def per_conversation(run: ChildRun, crm: Mapping[str, Any], sizes: Mapping[str, 
         "aws_calls": {op: round(n / conversations, 3) for op, n in sorted(report["aws_calls"].items())},
         "aws_request_bytes_max": report["aws_request_bytes_max"],
         "dynamodb_write_units": round(write_units(writes, sizes) / conversations, 3),
+        # by kind of item: the conversation's record (with its ledger), caller items, search slots
+        "dynamodb_write_units_by_item": {
+            kind: round(write_units({k: n for k, n in writes.items() if _kind(k) == kind}, sizes) / conversations, 3)
+            for kind in sorted({_kind(k) for k in writes})
+        },
         "dynamodb_read_units": round(read_units / conversations, 3),
         "crm_requests": round(crm["total"] / conversations, 3),
         "crm_requests_by_route": {r: round(n / conversations, 3) for r, n in sorted(routes.items())},
