@@ -1,6 +1,6 @@
 """Benchmark: what a million conversations cost in AWS charges, from counts measured here.
 
-Two warm End function processes (``bench/_lambda_child.py``, the template's environment, tracing
+Three warm End function processes (``bench/_lambda_child.py``, the template's environment, tracing
 on) run on the local stack (moto server and fake HubSpot on loopback, ``bench/_per_conversation.py``):
 
 * **local**: ``--events`` conversations of the generator's mix (1% malformed, rejected and parked),
