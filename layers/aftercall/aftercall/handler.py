@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
@@ -155,11 +155,16 @@ class EndHandlerRuntime:
         logger.append_keys(conversation_id=detail.conversation_id)
         # the keys are the sender's own names: data, not quoted
         logger.debug("conversation received", extra={"state_key_count": len(detail.state)})
+        # Planned before Powertools takes the record: an attempt stopped inside the End function then
+        # leaves no record in progress, so its retry has nothing in doubt (the record's lease, once
+        # taken, is the mark that actions may have been sent). Planning performs nothing; a duplicate's
+        # plan is dropped when Powertools answers with the stored report.
+        plan = self._plan(detail, end_function)
         try:
             report = self._process_waiting_for_twin(
                 detail=detail.model_dump(mode="json"),
                 model=detail,
-                end_function=end_function,
+                plan=plan,
                 deadline=Deadline.from_context(context),
             )
         except IdempotencyValidationError:
@@ -195,35 +200,41 @@ class EndHandlerRuntime:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _plan(self, model: ConversationEndedDetail, end_function: EndFunction) -> ActionPlan:
-        """Run the End function: it plans actions; nothing is performed or written yet."""
+    def _plan(self, model: ConversationEndedDetail, end_function: EndFunction) -> ActionPlan | Exception:
+        """Run the End function: it plans actions; nothing is performed or written yet. What it raised
+        is returned: raised under Powertools' guard, unless the conversation was processed before."""
         plan = ActionPlan(
             model, self.crm, self.follow_ups, self.notifier, default_phone_region=self.settings.default_phone_region
         )
         try:
             end_function(Conversation(model, plan))
-        except Exception as exc:
-            # Its text is the user's (it may quote the state): redacted, with where it was raised.
-            error = describe_exception(exc)
-            logger.error(
-                "end_function raised; no action was performed, the event will be retried",
-                extra={"error": error, "raised_at": where_raised(exc)},
-            )
-            metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
-            raise EndFunctionError(f"end_function raised {error}") from exc
+        except Exception as exc:  # noqa: BLE001 - handed to _process, which reports and raises it
+            return exc
         return plan
+
+    @staticmethod
+    def _raise_planning_error(exc: Exception) -> NoReturn:
+        # Its text is the user's (it may quote the state): redacted, with where it was raised.
+        error = describe_exception(exc)
+        logger.error(
+            "end_function raised; no action was performed, the event will be retried",
+            extra={"error": error, "raised_at": where_raised(exc)},
+        )
+        metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
+        raise EndFunctionError(f"end_function raised {error}") from exc
 
     def _process(
         self,
         detail: dict[str, Any],
         model: ConversationEndedDetail,
-        end_function: EndFunction,
+        plan: ActionPlan | Exception,
         deadline: Deadline,
     ) -> dict[str, Any]:
-        """Under Powertools' guard: plan, perform; the report it stores carries the actions' results."""
+        """Under Powertools' guard: perform the plan; the report it stores carries the actions' results."""
         started = time.monotonic()
         prior = self.guard.prior(record_key(model.conversation_id))  # read when the record was taken
-        plan = self._plan(model, end_function)
+        if isinstance(plan, Exception):
+            self._raise_planning_error(plan)
         outcomes = perform_actions(
             model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency, prior
         )
