@@ -49,7 +49,7 @@ $(IAC_VENV)/.installed:
 setup: $(VENV)/.installed $(SAM_VENV)/.installed $(IAC_VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m aftercall_ops.demo
+	$(BIN)/aftercall demo
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -72,7 +72,7 @@ TRANSFORMED := .aws-sam/iac/template.transformed.json
 iac-check: $(IAC_VENV)/.installed $(VENV)/.installed
 	BC_SKIP_MAPPING=TRUE $(IAC_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact \
 		--skip-download
-	$(BIN)/python -m aftercall_ops.template --transformed $(TRANSFORMED)
+	$(BIN)/python -m aftercall_ops.emulator.template --transformed $(TRANSFORMED)
 	BC_SKIP_MAPPING=TRUE $(IAC_VENV)/bin/checkov -f $(TRANSFORMED) --framework cloudformation --quiet --compact \
 		--skip-download
 	$(IAC_VENV)/bin/cfn-lint -t template.yaml -a cfn_lint_serverless.rules

@@ -38,9 +38,9 @@ import boto3
 from botocore.config import Config
 from packaging.requirements import Requirement
 
+from aftercall_ops.emulator.template import Resolver, function_properties, load_template, stack_spec
 from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS, conversations
-from aftercall_ops.template import Resolver, function_properties, load_template, stack_spec
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench"

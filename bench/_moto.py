@@ -76,11 +76,11 @@ def _serve(
 
     from moto.server import ThreadedMotoServer
 
-    from aftercall_ops.moto_fixes import serialise_sqs_deletes
+    from aftercall_ops.emulator.moto_fixes import serialise_sqs_deletes
 
     if fast_moto:
         _speed_up_moto()
-    serialise_sqs_deletes()  # moto can lose concurrent deletes; see aftercall_ops/moto_fixes.py
+    serialise_sqs_deletes()  # moto can lose concurrent deletes; see aftercall_ops/emulator/moto_fixes.py
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -1,6 +1,6 @@
 """Benchmark: a burst of conversations against a CRM that allows R requests per second.
 
-The whole pipeline runs on the local stack (``aftercall_ops.local.LocalStack``, from
+The whole pipeline runs on the local stack (``aftercall_ops.emulator.stack.LocalStack``, from
 ``template.yaml``): PutEvents → bus → rule → the dispatcher with Lambda's async semantics (one
 worker process per unit of the function's reserved concurrency, retries, ``OnFailure`` into the
 failed-events queue) → the real EndHandler and the default End function → the fake HubSpot. Here
@@ -72,11 +72,12 @@ from _lambda_stack import machine  # noqa: E402 - bench/ helpers, after the path
 from _moto import MotoProcess  # noqa: E402
 
 from aftercall.ledger import ActionLedger  # noqa: E402
-from aftercall_ops import emit, generate  # noqa: E402
-from aftercall_ops.demo import HOT_LEADS  # noqa: E402
-from aftercall_ops.dlq import RECEIVE_ARGS, classify  # noqa: E402
-from aftercall_ops.local import LocalStack  # noqa: E402
-from aftercall_ops.replay import ReplayOptions, replay  # noqa: E402
+from aftercall_ops import generate  # noqa: E402
+from aftercall_ops.emulator.stack import LocalStack  # noqa: E402
+from aftercall_ops.operations import emit  # noqa: E402
+from aftercall_ops.operations.demo import HOT_LEADS  # noqa: E402
+from aftercall_ops.operations.dlq import RECEIVE_ARGS, classify  # noqa: E402
+from aftercall_ops.operations.replay import ReplayOptions, replay  # noqa: E402
 
 TARGET_ACHIEVED = 0.8
 TARGET_SHARE_429 = 0.05
@@ -117,15 +118,8 @@ class _ChildMoto:
 class BurstStack(LocalStack):
     """The local stack with moto in a child process; everything else exactly as ``LocalStack``."""
 
-    def _start_moto(self) -> None:
-        import moto.server
-
-        original = moto.server.ThreadedMotoServer
-        moto.server.ThreadedMotoServer = _ChildMoto  # type: ignore[misc,assignment]
-        try:
-            super()._start_moto()
-        finally:
-            moto.server.ThreadedMotoServer = original  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, moto_server=_ChildMoto, **kwargs)
 
 
 # --- what the default End function does per conversation ------------------------------------------
@@ -236,7 +230,7 @@ def parked_conversations(stack: LocalStack) -> set[str]:
 @contextmanager
 def quiet() -> Iterator[None]:
     """The dispatcher narrates every failed attempt; the benchmark counts them instead."""
-    local_log = logging.getLogger("aftercall_ops.local")
+    local_log = logging.getLogger("aftercall_ops.emulator")
     level = local_log.level
     local_log.setLevel(logging.CRITICAL)
     try:

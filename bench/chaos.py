@@ -1,6 +1,6 @@
 """Chaos run: N conversations through the local stack while the CRM, the credentials and Lambda fail.
 
-The scenario is ``aftercall_ops.chaos`` (shared with the CI-sized ``tests/system/test_chaos.py``): N
+The scenario is ``aftercall_ops.operations.chaos`` (shared with the CI-sized ``tests/system/test_chaos.py``): N
 generated conversations (default 2,000), 20% emitted twice (half of those in the same PutEvents
 batch as the original, so the copies run concurrently); the fake HubSpot failing about 30% of
 requests (429 with Retry-After, 500, hangs past the client's read timeout that are applied
@@ -33,7 +33,8 @@ for _path in ("layers/aftercall", "ops"):
     if str(REPO / _path) not in sys.path:
         sys.path.insert(0, str(REPO / _path))
 
-from aftercall_ops.chaos import ChaosConfig, run  # noqa: E402 - after the path setup
+from aftercall_ops.cli.chaos_cmd import print_summary  # noqa: E402 - after the path setup
+from aftercall_ops.operations.chaos import ChaosConfig, run  # noqa: E402
 
 
 def machine() -> dict[str, Any]:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     # The dispatcher narrates every failed attempt; the run counts them instead.
-    logging.getLogger("aftercall_ops.local").setLevel(logging.CRITICAL)
+    logging.getLogger("aftercall_ops.emulator").setLevel(logging.CRITICAL)
     config = ChaosConfig(conversations=args.n, seed=args.seed, workers=args.workers)
 
     def progress(message: str) -> None:
@@ -68,35 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0 if report.ok else 1
-    faults = ", ".join(f"{kind} {count}" for kind, count in summary["faults_injected"].items())
-    print(
-        f"chaos: {summary['conversations']} conversations, {summary['events_emitted']} events "
-        f"({summary['duplicate_emissions']} emitted twice, {summary['concurrent_duplicate_emissions']} of them "
-        f"concurrently) in {summary['seconds']:.0f} s"
-    )
-    print(
-        f"  CRM: {summary['crm_requests_under_faults']} requests while failing, {summary['fault_share']:.0%} failed "
-        f"({faults})"
-    )
-    print(
-        f"  Lambda: {summary['invocations']} invocations, {summary['timeouts']} stopped at the deadline, "
-        f"{summary['dispatcher']['failed_attempts']} failed attempts, {summary['dlq_before_replay']} in the "
-        f"failed-events queue before the replay"
-    )
-    for checkpoint in summary["checkpoints"]:
-        print(
-            f"  checkpoint {checkpoint['label']}: emitted {checkpoint['emitted']} = processed "
-            f"{checkpoint['processed']} | queue {checkpoint['in_dlq']} | in flight {checkpoint['in_flight']}, "
-            f"missing {checkpoint['missing']}"
-        )
-    print(f"  replay: {summary['replay']}")
-    print(f"  effects: {summary['effects']} (asked for: {summary['expected_effects']})")
-    print(
-        f"  duplicates {summary['duplicates']}, lost {summary['lost']}, failed-events queue after the replay "
-        f"{summary['dlq_after_replay']}: {'OK' if report.ok else 'FAILED'}"
-    )
-    for problem in summary["problems"]:
-        print(f"  PROBLEM {problem}")
+    print_summary(summary, report.ok)
     return 0 if report.ok else 1
 
 

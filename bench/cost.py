@@ -40,7 +40,7 @@ from typing import Any
 from _lambda_stack import EVENT_SOURCE, STACK_NAME, STAGE, BenchStack, machine, mixed_events
 from _per_conversation import per_conversation, run_warm, table_items
 
-from aftercall_ops.template import Resolver, function_properties, load_template
+from aftercall_ops.emulator.template import Resolver, function_properties, load_template
 
 MILLION = 1_000_000
 TARGET_LOCAL = 4.00

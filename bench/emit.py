@@ -6,7 +6,7 @@ moto delivers an event to its rule's targets inside the PutEvents call (EventBri
 after answering), which would charge moto's per-event delivery work to the caller and hide what
 is measured, the cost of the calls. ``--with-rule`` adds the local stack's rule anyway.
 
-* ours: ``aftercall_ops.emit.send``: batches of 10 entries (and at most 256 KB), ``--concurrency``
+* ours: ``aftercall_ops.operations.emit.send``: batches of 10 entries (and at most 256 KB), ``--concurrency``
   calls in flight (the CLI's default, 4), FailedEntries retried;
 * naive: one PutEvents call per event, one after the other.
 
@@ -26,7 +26,7 @@ from typing import Any
 from _moto import MotoProcess
 from replay import Counter, add_rule, side_by_side
 
-from aftercall_ops import emit
+from aftercall_ops.operations import emit
 
 
 def naive(client: Any, entries: list[emit.PreparedEntry]) -> int:

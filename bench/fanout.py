@@ -9,7 +9,7 @@ actions: a summary note, a ticket, the disposition, and a notification (SNS).
 Three measurements per run, side by side in one process, in alternating order, each on a fresh
 conversation id and a warm runtime (clients and CRM session made by a first, unmeasured call):
 
-* sequential: ``Settings(action_concurrency=1)``, one action after another (the platform docs' way);
+* sequential: ``EndHandlerSettings(action_concurrency=1)``, one action after another (the platform docs' way);
 * concurrent: the default, every action at once;
 * slowest alone: each of the four actions performed by itself through the runtime's
   ``perform_actions`` (its ledger claim and completion included); the slowest of the four.
@@ -181,7 +181,7 @@ def _run(runs: int, latency_ms: float, scenarios: list[str]) -> dict[str, Any]:
     from aftercall.conversation import Conversation
     from aftercall.deadline import Deadline
     from aftercall.handler import EndHandlerRuntime, parse_event
-    from aftercall.settings import Settings
+    from aftercall.settings import EndHandlerSettings
     from aftercall_ops.fakes.hubspot import FakeCrm
 
     logging.getLogger("aftercall").setLevel(logging.WARNING)
@@ -197,7 +197,7 @@ def _run(runs: int, latency_ms: float, scenarios: list[str]) -> dict[str, Any]:
 
     with FakeCrm(token="bench-token") as crm:
         aws.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps({"access_token": crm.token}))
-        base = Settings(
+        base = EndHandlerSettings(
             stage="sandbox",
             idempotency_table=name,
             crm_provider="hubspot",

@@ -36,7 +36,7 @@ from typing import Any
 from _lambda_stack import LAYER_DIR, REPO, BenchStack, machine, run_child, site_dirs, support_events, write_events
 from packaging.requirements import Requirement
 
-from aftercall_ops.template import load_template
+from aftercall_ops.emulator.template import load_template
 
 MB = 1024 * 1024
 

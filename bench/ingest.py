@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with MotoProcess() as moto:
         _environment(moto.url)
-        from aftercall.ingest.service import IngestService, IngestSettings
+        from aftercall.ingest.service import IngestService
+        from aftercall.settings import IngestSettings
 
         secret_id = f"aftercall/bench/{uuid.uuid4().hex[:8]}"
         moto.client("secretsmanager").create_secret(Name=secret_id, SecretString=json.dumps({"vapi": SECRET}))

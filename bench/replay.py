@@ -7,7 +7,7 @@ the PutEvents call (EventBridge does that asynchronously, after answering), whic
 moto's per-event delivery work to the caller and hide what is measured here, the cost of the
 calls. ``--with-rule`` adds the local stack's rule (every event copied into an SQS queue) anyway.
 
-* ours: ``aftercall_ops.replay.replay`` in put-events mode: receive 10, one PutEvents for the ten,
+* ours: ``aftercall_ops.operations.replay.replay`` in put-events mode: receive 10, one PutEvents for the ten,
   one DeleteMessageBatch, ``--concurrency`` such loops at once (the CLI's default, 4);
 * naive: receive one, PutEvents one, delete one, until the queue is empty.
 
@@ -32,7 +32,7 @@ from typing import Any
 from _moto import MotoProcess
 
 from aftercall_ops.generate import conversations
-from aftercall_ops.replay import ReplayOptions, replay
+from aftercall_ops.operations.replay import ReplayOptions, replay
 
 
 class Counter:

@@ -5,7 +5,7 @@ processed it, read what reached the CRM. Both run side by side in one run over t
 generated conversations (the generator's mix of inbound, outbound, follow-ups and notifications),
 with the repository's End function:
 
-* try: ``aftercall_ops.try_function.try_events`` (validation, ``end_function``, the real adapters
+* try: ``aftercall_ops.operations.try_function.try_events`` (validation, ``end_function``, the real adapters
   against the recording CRM), per event, after the process has started;
 * local stack: ``LocalStack`` (moto server, the dispatcher, the real handler in a worker process,
   the fake HubSpot), PutEvents one event, then wait until the stack is idle, per event; the
@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aftercall_ops.emit import RawItem
+from aftercall_ops.emulator.stack import LocalStack
 from aftercall_ops.generate import conversations
-from aftercall_ops.local import LocalStack
-from aftercall_ops.try_function import DEFAULT_FUNCTION, load_function, try_events
+from aftercall_ops.operations.emit import RawItem
+from aftercall_ops.operations.try_function import DEFAULT_FUNCTION, load_function, try_events
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -49,7 +49,7 @@ def moto_endpoint() -> Iterator[str]:
     """A moto server on a free loopback port for this test process; AWS_ENDPOINT_URL points at it."""
     from moto.server import ThreadedMotoServer
 
-    from aftercall_ops import moto_fixes
+    from aftercall_ops.emulator import moto_fixes
 
     moto_fixes.apply()  # SQS deletes that lose messages, aws.* sources PutEvents must refuse; see moto_fixes.py
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

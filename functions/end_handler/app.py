@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import warnings
 
 # Importing the runtime builds some 50,000 objects that live as long as the process (modules,
@@ -21,7 +20,7 @@ try:
     from aftercall import observability
     from aftercall.handler import EndHandlerRuntime
     from aftercall.observability import logger, metrics
-    from aftercall.settings import Settings
+    from aftercall.settings import EndHandlerSettings, trace_header
     from end_function import end_function
 finally:
     gc.freeze()
@@ -39,7 +38,7 @@ def runtime() -> EndHandlerRuntime:
     """Built on the first invocation, then reused while the process stays warm."""
     global _runtime
     if _runtime is None:
-        _runtime = EndHandlerRuntime(Settings.from_env())
+        _runtime = EndHandlerRuntime(EndHandlerSettings.from_env())
     return _runtime
 
 
@@ -58,7 +57,7 @@ _traced: Callable[[dict[str, Any], LambdaContext], dict[str, Any]] | None = None
 def _sampled() -> bool:
     """Whether X-Ray records this invocation: Lambda decides (the template's sampling rule) and says
     so in the trace header it sets for each invocation."""
-    return "Sampled=1" in os.environ.get("_X_AMZN_TRACE_ID", "")
+    return "Sampled=1" in trace_header()
 
 
 @metrics.log_metrics

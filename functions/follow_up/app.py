@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aftercall.crm.base import CrmCall
 from aftercall.deadline import Deadline
-from aftercall.follow_ups import FollowUpSender
+from aftercall.follow_ups.send import FollowUpSender
 from aftercall.ledger import ActionLedger
 from aftercall.observability import logger, metrics, tracer
-from aftercall.settings import DEFAULT_RETENTION_SECONDS
+from aftercall.settings import FollowUpSettings
 
 _sender: FollowUpSender | None = None
 
@@ -21,8 +20,9 @@ def sender() -> FollowUpSender:
     """Built on the first invocation, then reused while the process stays warm."""
     global _sender
     if _sender is None:
-        ledger = ActionLedger(os.environ["IDEMPOTENCY_TABLE"], DEFAULT_RETENTION_SECONDS)
-        _sender = FollowUpSender(ledger, os.environ.get("EVENT_BUS_NAME"), os.environ.get("FOLLOW_UP_FROM_EMAIL"))
+        settings = FollowUpSettings.from_env()
+        ledger = ActionLedger(settings.idempotency_table, settings.retention_seconds)
+        _sender = FollowUpSender(ledger, settings.event_bus_name, settings.from_email)
     return _sender
 
 

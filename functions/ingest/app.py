@@ -12,8 +12,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aftercall.ingest.service import IngestService, IngestSettings
+from aftercall.ingest.service import IngestService
 from aftercall.observability import logger, metrics, tracer
+from aftercall.settings import IngestSettings
 
 _service: IngestService | None = None
 

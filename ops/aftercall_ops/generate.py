@@ -2,7 +2,7 @@
 
 Customers come from a fixed, seeded directory (:data:`CUSTOMERS`) that the local stack also
 loads into its fake CRM, so generated calls find their contact. As in a real CRM, the directory's
-numbers are stored as people typed them (:attr:`Customer.typed_phone`: E.164, ``(415) 555-0134``,
+numbers are stored as people typed them (:attr:`SampleCustomer.typed_phone`: E.164, ``(415) 555-0134``,
 ``+1 415-555-0134``, ``415.555.0134``), and events write them in more than one way too. With
 ``new_callers``, a share of the conversations is with callers the CRM does not know yet (new
 leads), each with one or two conversations.
@@ -26,7 +26,9 @@ AGENTS = ("agent-support-eu", "agent-support-us", "agent-sales-outbound")
 
 
 @dataclass(frozen=True)
-class Customer:
+class SampleCustomer:
+    """A customer of the synthetic directory the fake CRM is seeded with (not the layer's crm.base.Customer)."""
+
     name: str
     phone: str
     email: str
@@ -45,13 +47,13 @@ def typed(e164: str, variant: int) -> str:
     ]
 
 
-def _directory(size: int = 200, seed: int = 7) -> tuple[Customer, ...]:
+def _directory(size: int = 200, seed: int = 7) -> tuple[SampleCustomer, ...]:
     rng = random.Random(seed)
     customers = []
     for index in range(size):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         customers.append(
-            Customer(
+            SampleCustomer(
                 name=f"{first} {last}",
                 phone=f"+1415555{index:04d}",
                 email=f"{first.lower()}.{last.lower()}{index}@example.com",
@@ -61,7 +63,7 @@ def _directory(size: int = 200, seed: int = 7) -> tuple[Customer, ...]:
 
 
 #: The customers every generated conversation is with (the local fake CRM knows all of them).
-CUSTOMERS: tuple[Customer, ...] = _directory()
+CUSTOMERS: tuple[SampleCustomer, ...] = _directory()
 AGENT_NUMBER = "+18005550100"
 
 
@@ -69,10 +71,10 @@ AGENT_NUMBER = "+18005550100"
 NEW_CALLER_PREFIX = "+1628555"
 
 
-def new_caller(index: int) -> Customer:
+def new_caller(index: int) -> SampleCustomer:
     """A caller the CRM does not know (``index`` < 10,000 gives a distinct number)."""
     first, last = FIRST[index % len(FIRST)], LAST[index % len(LAST)]
-    return Customer(f"{first} {last}", f"{NEW_CALLER_PREFIX}{index % 10_000:04d}", f"new.{index}@example.net")
+    return SampleCustomer(f"{first} {last}", f"{NEW_CALLER_PREFIX}{index % 10_000:04d}", f"new.{index}@example.net")
 
 
 def conversation(
@@ -81,7 +83,7 @@ def conversation(
     *,
     environment: str = "sandbox",
     now: datetime | None = None,
-    customer: Customer | None = None,
+    customer: SampleCustomer | None = None,
 ) -> dict[str, Any]:
     """One plausible conversation: two thirds inbound support calls, one third outbound sales calls.
 

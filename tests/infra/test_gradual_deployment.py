@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aftercall_ops.template import PROJECT_ROOT, load_template, sam_transform
+from aftercall_ops.emulator.template import PROJECT_ROOT, load_template, sam_transform
 
 ALIAS = "current"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from aftercall_ops.template import PROJECT_ROOT, TEMPLATE_PATH, load_template, sam_transform
+from aftercall_ops.emulator.template import PROJECT_ROOT, TEMPLATE_PATH, load_template, sam_transform
 
 #: Values for every optional block, so conditional resources are expanded too.
 PARAMETERS = {

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aftercall_ops.template import function_properties, load_template, sam_transform, stack_spec
+from aftercall_ops.emulator.template import function_properties, load_template, sam_transform, stack_spec
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from aftercall_ops.template import PROJECT_ROOT, load_template, transformed_for_scanners
+from aftercall_ops.emulator.template import PROJECT_ROOT, load_template, transformed_for_scanners
 
 STACK_KEY = {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
 
@@ -117,7 +117,7 @@ def test_the_scanned_template_carries_each_functions_skips_to_what_sam_generates
 def test_make_iac_check_scans_the_transformed_template() -> None:
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     recipe = makefile.split("\niac-check:", 1)[1].split("\n\n", 1)[0]
-    assert "python -m aftercall_ops.template --transformed $(TRANSFORMED)" in recipe
+    assert "python -m aftercall_ops.emulator.template --transformed $(TRANSFORMED)" in recipe
     assert re.search(r"checkov -f \$\(TRANSFORMED\) --framework cloudformation", recipe)
     assert re.search(r"checkov -f template\.yaml --framework cloudformation", recipe)
 

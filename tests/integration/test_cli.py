@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from aftercall.crm.hubspot import marker
 from aftercall.models.event import MAX_EVENT_BYTES
 from aftercall_ops.cli import app
+from aftercall_ops.emulator.stack import LocalStack
 from aftercall_ops.generate import conversation
-from aftercall_ops.local import LocalStack
 from tests.support.events import conversation_detail
 from tests.support.ops import FaultProxy, OpsTarget, eventbridge_dlq_attributes, legacy_dlq_attributes
 
@@ -315,7 +315,7 @@ def _emit_generated(stack: LocalStack, count: int, seed: int, *extra: str) -> se
 
 
 def _generated_ids(count: int, seed: int, extra: tuple[str, ...]) -> Any:
-    from aftercall_ops import emit
+    from aftercall_ops.operations import emit
 
     flags = list(extra)
     duplicates = float(flags[flags.index("--duplicates") + 1]) if "--duplicates" in flags else 0.0

@@ -16,7 +16,7 @@ from aftercall.crm.limiter import RateLimiter, share
 from aftercall.deadline import Deadline
 from aftercall.errors import ConfigurationError, CrmUnavailableError
 from aftercall.handler import build_crm
-from aftercall.settings import Settings
+from aftercall.settings import EndHandlerSettings
 from tests.support.events import CUSTOMER_PHONE
 from tests.support.stack import HandlerPeers, unique
 
@@ -167,14 +167,14 @@ def test_a_slot_past_the_deadline_gives_up_for_a_retry_without_sending(stack: Ha
 def test_the_rate_limit_is_shared_out_over_the_reserved_concurrency() -> None:
     # Given the template's CrmRateLimitPerSecond (10) and ReservedConcurrency (5)
     env = {**ENV, "CRM_BASE_URL": "https://crm.example", "RESERVED_CONCURRENCY": "5"}
-    crm = build_crm(Settings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": "10"}))
+    crm = build_crm(EndHandlerSettings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": "10"}))
     # Then the environment's CRM client paces itself to 2 requests per second
     assert isinstance(crm, HubSpotCrm)
     assert crm.http.limiter is not None
     assert crm.http.limiter.rate == 2.0
     # And 0 (the default) or no value means no client-side pacing
     for value in ("0", ""):
-        unpaced = build_crm(Settings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": value}))
+        unpaced = build_crm(EndHandlerSettings.from_env({**env, "CRM_RATE_LIMIT_PER_SECOND": value}))
         assert isinstance(unpaced, HubSpotCrm)
         assert unpaced.http.limiter is None
 
@@ -182,4 +182,4 @@ def test_the_rate_limit_is_shared_out_over_the_reserved_concurrency() -> None:
 @pytest.mark.parametrize("value", ["fast", "-1", "inf", "nan"])
 def test_a_rate_limit_that_is_not_a_number_of_requests_is_refused(value: str) -> None:
     with pytest.raises(ConfigurationError, match="CRM_RATE_LIMIT_PER_SECOND"):
-        Settings.from_env({**ENV, "CRM_RATE_LIMIT_PER_SECOND": value})
+        EndHandlerSettings.from_env({**ENV, "CRM_RATE_LIMIT_PER_SECOND": value})

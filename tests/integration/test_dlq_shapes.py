@@ -14,7 +14,7 @@ import pytest
 
 from aftercall.errors import InvalidEventError
 from aftercall.failures import rejection_record
-from aftercall_ops.dlq import RECEIVE_ARGS, FailedEvent, classify
+from aftercall_ops.operations.dlq import RECEIVE_ARGS, FailedEvent, classify
 from tests.support.events import conversation_ended
 from tests.support.ops import (
     OpsTarget,

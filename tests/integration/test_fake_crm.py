@@ -413,13 +413,15 @@ def test_stop_releases_hanging_requests_and_closes_connections() -> None:
     assert isinstance(errors[0], requests.exceptions.ConnectionError)
 
 
-def test_standalone_main_prints_its_url_and_serves() -> None:
-    # Given the module run as a program with a seeded contact
-    process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+def test_aftercall_fake_hubspot_prints_its_url_and_serves() -> None:
+    # Given `aftercall fake hubspot` run as a program with a seeded contact
+    process = subprocess.Popen(  # noqa: S603 - our own command, fixed arguments
         [
             sys.executable,
             "-m",
-            "aftercall_ops.fakes.hubspot",
+            "aftercall_ops.cli",
+            "fake",
+            "hubspot",
             "--port",
             "0",
             "--token",

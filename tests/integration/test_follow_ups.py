@@ -30,7 +30,8 @@ from aftercall.errors import (
     FollowUpPayloadError,
     FollowUpTimeError,
 )
-from aftercall.follow_ups import CALLBACK_DETAIL_TYPE, FOLLOW_UP_SOURCE, schedule_name
+from aftercall.follow_ups.schedule import schedule_name
+from aftercall.follow_ups.send import CALLBACK_DETAIL_TYPE, FOLLOW_UP_SOURCE
 from aftercall.handler import parse_event
 from aftercall.ledger import COMPLETED, FAILED, RECORD_IN_PROGRESS, record_key
 from aftercall.privacy import mask_email, mask_phone

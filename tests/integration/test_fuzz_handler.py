@@ -36,7 +36,7 @@ from aftercall.errors import (
     EndFunctionError,
     InvalidEventError,
 )
-from aftercall.follow_ups import schedule_name
+from aftercall.follow_ups.schedule import schedule_name
 from aftercall.handler import EndHandlerRuntime, parse_event
 from aftercall_ops.fakes.hubspot import FakeCrm
 from end_function import end_function as repo_end_function

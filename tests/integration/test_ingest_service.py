@@ -29,11 +29,12 @@ from hypothesis import strategies as st
 from aftercall.errors import ConfigurationError
 from aftercall.ingest import signatures
 from aftercall.ingest.errors import IngestUnavailableError
-from aftercall.ingest.service import IngestService, IngestSettings, WebhookRequest
+from aftercall.ingest.service import IngestService, WebhookRequest
 from aftercall.observability import logger as runtime_logger
-from aftercall_ops.dlq import RECEIVE_ARGS, classify
-from aftercall_ops.replay import ReplayOptions, replay
-from aftercall_ops.template import load_template, sam_transform
+from aftercall.settings import IngestSettings
+from aftercall_ops.emulator.template import load_template, sam_transform
+from aftercall_ops.operations.dlq import RECEIVE_ARGS, classify
+from aftercall_ops.operations.replay import ReplayOptions, replay
 from end_function import end_function
 from tests.support.events import CUSTOMER_PHONE
 from tests.support.ingest import (  # noqa: F401 - fixtures are used by name

@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aftercall_ops.cli import app
-from aftercall_ops.local import LocalStack
-from aftercall_ops.stack import Aws, resolve_target
+from aftercall_ops.emulator.stack import LocalStack
+from aftercall_ops.operations.targets import Aws, resolve_target
 from tests.support.events import support_call_ended
 
 

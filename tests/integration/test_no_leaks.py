@@ -43,7 +43,7 @@ from aftercall.crm.zendesk import ZendeskCrm
 from aftercall.deadline import Deadline
 from aftercall.errors import AftercallError, ConfigurationError, CrmUnavailableError
 from aftercall.handler import build_crm
-from aftercall.settings import Settings
+from aftercall.settings import EndHandlerSettings
 from end_function import end_function
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, conversation_ended, outbound_call_ended
 from tests.support.lambda_context import lambda_context
@@ -281,7 +281,7 @@ def test_a_plain_http_url_in_the_crm_secret_is_refused_before_any_request(name: 
 @pytest.mark.parametrize("provider", sorted(ADAPTERS))
 def test_the_deployed_runtime_allows_no_plain_http_even_to_loopback(provider: str) -> None:
     # Given the runtime's settings outside local mode with a loopback HTTP base URL
-    settings = Settings(
+    settings = EndHandlerSettings(
         stage="sandbox",
         idempotency_table="t",
         crm_provider=provider,
@@ -379,7 +379,7 @@ def test_with_default_timeouts_a_silent_crm_fails_the_call_within_the_invocation
 def test_every_crm_adapters_client_has_finite_default_timeouts(name: str) -> None:
     # Given each adapter as the deployed runtime builds it (no base URL override, not local)
     _, secret = ADAPTERS[name]
-    settings = Settings(
+    settings = EndHandlerSettings(
         stage="live",
         idempotency_table="t",
         crm_provider=name,

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from aftercall_ops.cli import app
-from aftercall_ops.dlq import classify
-from aftercall_ops.replay import ReplayOptions, replay
+from aftercall_ops.operations.dlq import classify
+from aftercall_ops.operations.replay import ReplayOptions, replay
 from tests.support.events import conversation_ended
 from tests.support.ops import LambdaEndpoint, OpsTarget, eventbridge_dlq_attributes, on_failure_record
 

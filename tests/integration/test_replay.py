@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from aftercall_ops.replay import ReplayOptions, ReplayReport, replay
-from aftercall_ops.template import PROJECT_ROOT
+from aftercall_ops.emulator.template import PROJECT_ROOT
+from aftercall_ops.operations.replay import ReplayOptions, ReplayReport, replay
 from tests.support.events import conversation_ended
 from tests.support.ops import (
     CallCounter,

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from aftercall_ops.dlq import RECEIVE_ARGS, classify
-from aftercall_ops.local import LocalStack
-from aftercall_ops.replay import ReplayOptions, replay
+from aftercall_ops.emulator.stack import LocalStack
+from aftercall_ops.operations.dlq import RECEIVE_ARGS, classify
+from aftercall_ops.operations.replay import ReplayOptions, replay
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aftercall_ops.cli import app
-from aftercall_ops.replay import ReplayOptions, ReplayReport, replay
+from aftercall_ops.operations.replay import ReplayOptions, ReplayReport, replay
 from tests.support.events import conversation_ended
 from tests.support.ops import LambdaEndpoint, OpsTarget, on_failure_record
 

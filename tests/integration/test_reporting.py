@@ -17,7 +17,7 @@ import pytest
 
 from aftercall.conversation import Conversation
 from aftercall.errors import ActionsFailedError
-from aftercall_ops.template import load_template
+from aftercall_ops.emulator.template import load_template
 from end_function import end_function
 from tests.support.events import (
     RESOLVED_STATE,

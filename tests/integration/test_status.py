@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from aftercall_ops.stack import TargetError
-from aftercall_ops.status import status
+from aftercall_ops.operations.status import status
+from aftercall_ops.operations.targets import TargetError
 from tests.support.events import conversation_ended
 from tests.support.ops import OpsTarget, eventbridge_dlq_attributes, legacy_dlq_attributes, on_failure_record
 

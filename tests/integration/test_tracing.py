@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from aftercall.ingest.service import IngestService
-from aftercall.trace_context import TRACE_ENV, current_trace_header
-from aftercall_ops.template import load_template, sam_transform
+from aftercall.settings import TRACE_ENV
+from aftercall.trace_context import current_trace_header
+from aftercall_ops.emulator.template import load_template, sam_transform
 from tests.support.ingest import encode, ops_target, sample, secret_id, service, webhook  # noqa: F401
 from tests.support.ops import OpsTarget
 

@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 from aftercall import aws
 from aftercall.ingest.common import Normalised
 from aftercall.ingest.normalise import normalise
-from aftercall.ingest.service import IngestService, IngestSettings
-from aftercall_ops import emit, vendor_import
+from aftercall.ingest.service import IngestService
+from aftercall.settings import IngestSettings
 from aftercall_ops.cli import app
-from aftercall_ops.emit import EmitInputError, RawItem
+from aftercall_ops.operations import emit, vendor_import
+from aftercall_ops.operations.emit import EmitInputError, RawItem
 from end_function import end_function
 from tests.support.events import CUSTOMER_PHONE
 from tests.support.lambda_context import lambda_context

@@ -18,7 +18,8 @@ from aftercall import aws
 from aftercall.ingest import signatures
 from aftercall.ingest.common import Normalised
 from aftercall.ingest.normalise import normalise
-from aftercall.ingest.service import IngestService, IngestSettings, WebhookRequest
+from aftercall.ingest.service import IngestService, WebhookRequest
+from aftercall.settings import IngestSettings
 from tests.support.ops import OpsTarget
 from tests.support.stack import unique
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import boto3
 
-from aftercall_ops.stack import Aws
+from aftercall_ops.operations.targets import Aws
 from tests.support.events import conversation_ended
 
 PROXY_TIMEOUT = 10.0

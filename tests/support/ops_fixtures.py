@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from aftercall_ops import moto_fixes
+from aftercall_ops.emulator import moto_fixes
 from tests.support.ops import FaultProxy, OpsTarget, create_ops_target, delete_ops_target
 
 # The moto servers of this test process (conftest's, and the local stack's) run in threads; without
-# this, overlapping deletes and sends can lose SQS messages (see aftercall_ops/moto_fixes.py).
+# this, overlapping deletes and sends can lose SQS messages (see aftercall_ops/emulator/moto_fixes.py).
 moto_fixes.apply()
 
 

@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from aftercall import aws
-from aftercall.follow_ups import CALLBACK_DETAIL_TYPE, FOLLOW_UP_SOURCE
+from aftercall.follow_ups.send import CALLBACK_DETAIL_TYPE, FOLLOW_UP_SOURCE
 from aftercall.observability import logger as runtime_logger
 from tests.support.stack import create_queue, drain, unique
 

@@ -19,7 +19,7 @@ from aftercall.crm.base import Crm
 from aftercall.crm.hubspot import HubSpotCrm, marker
 from aftercall.handler import EndHandlerRuntime, new_callers
 from aftercall.ledger import ActionLedger
-from aftercall.settings import Settings
+from aftercall.settings import EndHandlerSettings
 from aftercall_ops.fakes.hubspot import FakeCrm
 
 #: HTTP settings that keep fault tests fast: tiny backoffs, short timeouts. The policy (what is
@@ -90,8 +90,8 @@ class HandlerPeers:
     notifications_topic_arn: str | None = None
     _cleanup: list[Any] = field(default_factory=list)
 
-    def settings(self, **overrides: Any) -> Settings:
-        base = Settings(
+    def settings(self, **overrides: Any) -> EndHandlerSettings:
+        base = EndHandlerSettings(
             stage=self.stage,
             idempotency_table=self.table,
             crm_provider="hubspot",
@@ -110,7 +110,7 @@ class HandlerPeers:
         if not fast:
             return EndHandlerRuntime(settings)
 
-        def crm_factory(s: Settings) -> Crm:
+        def crm_factory(s: EndHandlerSettings) -> Crm:
             credentials = SecretCredentials(s.crm_secret_id, ("access_token",), s.secret_max_age)
             assert s.crm_base_url is not None
             return HubSpotCrm(

@@ -1,6 +1,6 @@
 """The chaos run, CI-sized: 200 conversations through the local stack while everything fails.
 
-The scenario lives in ``aftercall_ops.chaos`` (``bench/chaos.py`` runs it at 2,000): real
+The scenario lives in ``aftercall_ops.operations.chaos`` (``bench/chaos.py`` runs it at 2,000): real
 EndHandler processes with Lambda's async retries and timeouts, the fake HubSpot failing about 30%
 of requests in every way it knows, a token rotation, duplicate emissions, then one replay. This
 test checks the promise on what a client of the stack can see: the CRM's objects, the schedules,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from aftercall_ops.chaos import FAULT_MIX, ChaosConfig, run
+from aftercall_ops.operations.chaos import FAULT_MIX, ChaosConfig, run
 
 CONVERSATIONS = 200
 
@@ -20,7 +20,7 @@ def test_under_chaos_every_conversation_is_done_exactly_once_and_nothing_is_lost
     # Given 200 conversations, 20% of them emitted twice (half of those at the same moment), a CRM
     # failing about 30% of requests, a token rotation midway, and a 4 s function timeout
     config = ChaosConfig(conversations=CONVERSATIONS, seed=2026)
-    dispatcher_log = logging.getLogger("aftercall_ops.local")  # narrates every failed attempt: hundreds
+    dispatcher_log = logging.getLogger("aftercall_ops.emulator")  # narrates every failed attempt: hundreds
     level = dispatcher_log.level
     dispatcher_log.setLevel(logging.CRITICAL)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from aftercall.crm.hubspot import marker
 from aftercall.ledger import COMPLETED, IN_PROGRESS, ActionLedger
+from aftercall_ops.emulator.stack import LocalStack
 from aftercall_ops.generate import conversation
-from aftercall_ops.local import LocalStack
 
 TIMEOUT = 4.0
 #: Lambda waits about a minute before its first retry; long enough here to look at the ledger in between.

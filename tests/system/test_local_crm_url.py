@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from aftercall.crm.hubspot import marker
+from aftercall_ops.cli.local_cmd import crm_secret_from_file
+from aftercall_ops.emulator.stack import LocalStack
 from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS, conversation
-from aftercall_ops.local import LocalStack, crm_secret_from_file
 
 
 def test_the_local_stack_writes_to_the_crm_named_with_crm_url(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from aftercall_ops.local import LocalStack
+from aftercall_ops.emulator.stack import LocalStack
 
 BAD_LENGTHS = ["abc", "-1", "+5", "1e3", "0x10", "5, 6", ""]
 

@@ -23,9 +23,9 @@ import pytest
 
 from aftercall.crm.hubspot import marker
 from aftercall.ingest.signatures import sign_generic
+from aftercall_ops.emulator.stack import LocalStack
+from aftercall_ops.emulator.template import load_template, stack_spec
 from aftercall_ops.generate import conversation
-from aftercall_ops.local import LocalStack
-from aftercall_ops.template import load_template, stack_spec
 
 EVENTBRIDGE_ENVELOPE = {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
 

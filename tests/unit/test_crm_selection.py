@@ -15,8 +15,8 @@ import pytest
 from aftercall.crm.hubspot import HubSpotCrm
 from aftercall.errors import ConfigurationError
 from aftercall.handler import build_crm
-from aftercall.settings import CRM_PROVIDERS, Settings
-from aftercall_ops.template import load_template
+from aftercall.settings import CRM_PROVIDERS, EndHandlerSettings
+from aftercall_ops.emulator.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTER_MODULES = {name: f"aftercall.crm.{name}" for name in ("hubspot", "salesforce", "zendesk", "webhook")}
@@ -36,7 +36,7 @@ def test_the_template_offers_exactly_the_providers_the_runtime_supports() -> Non
 def test_settings_accept_each_provider_case_insensitively(provider: str) -> None:
     # Given CRM_PROVIDER as a user might type it in samconfig
     # When the settings are read
-    settings = Settings.from_env({**ENV, "CRM_PROVIDER": f" {provider.upper()} "})
+    settings = EndHandlerSettings.from_env({**ENV, "CRM_PROVIDER": f" {provider.upper()} "})
     # Then the provider is recognised
     assert settings.crm_provider == provider
 
@@ -46,7 +46,7 @@ def test_an_unknown_provider_names_the_supported_ones() -> None:
     # When the settings are read
     # Then the error lists what is supported
     with pytest.raises(ConfigurationError, match="supported are hubspot, salesforce, zendesk, webhook"):
-        Settings.from_env({**ENV, "CRM_PROVIDER": "pipedrive"})
+        EndHandlerSettings.from_env({**ENV, "CRM_PROVIDER": "pipedrive"})
 
 
 @pytest.mark.parametrize("provider", sorted(ADAPTER_MODULES))
@@ -56,8 +56,8 @@ def test_build_crm_imports_only_the_adapter_in_use(provider: str) -> None:
     script = f"""
 import json, sys
 from aftercall.handler import build_crm
-from aftercall.settings import Settings
-crm = build_crm(Settings.from_env({json.dumps(env)}))
+from aftercall.settings import EndHandlerSettings
+crm = build_crm(EndHandlerSettings.from_env({json.dumps(env)}))
 adapters = {sorted(ADAPTER_MODULES.values())!r}
 print(json.dumps({{"name": crm.name, "loaded": sorted(m for m in sys.modules if m in adapters)}}))
 """
@@ -78,13 +78,15 @@ print(json.dumps({{"name": crm.name, "loaded": sorted(m for m in sys.modules if 
 
 def test_the_crm_read_timeout_can_be_set_from_the_environment() -> None:
     # Given CRM_READ_TIMEOUT_SECONDS (a CRM that is slow to answer, or a local run that wants short waits)
-    settings = Settings.from_env({**ENV, "CRM_BASE_URL": "https://crm.example", "CRM_READ_TIMEOUT_SECONDS": "2.5"})
+    settings = EndHandlerSettings.from_env(
+        {**ENV, "CRM_BASE_URL": "https://crm.example", "CRM_READ_TIMEOUT_SECONDS": "2.5"}
+    )
     # When the runtime builds its CRM adapter
     crm = build_crm(settings)
     # Then its HTTP client waits that long for an answer; without the variable it keeps its default
     assert isinstance(crm, HubSpotCrm)
     assert crm.http.read_timeout == 2.5
-    default = build_crm(Settings.from_env({**ENV, "CRM_BASE_URL": "https://crm.example"}))
+    default = build_crm(EndHandlerSettings.from_env({**ENV, "CRM_BASE_URL": "https://crm.example"}))
     assert isinstance(default, HubSpotCrm)
     assert default.http.read_timeout == 10.0
 
@@ -95,4 +97,4 @@ def test_a_crm_read_timeout_that_is_not_a_sensible_number_is_refused(value: str)
     # When the settings are read
     # Then the error names the variable
     with pytest.raises(ConfigurationError, match="CRM_READ_TIMEOUT_SECONDS"):
-        Settings.from_env({**ENV, "CRM_READ_TIMEOUT_SECONDS": value})
+        EndHandlerSettings.from_env({**ENV, "CRM_READ_TIMEOUT_SECONDS": value})

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from aftercall.models.event import MAX_EVENT_BYTES
-from aftercall_ops import emit
-from aftercall_ops.emit import EmitInputError, RawItem, RetryPolicy
+from aftercall_ops.operations import emit
+from aftercall_ops.operations.emit import EmitInputError, RawItem, RetryPolicy
 from tests.support.events import conversation_detail, conversation_ended
 from tests.support.ops import CallCounter, FaultProxy, OpsTarget
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from aftercall_ops import emit
 from aftercall_ops.cli import app
+from aftercall_ops.operations import emit
 from tests.support.events import conversation_detail
 
 DRY_RUN = ("emit", "--bus", "aftercall-sandbox", "--environment", "sandbox", "--dry-run")
@@ -73,7 +73,7 @@ def test_a_symlink_to_dev_zero_is_refused_after_reading_the_cap(tmp_path: Path) 
 @pytest.fixture
 def small_cap(monkeypatch: pytest.MonkeyPatch) -> int:
     """A 1 MiB cap, so the endless inputs below hit it quickly (the rule is the same at any size)."""
-    monkeypatch.setattr(emit, "MAX_INPUT_BYTES", 1024 * 1024)
+    monkeypatch.setattr(emit.read, "MAX_INPUT_BYTES", 1024 * 1024)  # where the reader looks it up
     return 1024 * 1024
 
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
+from aftercall_ops.emulator.stack import LocalStack
+from aftercall_ops.emulator.template import PROJECT_ROOT, load_template
 from aftercall_ops.generate import conversation
-from aftercall_ops.local import LocalStack
-from aftercall_ops.template import PROJECT_ROOT, load_template
 
 PROBE = """
 import json, logging, sys
-from aftercall_ops.local_worker import configure_root_logging
+from aftercall_ops.emulator.worker import configure_root_logging
 configure_root_logging()  # as the worker (and Lambda's runtime) does before importing the handler
 from aftercall.observability import logger, metrics, tracer
 logger.debug("runtime debug probe")

@@ -39,7 +39,8 @@ from aftercall.phones import normalise_phone
 if TYPE_CHECKING:
     # Imported when a follow-up is planned: its payload model costs every cold start a few
     # milliseconds (bench/coldstart.py), and most End functions never schedule one.
-    from aftercall.follow_ups import FollowUpKind, FollowUpScheduler
+    from aftercall.follow_ups import FollowUpKind
+    from aftercall.follow_ups.schedule import FollowUpScheduler
 
 #: Summary fields taken from ``conv.state`` when the End function passes no summary of its own.
 SUMMARY_STATE_KEYS = ("intent", "last_topic", "topic", "resolution", "resolved", "sentiment", "summary")
@@ -49,7 +50,7 @@ LAST_NAME_KEYS = ("last_name", "lastname", "family_name")
 FULL_NAME_KEYS = ("customer_name", "caller_name", "name")
 #: A notification is not published with less time than this left (see ``ActionPlan._publish``).
 PUBLISH_MARGIN_SECONDS = 1.0
-#: What the FollowUp function accepts (:class:`aftercall.follow_ups.FollowUpPayload`), checked when planned.
+#: What the FollowUp function accepts (:class:`aftercall.follow_ups.send.FollowUpPayload`), checked when planned.
 MAX_FOLLOW_UP_KEY = 64
 _ACTION_KEY = re.compile(rf"^[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_FOLLOW_UP_KEY - 1}}}$")
 MAX_FOLLOW_UP_SUBJECT = 200
@@ -162,7 +163,8 @@ class ActionPlan:
         ``to`` defaults to the customer's phone (sms, callback) or email (email). ``key`` tells
         apart several follow-ups of one kind (default: the kind).
         """
-        from aftercall.follow_ups import FOLLOW_UP_KINDS, FollowUp, parse_follow_up_time
+        from aftercall.follow_ups import FOLLOW_UP_KINDS
+        from aftercall.follow_ups.schedule import FollowUp, parse_follow_up_time
 
         if kind not in FOLLOW_UP_KINDS:
             raise ValueError(f"schedule_follow_up: kind must be one of {', '.join(FOLLOW_UP_KINDS)}")

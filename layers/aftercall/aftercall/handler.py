@@ -46,10 +46,10 @@ from aftercall.notifications import Notifier
 from aftercall.observability import logger, metrics
 from aftercall.privacy import describe_exception, mask_email, mask_phone, where_raised
 from aftercall.reporting import record_actions, record_conversation
-from aftercall.settings import Settings
+from aftercall.settings import EndHandlerSettings
 
 if TYPE_CHECKING:
-    from aftercall.follow_ups import FollowUpScheduler
+    from aftercall.follow_ups.schedule import FollowUpScheduler
 
 EndFunction = Callable[[Conversation], object]
 
@@ -102,7 +102,9 @@ def parse_event(event: Any, stage: str) -> ConversationEndedDetail:
 class EndHandlerRuntime:
     """Everything one warm Lambda process keeps between invocations: clients, CRM session, caches."""
 
-    def __init__(self, settings: Settings, crm_factory: Callable[[Settings], Crm] | None = None) -> None:
+    def __init__(
+        self, settings: EndHandlerSettings, crm_factory: Callable[[EndHandlerSettings], Crm] | None = None
+    ) -> None:
         self.settings = settings
         self._crm_factory = crm_factory or build_crm
         self._crm: Crm | None = None
@@ -130,7 +132,9 @@ class EndHandlerRuntime:
             return self._crm
 
     def follow_ups(self) -> FollowUpScheduler:
-        from aftercall.follow_ups import FollowUpScheduler  # only End functions that schedule follow-ups load it
+        from aftercall.follow_ups.schedule import (
+            FollowUpScheduler,  # only End functions that schedule follow-ups load it
+        )
 
         s = self.settings
         return FollowUpScheduler(
@@ -308,13 +312,13 @@ def _already_processed(response: Any, idempotent_data: DataRecord) -> Any:
     return {**response, "duplicate": True} if isinstance(response, dict) else response
 
 
-def new_callers(settings: Settings) -> NewCallers:
+def new_callers(settings: EndHandlerSettings) -> NewCallers:
     """``UnknownCallerPolicy`` with the caller lease in the idempotency table."""
     policy: UnknownCallerPolicy = "park" if settings.unknown_caller_policy == "park" else "create"
     return NewCallers(policy, CallerLeases(settings.idempotency_table))
 
 
-def build_crm(settings: Settings) -> Crm:
+def build_crm(settings: EndHandlerSettings) -> Crm:
     """The configured CRM adapter (only the one in use is imported: keeps cold starts short)."""
     http: dict[str, Any] = {"allow_loopback_http": settings.local_mode}
     if settings.crm_read_timeout is not None:
@@ -350,4 +354,4 @@ def build_crm(settings: Settings) -> Crm:
 
         credentials = SecretCredentials(settings.crm_secret_id, webhook.SECRET_KEYS, settings.secret_max_age)
         return webhook.WebhookCrm(credentials, settings.crm_base_url, **http)
-    raise AssertionError(f"unreachable: provider {settings.crm_provider!r} passed Settings validation")
+    raise AssertionError(f"unreachable: provider {settings.crm_provider!r} passed EndHandlerSettings validation")

@@ -14,23 +14,21 @@ libraries (sqlite3, httplib, database drivers...) at cold start for nothing (ben
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
+
+from aftercall.settings import ObservabilitySettings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
 #: What the X-Ray SDK patches, so each AWS and CRM call is a subsegment of the invocation's trace.
 TRACED_LIBRARIES = ("botocore", "requests")
-#: Used only when the environment names no service or namespace (tests and tools outside Lambda).
-DEFAULT_SERVICE = "aftercall"
-DEFAULT_NAMESPACE = "Aftercall"
-
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
+_SETTINGS = ObservabilitySettings.from_env()
+SERVICE = _SETTINGS.service
+NAMESPACE = _SETTINGS.namespace
 
 logger = Logger(service=SERVICE)  # the level: POWERTOOLS_LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

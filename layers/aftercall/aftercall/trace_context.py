@@ -8,11 +8,11 @@ X-Ray trace. A header X-Ray would refuse is not sent (EventBridge would drop it 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 
-TRACE_ENV = "_X_AMZN_TRACE_ID"
+from aftercall.settings import trace_header
+
 #: ``Root=1-<8 hex>-<24 hex>`` then ``;Key=value`` parts (Parent, Sampled, Lineage...).
 _HEADER = re.compile(r"^Root=1-[0-9a-f]{8}-[0-9a-f]{24}(;[A-Za-z]+=[^;\s]+)*$")
 #: PutEventsRequestEntry.TraceHeader is at most 500 characters.
@@ -21,7 +21,7 @@ MAX_TRACE_HEADER = 500
 
 def current_trace_header(env: Mapping[str, str] | None = None) -> str | None:
     """The running invocation's trace header, or ``None`` outside a traced invocation."""
-    value = (os.environ if env is None else env).get(TRACE_ENV, "").strip()
+    value = trace_header(env)
     if len(value) > MAX_TRACE_HEADER or not _HEADER.match(value):
         return None
     return value

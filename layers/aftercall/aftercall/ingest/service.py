@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import threading
 import time
 import uuid
@@ -34,9 +33,9 @@ from typing import Any
 import botocore.exceptions
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from aftercall import aws
+from aftercall import aws, observability
 from aftercall.credentials import SecretCredentials
-from aftercall.errors import ConfigurationError, CrmCredentialsError
+from aftercall.errors import CrmCredentialsError
 from aftercall.failures import park, rejection_record
 from aftercall.ingest import connect, signatures
 from aftercall.ingest.common import Ignored, Normalised
@@ -45,16 +44,12 @@ from aftercall.ingest.normalise import WEBHOOK_PLATFORMS, normalise, parse_json
 from aftercall.models.event import DETAIL_TYPE, MAX_EVENT_BYTES
 from aftercall.observability import logger
 from aftercall.privacy import mask_phone
+from aftercall.settings import IngestSettings
 from aftercall.trace_context import current_trace_header
 
-DEFAULT_SOURCE = "aftercall.platform"
-#: A function URL's request limit (6 MB): an event type ingest ignores, such as ElevenLabs'
-#: ``post_call_audio`` (base64 audio, several MB), must still get its 2xx, as ElevenLabs does not retry.
-DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 #: After a signature mismatch, re-read the secret (a rotation?) at most this often.
 FORCED_REFRESH_INTERVAL = 60.0
 PUT_EVENTS_FAILED_CONDITION = "IngestPutEventsFailed"
-METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Aftercall")
 
 Verifier = Callable[[bytes, Mapping[str, str], list[str], float], object]
 VERIFIERS: dict[str, Verifier] = {
@@ -63,49 +58,6 @@ VERIFIERS: dict[str, Verifier] = {
     "elevenlabs": signatures.verify_elevenlabs,
     "generic": signatures.verify_generic,
 }
-
-
-@dataclass(frozen=True)
-class IngestSettings:
-    """What the template sets for the ingest functions."""
-
-    stage: str
-    bus_name: str
-    event_source: str = DEFAULT_SOURCE
-    secret_id: str | None = None
-    failed_events_queue_url: str | None = None
-    secret_max_age: int = 300
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
-        env = os.environ if env is None else env
-
-        def required(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise ConfigurationError(f"environment variable {name} is not set (template.yaml sets it)")
-            return value
-
-        def integer(name: str, default: int) -> int:
-            raw = env.get(name, "").strip()
-            try:
-                return int(raw) if raw else default
-            except ValueError:
-                raise ConfigurationError(f"environment variable {name}={raw!r} is not a whole number") from None
-
-        stage = required("STAGE")
-        if stage not in ("sandbox", "live"):
-            raise ConfigurationError(f"STAGE={stage!r}: must be 'sandbox' or 'live'")
-        return cls(
-            stage=stage,
-            bus_name=required("EVENT_BUS_NAME"),
-            event_source=env.get("EVENT_SOURCE", "").strip() or DEFAULT_SOURCE,
-            secret_id=env.get("INGEST_SECRET_ID", "").strip() or None,
-            failed_events_queue_url=env.get("FAILED_EVENTS_QUEUE_URL", "").strip() or None,
-            secret_max_age=integer("INGEST_SECRET_MAX_AGE", 300),
-            max_body_bytes=integer("INGEST_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-        )
 
 
 class SigningSecrets:
@@ -221,7 +173,7 @@ def _entry_size(entry: Mapping[str, Any]) -> int:
 
 
 def _count(name: str, platform: str) -> None:
-    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE) as metric:
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=observability.NAMESPACE) as metric:
         metric.add_dimension(name="Platform", value=platform)
 
 
@@ -412,7 +364,7 @@ class IngestService:
             "source": self.settings.event_source,
             "account": function_arn.split(":")[4] if function_arn.count(":") >= 5 else "000000000000",
             "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "region": os.environ.get("AWS_REGION", "us-east-1"),
+            "region": self.settings.region,
             "resources": [],
             "detail": normalised.detail,
         }

@@ -1,0 +1,1 @@
+"""What the operator commands do: emit, replay, status, inspect, try, the demo and chaos stories."""
