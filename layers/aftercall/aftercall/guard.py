@@ -55,6 +55,20 @@ class ConversationGuard(DynamoDBPersistenceLayer):
         with self._lock:
             self._closing[record_key] = entries
 
+    def holds(self, record_key: str) -> bool:
+        """Whether a record already holds the conversation: completed, or in progress under a live lease
+        (one consistent read). Such an event skips planning and goes straight to Powertools' answer."""
+        now = dt.datetime.now().timestamp()
+        item = self.client.get_item(TableName=self.table_name, Key=self._get_key(record_key), ConsistentRead=True).get(
+            "Item"
+        )
+        if not item or self.status_attr not in item or int(item[self.expiry_attr]["N"]) < int(now):
+            return False
+        status = item[self.status_attr]["S"]
+        lease = item.get(self.in_progress_expiry_attr, {}).get("N")
+        live = lease is not None and int(lease) >= int(now * 1000)
+        return status == STATUS_CONSTANTS["COMPLETED"] or (status == STATUS_CONSTANTS["INPROGRESS"] and live)
+
     # --- Powertools' persistence layer ---------------------------------------------------------------
 
     def _put_record(self, data_record: DataRecord) -> None:

@@ -161,14 +161,16 @@ class EndHandlerRuntime:
         logger.debug("conversation received", extra={"state_key_count": len(detail.state)})
         # Planned before Powertools takes the record: an attempt stopped inside the End function then
         # leaves no record in progress, so its retry has nothing in doubt (the record's lease, once
-        # taken, is the mark that actions may have been sent). Planning performs nothing; a duplicate's
-        # plan is dropped when Powertools answers with the stored report.
-        plan = self._plan(detail, end_function)
+        # taken, is the mark that actions may have been sent). A conversation a record already holds
+        # (a duplicate, a twin still running) is not planned: Powertools answers it.
+        held = self.guard.holds(record_key(detail.conversation_id))
+        plan = None if held else self._plan(detail, end_function)
         try:
             report = self._process_waiting_for_twin(
                 detail=detail.model_dump(mode="json"),
                 model=detail,
                 plan=plan,
+                end_function=end_function,
                 deadline=Deadline.from_context(context),
             )
         except IdempotencyValidationError:
@@ -231,12 +233,15 @@ class EndHandlerRuntime:
         self,
         detail: dict[str, Any],
         model: ConversationEndedDetail,
-        plan: ActionPlan | Exception,
+        plan: ActionPlan | Exception | None,
+        end_function: EndFunction,
         deadline: Deadline,
     ) -> dict[str, Any]:
         """Under Powertools' guard: perform the plan; the report it stores carries the actions' results."""
         started = time.monotonic()
         prior = self.guard.prior(record_key(model.conversation_id))  # read when the record was taken
+        if plan is None:  # the record that held it was released just before we took it: plan now
+            plan = self._plan(model, end_function)
         if isinstance(plan, Exception):
             self._raise_planning_error(plan)
         outcomes = perform_actions(
