@@ -173,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sampled-share", type=float, default=1.0, help="share of invocations X-Ray samples (every Nth)"
     )
     parser.add_argument("--tracemalloc", default="", help="two checkpoints 'A,B': report allocation growth A→B")
+    parser.add_argument(
+        "--arrival-rate",
+        type=float,
+        default=0.0,
+        help="events arrive at this mean rate per second (Poisson, seeded); 0: back to back, all at once",
+    )
     args = parser.parse_args(argv)
 
     reply = os.fdopen(os.dup(1), "w", encoding="utf-8")
@@ -212,9 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     statuses: Counter[str] = Counter()
     errors: list[str] = []
     samples: dict[str, dict[str, float]] = {}
+    if args.arrival_rate > 0:
+        import random  # only here: the cold-start runs import nothing the handler would not
+
+        arrivals = random.Random(14)  # the same arrival times in every run
+    arrives_at = time.perf_counter()
     with open(args.events, encoding="utf-8") as events:
         for count, line in enumerate(events, start=1):
             event = json.loads(line)
+            if args.arrival_rate > 0:  # wait for the event's arrival; a late one is handled at once
+                arrives_at += arrivals.expovariate(args.arrival_rate)
+                time.sleep(max(0.0, arrives_at - time.perf_counter()))
             # Sampled evenly: invocation n is sampled when the running share falls below the target.
             sampled = int(count * args.sampled_share) > int((count - 1) * args.sampled_share)
             os.environ["_X_AMZN_TRACE_ID"] = _trace_header(sampled)

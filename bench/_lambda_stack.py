@@ -38,7 +38,7 @@ import boto3
 from botocore.config import Config
 from packaging.requirements import Requirement
 
-from aftercall_ops.emulator.template import Resolver, load_template, stack_spec
+from aftercall_ops.emulator.template import Resolver, function_properties, load_template, stack_spec
 from aftercall_ops.fakes.hubspot import FakeCrm
 from aftercall_ops.generate import CUSTOMERS, conversations
 
@@ -239,7 +239,7 @@ class BenchStack:
         parameters = {"Stage": STAGE, "EventSource": EVENT_SOURCE, "CrmBaseUrl": self.crm.url}
         resolver = Resolver(template, parameters, STACK_NAME)
         spec = stack_spec(STACK_NAME, parameters, template)
-        function = resources["EndHandler"]["Properties"]
+        function = function_properties(template, "EndHandler")  # with Globals.Function, as SAM deploys it
         self.memory_mb = int(resolver.value(function.get("MemorySize", 128)))
         self.timeout_s = float(spec.function_timeout_seconds)
         refs: dict[str, str] = {}

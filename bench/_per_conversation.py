@@ -42,8 +42,12 @@ def run_warm(
     state_kb: int = 0,
     invalid: float = INVALID_SHARE,
     sampled_share: float = 1.0,
+    arrival_rate: float = 0.0,
 ) -> ChildRun:
-    """One warm process handling ``events`` conversations of the generator's mix, counting AWS calls."""
+    """One warm process handling ``events`` conversations of the generator's mix, counting AWS calls.
+
+    ``arrival_rate``: the conversations end at this mean rate per second (Poisson); 0: all at once.
+    """
     with tempfile.TemporaryDirectory(prefix="aftercall-warm-") as tmp:
         events_file = Path(tmp) / "events.jsonl"
         with events_file.open("w", encoding="utf-8") as handle:
@@ -56,9 +60,14 @@ def run_warm(
             [str(FUNCTION_DIR), str(LAYER_DIR), *site_dirs()],
             events_file,
             stack.lambda_env(),
-            extra=["--count-aws-calls", f"--sampled-share={sampled_share}", *extra],
+            extra=[
+                "--count-aws-calls",
+                f"--sampled-share={sampled_share}",
+                f"--arrival-rate={arrival_rate}",
+                *extra,
+            ],
             function_timeout_s=stack.timeout_s,
-            timeout_s=max(600.0, events * 2.0),
+            timeout_s=max(600.0, events * 2.0 + (events / arrival_rate if arrival_rate else 0.0)),
             keep_log=True,
         )
 
@@ -110,6 +119,11 @@ def write_units(writes_by_key: Mapping[str, int], sizes: Mapping[str, int]) -> i
     return sum(count * max(1, math.ceil(sizes.get(key, 0) / WRITE_UNIT_BYTES)) for key, count in writes_by_key.items())
 
 
+def _kind(key: str) -> str:
+    """``aftercall.conversation#…`` → ``aftercall.conversation``, ``caller#hubspot#…`` → ``caller``."""
+    return key.split("#", 1)[0]
+
+
 def per_conversation(run: ChildRun, crm: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:
     """The figures per conversation (every invocation of the run counts as one conversation)."""
     report = run.report
@@ -126,6 +140,11 @@ def per_conversation(run: ChildRun, crm: Mapping[str, Any], sizes: Mapping[str, 
         "aws_calls": {op: round(n / conversations, 3) for op, n in sorted(report["aws_calls"].items())},
         "aws_request_bytes_max": report["aws_request_bytes_max"],
         "dynamodb_write_units": round(write_units(writes, sizes) / conversations, 3),
+        # by kind of item: the conversation's record (with its ledger), caller items, search slots
+        "dynamodb_write_units_by_item": {
+            kind: round(write_units({k: n for k, n in writes.items() if _kind(k) == kind}, sizes) / conversations, 3)
+            for kind in sorted({_kind(k) for k in writes})
+        },
         "dynamodb_read_units": round(read_units / conversations, 3),
         "crm_requests": round(crm["total"] / conversations, 3),
         "crm_requests_by_route": {r: round(n / conversations, 3) for r, n in sorted(routes.items())},

@@ -1,13 +1,16 @@
 """Benchmark: what a million conversations cost in AWS charges, from counts measured here.
 
-Two warm End function processes (``bench/_lambda_child.py``, the template's environment, tracing
+Three warm End function processes (``bench/_lambda_child.py``, the template's environment, tracing
 on) run on the local stack (moto server and fake HubSpot on loopback, ``bench/_per_conversation.py``):
 
 * **local**: ``--events`` conversations of the generator's mix (1% malformed, rejected and parked),
-  the CRM answering at once. It gives every count per conversation: AWS calls by operation,
+  ending at a busy hour's rate (:data:`PEAK_ARRIVALS_PER_S`, ``--arrival-rate``), the CRM answering
+  at once. It gives every count per conversation: AWS calls by operation,
   DynamoDB write units priced from the size of the item each write touched, table items and
   their bytes, CRM requests, log bytes, schedules, publishes, parked events; and the warm
   duration, CPU time and start-up (INIT) as measured on this machine;
+* **local_burst**: ``--events-burst`` more, all ending at once (the end of a campaign): priced beside
+  A, with their own warm duration (paced CRM searches wait for their slots);
 * **lambda_200ms**: ``--events-200ms`` more conversations of the same mix with the fake HubSpot
   answering every request after 200 ms, as a real CRM does. Its warm duration, plus its CPU time
   stretched to the CPU share Lambda gives the template's ``MemorySize`` (1,769 MB = one vCPU),
@@ -18,7 +21,7 @@ The prices (:data:`PRICES`, with their date and source) apply to those counts; X
 the template's default sampling (``TraceSamplingRate``), the retention of items and logs at the
 template's defaults. Nothing is asserted; the targets are reported as met or missed.
 
-    python bench/cost.py [--json] [--markdown] [--events 1000] [--events-200ms 100]
+    python bench/cost.py [--json] [--markdown] [--events 600] [--events-200ms 100] [--events-burst 300]
     python bench/cost.py --from-json cost.json --markdown      # regenerate the tables from a saved run
     python bench/cost.py --from-json cost.json --update-doc docs/performance.md
 """
@@ -37,7 +40,7 @@ from typing import Any
 from _lambda_stack import EVENT_SOURCE, STACK_NAME, STAGE, BenchStack, machine, mixed_events
 from _per_conversation import per_conversation, run_warm, table_items
 
-from aftercall_ops.emulator.template import Resolver, load_template
+from aftercall_ops.emulator.template import Resolver, function_properties, load_template
 
 MILLION = 1_000_000
 TARGET_LOCAL = 4.00
@@ -53,6 +56,12 @@ SQS_REQUESTS_PER_PARKED_EVENT = 3
 #: One execution environment kept warm all month re-reads the CRM secret once per cache period.
 MONTH_SECONDS = 30 * 24 * 3600
 CRM_LATENCY_MS = 200.0
+#: When the priced conversations end: a million a month is 0.39 per second on average; teams take
+#: most calls in business hours (22 days of 10 hours: 1.26 per second) and the busiest hour about
+#: twice that. The local and 200 ms runs arrive at this peak rate (Poisson), not all at once: a burst
+#: makes every conversation wait for CRM search slots (HubSpot's 4/s, paced) that a real month's
+#: spread-out arrivals mostly do not. The burst is measured and priced beside it ("A, burst").
+PEAK_ARRIVALS_PER_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ def template_defaults() -> dict[str, float]:
     """What the template sets by default: memory, sampling, log and item retention, secret cache."""
     template = load_template()
     resolver = Resolver(template, {"Stage": STAGE, "EventSource": EVENT_SOURCE}, STACK_NAME)
-    function = template["Resources"]["EndHandler"]["Properties"]
+    function = function_properties(template, "EndHandler")
     variables = function["Environment"]["Variables"]
     return {
         "memory_mb": float(resolver.value(function["MemorySize"])),
@@ -113,18 +122,22 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / max(1, len(values))
 
 
-def measure(events: int, events_200ms: int, seed: int, sampled_share: float) -> dict[str, Any]:
-    """Both runs on one stack; the counts from the first, the durations from both.
+def measure(
+    events: int, events_200ms: int, events_burst: int, seed: int, sampled_share: float, arrival_rate: float
+) -> dict[str, Any]:
+    """The three runs on one stack; the counts from the first, the durations from all three.
 
     X-Ray samples ``sampled_share`` of the invocations (the template's rate): an unsampled one
-    records no segments, which is most of the tracer's CPU time.
+    records no segments, which is most of the tracer's CPU time. The conversations of the local and
+    200 ms runs end at ``arrival_rate`` per second; the burst run's all at once.
     """
     with BenchStack() as stack:
-        local = run_warm(stack, events, seed=seed, sampled_share=sampled_share)
+        local = run_warm(stack, events, seed=seed, sampled_share=sampled_share, arrival_rate=arrival_rate)
         crm = stack.crm_requests()
         sizes = table_items(stack)
+        burst = run_warm(stack, events_burst, seed=seed + 2, sampled_share=sampled_share) if events_burst else None
         stack.crm.add_fault("latency", ms=CRM_LATENCY_MS)
-        slow = run_warm(stack, events_200ms, seed=seed + 1, sampled_share=sampled_share)
+        slow = run_warm(stack, events_200ms, seed=seed + 1, sampled_share=sampled_share, arrival_rate=arrival_rate)
     counts = per_conversation(local, crm, sizes)
     event_bytes = [len(json.dumps(event).encode()) for event in mixed_events(events, seed=seed)]
 
@@ -142,9 +155,12 @@ def measure(events: int, events_200ms: int, seed: int, sampled_share: float) -> 
     return {
         "events": events,
         "events_200ms": events_200ms,
+        "events_burst": events_burst,
+        "arrival_rate_per_s": arrival_rate,
         "per_conversation": counts,
         "event_chunks_64kb": round(mean([max(1, math.ceil(b / 65536)) for b in event_bytes]), 3),
         "local": durations(local.report),
+        **({"local_burst": durations(burst.report)} if burst else {}),
         "lambda_200ms": durations(slow.report),
     }
 
@@ -162,6 +178,9 @@ def price(measured: Mapping[str, Any], defaults: Mapping[str, float]) -> dict[st
         "lambda_200ms": (slow["warm_ms_mean"] + slow["warm_cpu_ms_mean"] * (stretch - 1)) / 1000,
     }
     init_s = {"local": local["init_ms"] / 1000, "lambda_200ms": local["init_cpu_ms"] * stretch / 1000}
+    if "local_burst" in measured:  # the same conversations all ending at once (paced CRM searches wait)
+        warm_s["local_burst"] = measured["local_burst"]["warm_billed_ms_mean"] / 1000
+        init_s["local_burst"] = init_s["local"]
     n = MILLION
     invocations = 1 + per.get("retries", 0)
     secret_calls = MONTH_SECONDS / defaults["secret_max_age_s"] + n * COLD_START_SHARE
@@ -229,8 +248,8 @@ def price(measured: Mapping[str, Any], defaults: Mapping[str, float]) -> dict[st
         ),
     ]
     items: list[dict[str, Any]] = []
-    totals = {"local": 0.0, "lambda_200ms": 0.0}
-    for scenario in ("local", "lambda_200ms"):
+    totals = dict.fromkeys(warm_s, 0.0)
+    for scenario in warm_s:
         gb_s = n * memory_gb * warm_s[scenario]
         init_gb_s = n * COLD_START_SHARE * memory_gb * init_s[scenario]
         rows = [
@@ -257,6 +276,7 @@ def price(measured: Mapping[str, Any], defaults: Mapping[str, float]) -> dict[st
     return {
         "usd_per_million_local": round(totals["local"], 2),
         "usd_per_million_lambda_200ms": round(totals["lambda_200ms"], 2),
+        **({"usd_per_million_local_burst": round(totals["local_burst"], 2)} if "local_burst" in totals else {}),
         "items": items,
         "durations_s": {"warm": warm_s, "init": init_s},
     }
@@ -297,6 +317,9 @@ def markdown(output: Mapping[str, Any]) -> str:
     a, m = output["assumptions"], output["measured"]
     per = m["per_conversation"]
     calls = ", ".join(f"{op} {n:g}" for op, n in per["aws_calls"].items())
+    scenarios = [("local", "A"), ("local_burst", "A, burst"), ("lambda_200ms", "B")]
+    scenarios = [(key, label) for key, label in scenarios if f"usd_per_million_{key}" in output]
+    burst = m.get("local_burst")
     lines = [
         f"**Prices** (US East, N. Virginia, list prices without free tiers; as of {output['prices']['as_of']}; "
         f"source: {output['prices']['source']}):",
@@ -310,7 +333,12 @@ def markdown(output: Mapping[str, Any]) -> str:
         f"(each write priced by its item's size, largest item {per['table_item_bytes_max']} B); "
         f"{per['table_items']:g} table items of {per['table_item_bytes_mean']:.0f} B; "
         f"{per['crm_requests']:g} CRM requests; {per['log_bytes']:.0f} log bytes ({per['emf_lines']:g} EMF lines). "
-        f"Warm invocation here {m['local']['warm_ms_mean']:g} ms ({m['local']['warm_cpu_ms_mean']:g} ms CPU); "
+        f"Arrivals: {m.get('arrival_rate_per_s', 0) or 'all at once'} per second (Poisson) in A and B"
+        + (f"; {m['events_burst']} more all at once in A, burst" if burst else "")
+        + ". "
+        f"Warm invocation here {m['local']['warm_ms_mean']:g} ms ({m['local']['warm_cpu_ms_mean']:g} ms CPU)"
+        + (f", in the burst {burst['warm_ms_mean']:g} ms ({burst['warm_cpu_ms_mean']:g} ms CPU)" if burst else "")
+        + "; "
         f"with the CRM at {a['crm_latency_ms']:g} ms ({m['events_200ms']} conversations) "
         f"{m['lambda_200ms']['warm_ms_mean']:g} ms ({m['lambda_200ms']['warm_cpu_ms_mean']:g} ms CPU); "
         f"start-up and import {m['local']['init_ms']:g} ms ({m['local']['init_cpu_ms']:g} ms CPU).",
@@ -336,19 +364,30 @@ def markdown(output: Mapping[str, Any]) -> str:
         f"TraceSamplingRate {a['trace_sampling_rate']:g} (reservoir {a['trace_reservoir_per_second']:g}/s), "
         f"logs kept {a['log_retention_days']:g} days, items {a['item_retention_days']:g} days, "
         f"p = {a['cold_start_share']:.0%}. **A**: durations as measured here; **B**: on Lambda with a CRM "
-        f"answering in {a['crm_latency_ms']:g} ms.",
+        f"answering in {a['crm_latency_ms']:g} ms"
+        + ("; **A, burst**: A's conversations all ending at once." if burst else "."),
         "",
-        "| item | quantity (A) | quantity (B) | A | B |",
-        "|---|---|---|---|---|",
+        "| item | "
+        + " | ".join(f"quantity ({label})" for _, label in scenarios)
+        + " | "
+        + " | ".join(label for _, label in scenarios)
+        + " |",
+        "|---|" + "---|" * (2 * len(scenarios)),
     ]
     for row in output["items"]:
         lines.append(
-            f"| {row['item']} | {row['quantity_local']} | {row['quantity_lambda_200ms']} | "
-            f"${row['usd_local']:.2f} | ${row['usd_lambda_200ms']:.2f} |"
+            f"| {row['item']} | "
+            + " | ".join(str(row[f"quantity_{key}"]) for key, _ in scenarios)
+            + " | "
+            + " | ".join(f"${row[f'usd_{key}']:.2f}" for key, _ in scenarios)
+            + " |"
         )
     lines.append(
-        f"| **total** | | | **${output['usd_per_million_local']:.2f}** | "
-        f"**${output['usd_per_million_lambda_200ms']:.2f}** |"
+        "| **total** |"
+        + " |" * len(scenarios)
+        + " "
+        + " | ".join(f"**${output[f'usd_per_million_{key}']:.2f}**" for key, _ in scenarios)
+        + " |"
     )
     lines.append("")
     others = "; ".join(
@@ -365,7 +404,11 @@ def markdown(output: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=1000, help="conversations of the local run")
+    parser.add_argument("--events", type=int, default=600, help="conversations of the local run")
+    parser.add_argument("--events-burst", type=int, default=300, help="conversations ending at once (0: none)")
+    parser.add_argument(
+        "--arrival-rate", type=float, default=PEAK_ARRIVALS_PER_S, help="conversations ending per second (Poisson)"
+    )
     parser.add_argument("--events-200ms", type=int, default=100, help="conversations with the CRM at 200 ms")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated conversations")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -378,8 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--update-doc", type=Path, metavar="MD", help="replace the generated block in MD (docs/performance.md)"
     )
     args = parser.parse_args(argv)
-    if not 100 <= args.events <= 20_000 or not 20 <= args.events_200ms <= 5_000:
-        parser.error("--events must be 100..20000 and --events-200ms 20..5000")
+    if not 100 <= args.events <= 20_000 or not 20 <= args.events_200ms <= 5_000 or args.events_burst < 0:
+        parser.error("--events must be 100..20000, --events-200ms 20..5000, --events-burst 0 or more")
 
     if args.from_json:
         measured = json.loads(args.from_json.read_text(encoding="utf-8"))["measured"]
@@ -387,7 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         output["machine"] = json.loads(args.from_json.read_text(encoding="utf-8")).get("machine")
     else:
         defaults = template_defaults()  # fails before measuring if the template lacks what the prices need
-        measured = measure(args.events, args.events_200ms, args.seed, defaults["trace_sampling_rate"])
+        measured = measure(
+            args.events,
+            args.events_200ms,
+            args.events_burst,
+            args.seed,
+            defaults["trace_sampling_rate"],
+            args.arrival_rate,
+        )
         output = {**result(measured, args.memory_mb), "machine": machine()}
 
     if args.update_doc:
@@ -403,12 +453,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown(output))
     else:
         width = max(len(row["item"]) for row in output["items"])
-        print(f"{'per million conversations':<{width}}  {'local':>8}  {'lambda, CRM 200 ms':>18}")
+        burst = "usd_per_million_local_burst" in output
+        print(
+            f"{'per million conversations':<{width}}  {'local':>8}  "
+            + (f"{'burst':>8}  " if burst else "")
+            + f"{'lambda, CRM 200 ms':>18}"
+        )
         for row in output["items"]:
-            print(f"{row['item']:<{width}}  {row['usd_local']:>8.2f}  {row['usd_lambda_200ms']:>18.2f}")
+            print(
+                f"{row['item']:<{width}}  {row['usd_local']:>8.2f}  "
+                + (f"{row['usd_local_burst']:>8.2f}  " if burst else "")
+                + f"{row['usd_lambda_200ms']:>18.2f}"
+            )
         print(
             f"{'total':<{width}}  {output['usd_per_million_local']:>8.2f}  "
-            f"{output['usd_per_million_lambda_200ms']:>18.2f}   "
+            + (f"{output['usd_per_million_local_burst']:>8.2f}  " if burst else "")
+            + f"{output['usd_per_million_lambda_200ms']:>18.2f}   "
             f"(targets {TARGET_LOCAL:.2f} / {TARGET_LAMBDA_200MS:.2f}: {'met' if output['target_met'] else 'MISSED'})"
         )
         per = output["measured"]["per_conversation"]

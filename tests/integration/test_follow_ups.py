@@ -192,7 +192,6 @@ def test_a_retry_after_the_schedule_was_made_but_not_recorded_finds_it(
     end_function(Conversation(parse_event(event, "sandbox"), plan))
     (action,) = plan.planned
     timed_out = Deadline.after(-1)
-    stack.ledger().start(conversation_id, timed_out)  # it was performing actions when it was stopped
     aws.client("dynamodb").put_item(  # the conversation's idempotency record, left in progress by it
         TableName=stack.table,
         Item={

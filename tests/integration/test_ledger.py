@@ -1,17 +1,27 @@
-"""The action ledger on DynamoDB (moto server): one item per conversation beside its idempotency record."""
+"""The action ledger on DynamoDB (moto server): its entries on the conversation's Powertools record,
+started and closed by that record's own writes (aftercall.guard, through Powertools itself)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from aftercall import aws
 from aftercall.deadline import Deadline
 from aftercall.errors import ActionInProgressError
+from aftercall.guard import ConversationGuard
 from aftercall.ledger import (
     COMPLETED,
     FAILED,
@@ -21,11 +31,12 @@ from aftercall.ledger import (
     RECORD_PREFIX,
     ActionLedger,
     Claim,
+    Prior,
     completed_entry,
     failed_entry,
-    ledger_key,
     record_key,
 )
+from tests.support.lambda_context import lambda_context
 from tests.support.stack import HandlerPeers, unique
 
 
@@ -64,24 +75,72 @@ def test_the_record_key_is_the_one_powertools_computes(stack: HandlerPeers) -> N
     assert record_key(conversation) == persistence._get_hashed_idempotency_key({"conversation_id": conversation})
 
 
-def test_a_first_attempt_finds_nothing_before_it(ledger: ActionLedger) -> None:
+class Stopped(BaseException):
+    """Lambda stopping the process at its deadline: nothing after it runs, Powertools neither
+    completes nor releases its record (it catches ``Exception`` only)."""
+
+
+@dataclass
+class Attempt:
+    """One invocation of a conversation through Powertools' idempotency with our persistence layer:
+    what the guard handed it, and what it does (records, then returns, fails or is stopped)."""
+
+    stack: HandlerPeers
+    conversation: str
+    timeout: float = 30.0
+    record: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    fail_with: Mapping[str, dict[str, Any]] | None = None
+    fail_before_performing: bool = False
+    stop: bool = False
+    prior: Prior | None = None
+
+    def run(self) -> Prior:
+        guard = ConversationGuard(self.stack.table, aws.client("dynamodb"))
+        ledger = ActionLedger(self.stack.table, 3600)
+        config = IdempotencyConfig(event_key_jmespath="conversation_id", raise_on_no_idempotency_key=True)
+        config.register_lambda_context(lambda_context(self.timeout))
+        key = record_key(self.conversation)
+
+        def process(detail: dict[str, Any]) -> dict[str, Any]:
+            self.prior = guard.prior(key)
+            if self.fail_before_performing:
+                raise RuntimeError("end_function raised")
+            for action, result in self.record.items():
+                ledger.record(self.conversation, action, result)
+            if self.stop:
+                raise Stopped
+            if self.fail_with is not None:
+                guard.close_with(key, dict(self.fail_with))
+                raise RuntimeError("actions failed")
+            return {"conversation_id": self.conversation, "actions": {}}
+
+        once = idempotent_function(
+            data_keyword_argument="detail", persistence_store=guard, config=config, key_prefix=RECORD_PREFIX
+        )(process)
+        with contextlib.suppress(RuntimeError, Stopped):
+            once(detail={"conversation_id": self.conversation})
+        assert self.prior is not None, "the attempt did not take the conversation"
+        return self.prior
+
+
+def test_a_first_attempt_finds_nothing_before_it(stack: HandlerPeers) -> None:
     # Given a conversation never performed before
     conversation = unique("conv")
-    # When an attempt starts performing it
-    prior = ledger.start(conversation, Deadline.after(30))
+    # When an attempt takes it
+    prior = Attempt(stack, conversation).run()
     # Then nothing is done and nothing is in doubt
     assert (prior.previous, prior.stopped_at) == ({}, None)
     assert prior.claim("crm_summary") == Claim(done=False)
 
 
-def test_a_result_recorded_while_others_run_is_done_for_the_next_attempt(ledger: ActionLedger) -> None:
+def test_a_result_recorded_while_others_run_is_done_for_the_next_attempt(
+    stack: HandlerPeers, ledger: ActionLedger
+) -> None:
     # Given an attempt that recorded its summary and then failed
     conversation = unique("conv")
-    ledger.start(conversation, Deadline.after(30))
-    ledger.record(conversation, "crm_summary", {"kind": "note", "object_id": "1002"})
-    ledger.close(conversation, {})
-    # When the next attempt starts
-    claim = ledger.start(conversation, Deadline.after(30)).claim("crm_summary")
+    Attempt(stack, conversation, record={"crm_summary": {"kind": "note", "object_id": "1002"}}, fail_with={}).run()
+    # When the next attempt takes the conversation
+    claim = Attempt(stack, conversation).run().claim("crm_summary")
     # Then the summary is done, with its result
     assert (claim.done, claim.result) == (True, {"kind": "note", "object_id": "1002"})
     item = ledger.lookup(conversation, "crm_summary")
@@ -89,20 +148,24 @@ def test_a_result_recorded_while_others_run_is_done_for_the_next_attempt(ledger:
     assert (item["status"], json.loads(item["result"])) == (COMPLETED, {"kind": "note", "object_id": "1002"})
 
 
-def test_a_failed_attempt_passes_on_what_it_did_and_what_it_left_in_doubt(ledger: ActionLedger) -> None:
+def test_a_failed_attempt_passes_on_what_it_did_and_what_it_left_in_doubt(
+    stack: HandlerPeers, ledger: ActionLedger
+) -> None:
     # Given an attempt that completed the summary and failed the ticket after a write went unanswered
     conversation = unique("conv")
-    ledger.start(conversation, Deadline.after(30))
     sent_at = time.time() - 3
-    ledger.close(
-        conversation,
-        {
-            "crm_summary": completed_entry({"object_id": "1"}),
-            "support_ticket": failed_entry("CrmUnavailableError: no answer", sent_at),
-        },
-    )
-    # When the retry starts (Powertools deleted its record when the attempt failed)
-    prior = ledger.start(conversation, Deadline.after(30))
+    outcomes = {
+        "crm_summary": completed_entry({"object_id": "1"}),
+        "support_ticket": failed_entry("CrmUnavailableError: no answer", sent_at),
+    }
+    Attempt(stack, conversation, fail_with=outcomes).run()
+    # Then Powertools' release wrote them and left no status: the conversation is free for a retry
+    item = _item(stack, record_key(conversation))
+    assert "status" not in item
+    assert {"a.crm_summary", "a.support_ticket"} <= set(item)
+    assert ledger.lookup(conversation, "support_ticket")["status"] == FAILED  # type: ignore[index]
+    # When the retry takes it
+    prior = Attempt(stack, conversation).run()
     # Then the summary is done, the ticket is recovered after its unanswered write, a new action is new
     assert prior.stopped_at is None
     assert prior.claim("crm_summary").done is True
@@ -110,35 +173,70 @@ def test_a_failed_attempt_passes_on_what_it_did_and_what_it_left_in_doubt(ledger
     assert (ticket.done, ticket.recovering) == (False, True)
     assert ticket.unanswered_write_at == pytest.approx(sent_at, abs=0.01)
     assert prior.claim("notification:team") == Claim(done=False)
-    assert ledger.lookup(conversation, "support_ticket")["status"] == FAILED  # type: ignore[index]
 
 
-def test_a_plain_failure_leaves_nothing_in_doubt(ledger: ActionLedger) -> None:
+def test_a_plain_failure_leaves_nothing_in_doubt(stack: HandlerPeers) -> None:
     # Given an attempt whose ticket failed with a clear refusal
     conversation = unique("conv")
-    ledger.start(conversation, Deadline.after(30))
-    ledger.close(conversation, {"support_ticket": failed_entry("CrmRequestError: 400")})
-    # When the retry starts
-    ticket = ledger.start(conversation, Deadline.after(30)).claim("support_ticket")
+    Attempt(stack, conversation, fail_with={"support_ticket": failed_entry("CrmRequestError: 400")}).run()
+    # When the retry takes the conversation
+    ticket = Attempt(stack, conversation).run().claim("support_ticket")
     # Then the ticket is recovering (it may look first) with no unanswered write to wait for
     assert (ticket.done, ticket.recovering, ticket.unanswered_write_at) == (False, True, None)
 
 
-def test_an_attempt_stopped_while_performing_leaves_its_unrecorded_actions_in_doubt(ledger: ActionLedger) -> None:
+def test_an_attempt_stopped_while_performing_leaves_its_unrecorded_actions_in_doubt(stack: HandlerPeers) -> None:
     # Given an attempt that recorded its summary and was then stopped at its deadline
     conversation = unique("conv")
-    stopped = Deadline.after(0.05)
-    ledger.start(conversation, stopped)
-    ledger.record(conversation, "crm_summary", {"object_id": "1"})
-    time.sleep(0.1)
-    # When Lambda's retry starts
-    prior = ledger.start(conversation, Deadline.after(30))
+    first = Attempt(stack, conversation, timeout=0.3, record={"crm_summary": {"object_id": "1"}}, stop=True)
+    first.run()
+    lease = int(_item(stack, record_key(conversation))["in_progress_expiration"]["N"]) / 1000
+    time.sleep(0.4)
+    # When Lambda's retry takes the conversation (the record's lease has run out)
+    prior = Attempt(stack, conversation).run()
     # Then the summary is done; the rest may have been sent before the old deadline
-    assert prior.stopped_at == pytest.approx(stopped.epoch_ms / 1000)
+    assert prior.stopped_at == pytest.approx(lease)
     assert prior.claim("crm_summary").done is True
     ticket = prior.claim("support_ticket")
     assert (ticket.done, ticket.recovering) == (False, True)
-    assert ticket.unanswered_write_at == pytest.approx(stopped.epoch_ms / 1000)
+    assert ticket.unanswered_write_at == pytest.approx(lease)
+
+
+def test_a_stopped_attempts_doubt_survives_a_retry_that_fails_before_performing(stack: HandlerPeers) -> None:
+    # Given an attempt stopped at its deadline, then a retry whose End function raised
+    conversation = unique("conv")
+    Attempt(stack, conversation, timeout=0.3, stop=True).run()
+    lease = int(_item(stack, record_key(conversation))["in_progress_expiration"]["N"]) / 1000
+    time.sleep(0.4)
+    assert Attempt(stack, conversation, fail_before_performing=True).run().stopped_at == pytest.approx(lease)
+    # When the next retry takes the conversation
+    prior = Attempt(stack, conversation).run()
+    # Then the first attempt's actions are still in doubt from its deadline
+    assert prior.stopped_at == pytest.approx(lease)
+    assert prior.claim("crm_summary").recovering is True
+
+
+def test_a_live_holder_keeps_the_conversation(stack: HandlerPeers) -> None:
+    # Given an attempt stopped with a long lease: its invocation could still be running
+    conversation = unique("conv")
+    Attempt(stack, conversation, timeout=30, stop=True).run()
+    # When a twin tries to take the conversation
+    # Then Powertools refuses it as in progress, through our persistence layer
+    with pytest.raises(IdempotencyAlreadyInProgressError):
+        Attempt(stack, conversation).run()
+
+
+def test_a_completed_conversation_is_returned_and_its_entries_kept(stack: HandlerPeers) -> None:
+    # Given a conversation that recorded a note and completed
+    conversation = unique("conv")
+    Attempt(stack, conversation, record={"crm_summary": {"object_id": "9"}}).run()
+    # When the same conversation arrives again
+    # Then Powertools answers from the record (the attempt never runs) and the entry is still there
+    with pytest.raises(AssertionError, match="did not take"):
+        Attempt(stack, conversation).run()
+    item = _item(stack, record_key(conversation))
+    assert item["status"]["S"] == RECORD_COMPLETED
+    assert "a.crm_summary" in item
 
 
 def test_the_completed_record_holds_the_results_the_ledger_did_not_write(
@@ -164,8 +262,7 @@ def test_a_retry_that_completed_an_action_the_ledger_saw_fail_reads_as_completed
     # Given a first attempt whose disposition failed (the ledger item keeps that outcome) and a
     # retry that completed it, its result riding on the completed record (a repeatable action)
     conversation = unique("conv")
-    ledger.start(conversation, Deadline.after(30))
-    ledger.close(conversation, {"disposition": failed_entry("CrmUnavailableError: 503")})
+    Attempt(stack, conversation, fail_with={"disposition": failed_entry("CrmUnavailableError: 503")}).run()
     report = {"actions": {"disposition": {"status": "done", "result": {"object_id": "501"}}}}
     _record(stack, conversation, RECORD_COMPLETED, Deadline.after(-1), report)
     # When an operator looks the action up, or describes the conversation
@@ -178,18 +275,25 @@ def test_a_retry_that_completed_an_action_the_ledger_saw_fail_reads_as_completed
 
 
 def test_one_item_per_conversation_with_a_ttl_for_the_retention_window(stack: HandlerPeers) -> None:
-    # Given a ledger with a one-hour retention
-    ledger = ActionLedger(stack.table, 3600)
+    # Given a conversation whose attempt recorded one outcome and failed with another
     conversation = unique("conv")
-    # When two outcomes of one conversation are written
     before = int(time.time())
-    ledger.start(conversation, Deadline.after(30))
-    ledger.record(conversation, "crm_summary", {"object_id": "1"})
-    ledger.close(conversation, {"support_ticket": failed_entry("CrmRequestError: 400")})
-    # Then one item holds both, expiring one retention window ahead (DynamoDB TTL removes it)
-    item = _item(stack, ledger_key(conversation))
-    assert {name for name in item if name.startswith("a.")} == {"a.crm_summary", "a.support_ticket"}
-    assert "performing" not in item  # the failed attempt ended: nothing of it is in doubt
+    Attempt(
+        stack,
+        conversation,
+        record={"crm_summary": {"object_id": "1"}},
+        fail_with={"support_ticket": failed_entry("CrmRequestError: 400")},
+    ).run()
+    # When a follow-up's send is claimed later
+    ActionLedger(stack.table, 3600).claim(conversation, "follow_up_sent:sms", Deadline.after(30))
+    # Then one item holds all of them, on the conversation's record key, expiring a retention window ahead
+    item = _item(stack, record_key(conversation))
+    assert {name for name in item if name.startswith("a.")} == {
+        "a.crm_summary",
+        "a.support_ticket",
+        "a.follow_up_sent:sms",
+    }
+    assert "in_progress_expiration" not in item  # the failed attempt ended: nothing of it is in doubt
     assert before + 3600 <= int(item["expiration"]["N"]) <= int(time.time()) + 3600
 
 

@@ -546,26 +546,23 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
 
 
 def test_a_duplicate_that_arrives_while_the_original_runs_is_retried_after_it_not_parked(tmp_path: Path) -> None:
-    # Given an End function that holds until released, and two environments
-    end_function = tmp_path / "holds.py"
-    end_function.write_text(HOLDS)
-    started, release = tmp_path / "started", tmp_path / "release"
+    # Given a CRM that takes 3 s to create a note, and two environments (the End function plans
+    # before the conversation's record is taken: "runs" is the original performing its actions)
     with LocalStack(
         "aftercall-test-duplicate",
         {"Stage": "live"},
         workers=2,
         retry_delays=(0.05, 0.1),
-        end_function=str(end_function),
         state_dir=tmp_path / "state",
     ) as local:
-        detail = new_detail("live", started_marker=str(started), release_marker=str(release))
+        local.crm.add_fault("latency", method="POST", path="/crm/v3/objects/notes", ms=3000)
+        detail = new_detail("live")
         put_event(local, detail)
-        wait_for(started.exists, "the original invocation to start")
+        wait_for(lambda: bool(local.crm.requests_to("POST", "/crm/v3/objects/notes")), "the original to send its note")
 
         # When the platform emits the same conversation again while the original still runs
         put_event(local, detail)
         wait_for(lambda: bool(waiting_for_twin(local)), "the duplicate to find its twin in progress and wait")
-        release.write_text("go")
         local.wait_idle(timeout=60)
 
         # Then the duplicate waited for its twin inside its own invocation and found it done:

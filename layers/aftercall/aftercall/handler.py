@@ -9,18 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
@@ -42,7 +39,8 @@ from aftercall.errors import (
     InvalidEventError,
 )
 from aftercall.failures import park, rejection_record
-from aftercall.ledger import RECORD_PREFIX, ActionLedger, Prior
+from aftercall.guard import ConversationGuard
+from aftercall.ledger import RECORD_PREFIX, ActionLedger, record_key
 from aftercall.models.event import CONTRACT_NAMES, ConversationEndedDetail, ConversationEndedEvent
 from aftercall.notifications import Notifier
 from aftercall.observability import logger, metrics
@@ -117,13 +115,12 @@ class EndHandlerRuntime:
             payload_validation_jmespath="@",
             raise_on_no_idempotency_key=True,
             expires_after_seconds=settings.retention_seconds,
+            response_hook=_already_processed,
         )
-        persistence = DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb")
-        )
+        self.guard = ConversationGuard(settings.idempotency_table, aws.client("dynamodb"))
         self._process_once = idempotent_function(
             data_keyword_argument="detail",
-            persistence_store=persistence,
+            persistence_store=self.guard,
             config=self.idempotency_config,
             key_prefix=IDEMPOTENCY_KEY_PREFIX,
         )(self._process)
@@ -162,14 +159,19 @@ class EndHandlerRuntime:
         logger.append_keys(conversation_id=detail.conversation_id)
         # the keys are the sender's own names: data, not quoted
         logger.debug("conversation received", extra={"state_key_count": len(detail.state)})
-        ran: list[bool] = []
+        # Planned before Powertools takes the record: an attempt stopped inside the End function then
+        # leaves no record in progress, so its retry has nothing in doubt (the record's lease, once
+        # taken, is the mark that actions may have been sent). A conversation a record already holds
+        # (a duplicate, a twin still running) is not planned: Powertools answers it.
+        held = self.guard.holds(record_key(detail.conversation_id))
+        plan = None if held else self._plan(detail, end_function)
         try:
             report = self._process_waiting_for_twin(
                 detail=detail.model_dump(mode="json"),
                 model=detail,
+                plan=plan,
                 end_function=end_function,
                 deadline=Deadline.from_context(context),
-                ran=ran,
             )
         except IdempotencyValidationError:
             conflict = ConflictingDuplicateError(
@@ -177,11 +179,10 @@ class EndHandlerRuntime:
                 "this event was not processed (compare both in the failed-events queue before replaying)"
             )
             return self._reject(event, conflict, context)
-        if not ran:
+        if report.get("duplicate"):
             metrics.add_metric(name="DuplicateConversations", unit=MetricUnit.Count, value=1)
             statuses = {name: "already_done" for name in report.get("actions", {})}
             self._log_conversation(detail, "duplicate", statuses, started)
-            return {**report, "duplicate": True}
         return report
 
     def _process_waiting_for_twin(self, *, deadline: Deadline, **kwargs: Any) -> dict[str, Any]:
@@ -205,37 +206,44 @@ class EndHandlerRuntime:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _plan(self, model: ConversationEndedDetail, end_function: EndFunction) -> ActionPlan:
-        """Run the End function: it plans actions; nothing is performed or written yet."""
+    def _plan(self, model: ConversationEndedDetail, end_function: EndFunction) -> ActionPlan | Exception:
+        """Run the End function: it plans actions; nothing is performed or written yet. What it raised
+        is returned: raised under Powertools' guard, unless the conversation was processed before."""
         plan = ActionPlan(
             model, self.crm, self.follow_ups, self.notifier, default_phone_region=self.settings.default_phone_region
         )
         try:
             end_function(Conversation(model, plan))
-        except Exception as exc:
-            # Its text is the user's (it may quote the state): redacted, with where it was raised.
-            error = describe_exception(exc)
-            logger.error(
-                "end_function raised; no action was performed, the event will be retried",
-                extra={"error": error, "raised_at": where_raised(exc)},
-            )
-            metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
-            raise EndFunctionError(f"end_function raised {error}") from exc
+        except Exception as exc:  # noqa: BLE001 - handed to _process, which reports and raises it
+            return exc
         return plan
+
+    @staticmethod
+    def _raise_planning_error(exc: Exception) -> NoReturn:
+        # Its text is the user's (it may quote the state): redacted, with where it was raised.
+        error = describe_exception(exc)
+        logger.error(
+            "end_function raised; no action was performed, the event will be retried",
+            extra={"error": error, "raised_at": where_raised(exc)},
+        )
+        metrics.add_metric(name="EndFunctionErrors", unit=MetricUnit.Count, value=1)
+        raise EndFunctionError(f"end_function raised {error}") from exc
 
     def _process(
         self,
         detail: dict[str, Any],
         model: ConversationEndedDetail,
+        plan: ActionPlan | Exception | None,
         end_function: EndFunction,
         deadline: Deadline,
-        ran: list[bool],
     ) -> dict[str, Any]:
-        """Under Powertools' guard: plan, perform; the report it stores carries the actions' results."""
-        ran.append(True)
+        """Under Powertools' guard: perform the plan; the report it stores carries the actions' results."""
         started = time.monotonic()
-        plan = self._plan(model, end_function)
-        prior = self.ledger.start(model.conversation_id, deadline) if plan.planned else Prior()
+        prior = self.guard.prior(record_key(model.conversation_id))  # read when the record was taken
+        if plan is None:  # the record that held it was released just before we took it: plan now
+            plan = self._plan(model, end_function)
+        if isinstance(plan, Exception):
+            self._raise_planning_error(plan)
         outcomes = perform_actions(
             model.conversation_id, plan.planned, self.ledger, deadline, self.settings.action_concurrency, prior
         )
@@ -243,8 +251,8 @@ class EndHandlerRuntime:
         self._report_failures(outcomes)
         statuses: dict[str, str] = {o.name: o.status for o in outcomes}
         if failures:
-            # Powertools deletes its record when this raises: the ledger keeps every outcome.
-            self.ledger.close(model.conversation_id, ledger_entries(outcomes))
+            # Powertools releases its record when this raises; the release writes every outcome.
+            self.guard.close_with(record_key(model.conversation_id), ledger_entries(outcomes))
             record_actions(model.conversation_id, ((o.name, o.status, o.seconds) for o in outcomes))
             self._log_conversation(model, "failed", statuses, started)
             raise ActionsFailedError(model.conversation_id, failures)
@@ -302,6 +310,11 @@ class EndHandlerRuntime:
             logger.exception("could not park the rejected event; raising so Lambda's OnFailure keeps it")
             raise error from exc
         return {"status": "rejected", "error_type": type(error).__name__, "error": str(error), "parked_as": message_id}
+
+
+def _already_processed(response: Any, idempotent_data: DataRecord) -> Any:
+    """Powertools' ``response_hook``: the stored report of a conversation processed before, marked so."""
+    return {**response, "duplicate": True} if isinstance(response, dict) else response
 
 
 def new_callers(settings: EndHandlerSettings) -> NewCallers:

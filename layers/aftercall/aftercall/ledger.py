@@ -1,22 +1,23 @@
-"""The action ledger: one DynamoDB item per conversation, beside its Powertools idempotency record.
+"""The action ledger: what each action of a conversation came to, kept on its Powertools record.
 
-Both live in the idempotency table: the record (``aftercall.conversation#<md5>``, Powertools)
-guards the conversation: its ``INPROGRESS`` status keeps out a concurrent invocation until the
-holder's Lambda deadline, and its ``COMPLETED`` status stores the handler's report, with every
-action's result. The ledger item (``conversation#<id>``) keeps what the record cannot: the results
-of actions that completed while others still ran (a crash before the record completes must not
-repeat them), and, when the attempt fails (Powertools then deletes its record), every outcome:
-done with what it made, or failed with why. Each write is one write unit (the item stays under
-1 KB: results are CRM object ids, errors are cut short).
+One DynamoDB item per conversation, the Powertools idempotency record
+(``aftercall.conversation#<md5>``): its ``INPROGRESS`` status keeps out a concurrent invocation until
+the holder's Lambda deadline, its ``COMPLETED`` status stores the handler's report with every
+action's result. The ledger's entries (``a.<action>``) ride on the same item, written by the same
+requests where they can (:mod:`aftercall.guard`, Powertools' "bring your own persistent store"):
 
-Once an attempt holds the record and its End function has planned actions, :meth:`ActionLedger.start`
-is one write that marks it as performing (until its deadline) and returns what earlier attempts
-left: what is done, what failed with a write that got no answer (the time it recorded), and
-whether an attempt was stopped at its deadline while performing (its mark is still there, its
-deadline past: a failed attempt clears it): then every action it had not recorded may have been
-half done, sent before that deadline. An attempt stopped before performing (inside the End
-function) leaves nothing in doubt. What an adapter does with such a write: the unanswered-write
-protocol (:mod:`aftercall.crm.http`).
+* the record's ``INPROGRESS`` write is an ``UpdateItem`` returning the item as it was: what earlier
+  attempts left (done actions, failed ones and the time of a write that got no answer), and whether
+  an attempt was stopped at its deadline (its ``INPROGRESS`` status still there, its lease past):
+  then every action it had not recorded may have been half done, sent before that deadline;
+* results of actions that completed while others still ran are written at once (:meth:`record`),
+  so a crash before the record completes cannot repeat them (HubSpot has no idempotency key);
+* when an attempt fails, Powertools' delete becomes one update that writes every outcome not
+  written yet and removes the record's status, which releases the conversation to the retry.
+
+Each write is one write unit (the item stays under 1 KB: results are CRM object ids, errors are
+cut short). What an adapter does with a write that got no answer: the unanswered-write protocol
+(:mod:`aftercall.crm.http`).
 
 **One action on its own** (:meth:`claim`, :meth:`complete`, :meth:`fail`): the FollowUp function's
 sends, long after the conversation, claim their own entry in the same item with their own lease.
@@ -43,6 +44,8 @@ FAILED = "FAILED"
 RECORD_PREFIX = "aftercall.conversation"
 RECORD_IN_PROGRESS = "INPROGRESS"
 RECORD_COMPLETED = "COMPLETED"
+#: Epoch ms: an attempt was stopped at this deadline and the attempts after it have not performed yet.
+STOPPED_ATTRIBUTE = "stopped"
 #: Errors are kept short: the item stays under 1 KB (one write unit); the logs have the whole message.
 MAX_ERROR_CHARS = 300
 
@@ -101,10 +104,6 @@ def record_key(conversation_id: str) -> str:
     return f"{RECORD_PREFIX}#{digest}"
 
 
-def ledger_key(conversation_id: str) -> str:
-    return f"conversation#{conversation_id}"
-
-
 def _attribute(action: str) -> str:
     return f"a.{action}"
 
@@ -132,43 +131,13 @@ class ActionLedger:
             self._client = aws.client("dynamodb")
         return self._client
 
-    # --- the conversation -------------------------------------------------------------------------
-
-    def start(self, conversation_id: str, deadline: Deadline) -> Prior:
-        """Mark this attempt as performing until ``deadline``; return what earlier attempts left (one write)."""
-        now = time.time()
-        response = self.client.update_item(
-            TableName=self.table_name,
-            Key={"id": {"S": ledger_key(conversation_id)}},
-            UpdateExpression=(
-                "SET performing = :lease, expiration = if_not_exists(expiration, :expiration), "
-                "attempt = if_not_exists(attempt, :zero) + :one"
-            ),
-            ExpressionAttributeValues={
-                ":lease": {"N": str(deadline.epoch_ms)},
-                ":expiration": {"N": str(int(now) + self.retention_seconds)},
-                ":zero": {"N": "0"},
-                ":one": {"N": "1"},
-            },
-            ReturnValues="ALL_OLD",
-        )
-        old: dict[str, Any] = response.get("Attributes") or {}
-        if int(old.get("expiration", {}).get("N", str(int(now)))) < int(now):
-            old = {}  # past its retention (not yet removed by TTL): as good as gone
-        performing = int(old["performing"]["N"]) if "performing" in old else None
-        stopped = performing is not None and performing < now * 1000
-        return Prior(previous=_actions(old), stopped_at=performing / 1000 if stopped and performing else None)
+    # --- the conversation (its start and its failure ride on the record's writes: aftercall.guard) ---
 
     def record(self, conversation_id: str, action: str, result: dict[str, Any]) -> None:
         """One action is done while others still run: written at once, so no later attempt repeats it."""
         self._set(conversation_id, {action: completed_entry(result)})
 
-    def close(self, conversation_id: str, entries: dict[str, dict[str, Any]]) -> None:
-        """A failed attempt's outcomes not written yet (Powertools deletes its record; these stay), and
-        its performing mark cleared: it ended, it was not stopped."""
-        self._set(conversation_id, entries, "REMOVE performing")
-
-    def _set(self, conversation_id: str, entries: dict[str, dict[str, Any]], then: str = "") -> None:
+    def _set(self, conversation_id: str, entries: dict[str, dict[str, Any]]) -> None:
         names: dict[str, str] = {}
         values: dict[str, Any] = {":expiration": {"N": str(int(time.time()) + self.retention_seconds)}}
         sets = ["expiration = if_not_exists(expiration, :expiration)"]
@@ -178,8 +147,8 @@ class ActionLedger:
             sets.append(f"#a{n} = :a{n}")
         self.client.update_item(
             TableName=self.table_name,
-            Key={"id": {"S": ledger_key(conversation_id)}},
-            UpdateExpression=("SET " + ", ".join(sets) + " " + then).strip(),
+            Key={"id": {"S": record_key(conversation_id)}},
+            UpdateExpression="SET " + ", ".join(sets),
             **({"ExpressionAttributeNames": names} if names else {}),
             ExpressionAttributeValues=values,
         )
@@ -195,7 +164,7 @@ class ActionLedger:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
-                Key={"id": {"S": ledger_key(conversation_id)}},
+                Key={"id": {"S": record_key(conversation_id)}},
                 UpdateExpression="SET #a = :entry, expiration = if_not_exists(expiration, :expiration)",
                 ConditionExpression=(
                     "attribute_not_exists(#a) OR #a.#s = :failed OR (#a.#s = :in_progress AND #a.#l < :now_ms)"
@@ -241,18 +210,19 @@ class ActionLedger:
 
     def _read(self, conversation_id: str) -> dict[str, Any]:
         item: dict[str, Any] = self.client.get_item(
-            TableName=self.table_name, Key={"id": {"S": ledger_key(conversation_id)}}, ConsistentRead=True
+            TableName=self.table_name, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True
         ).get("Item", {})
         return item
 
     def lookup(self, conversation_id: str, action: str) -> dict[str, Any] | None:
         """One action's state as plain values (for operators and tests): ``status``, ``result`` (JSON text)...
 
-        An action the ledger item does not hold is found in the Powertools record: among the
-        results of its stored report when the conversation completed, or in progress (with the
-        record's lease) while an invocation holds the conversation.
+        An action without a completed entry may have its result in the completed record's report
+        (a repeatable action, or the last to finish), or be in progress (with the record's lease)
+        while an invocation holds the conversation.
         """
-        entry = self._read(conversation_id).get(_attribute(action))
+        item = self._read(conversation_id)
+        entry = item.get(_attribute(action))
         plain: dict[str, Any] | None = None
         if entry is not None:
             fields = entry["M"]
@@ -267,26 +237,21 @@ class ActionLedger:
                 plain["in_progress_expiration"] = int(fields["l"]["N"])
             if plain["status"] == COMPLETED:
                 return plain
-        # Not completed in the ledger item: a repeatable action or the last to finish may have its
-        # result in the completed record's report (the item then still says what an attempt left).
-        record: dict[str, Any] = self.client.get_item(
-            TableName=self.table_name, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True
-        ).get("Item", {})
-        status = record.get("status", {}).get("S")
+        status = item.get("status", {}).get("S")
         if status == RECORD_COMPLETED:
-            outcome = json.loads(record.get("data", {}).get("S", "{}")).get("actions", {}).get(action)
+            outcome = json.loads(item.get("data", {}).get("S", "{}")).get("actions", {}).get(action)
             if outcome and outcome.get("status") in ("done", "already_done"):
                 return {"status": COMPLETED, "result": json.dumps(outcome.get("result"))}
         if plain is None and status == RECORD_IN_PROGRESS:
-            return {"status": IN_PROGRESS, "in_progress_expiration": int(record["in_progress_expiration"]["N"])}
+            return {"status": IN_PROGRESS, "in_progress_expiration": int(item["in_progress_expiration"]["N"])}
         return plain
 
     def describe(self, conversation_id: str) -> list[ActionRecord]:
         """Every action known for the conversation, sorted by name (for ``aftercall inspect``).
 
-        The ledger item's entries, and the results the completed idempotency record's report
-        holds for actions the ledger did not write (the last to finish, the repeatable ones).
-        ``attempt`` counts the attempts that performed the conversation's actions.
+        The ledger's entries, and the results the completed record's report holds for actions the
+        ledger did not write (the last to finish, the repeatable ones). ``attempt`` counts the
+        attempts that took the conversation.
         """
         item = self._read(conversation_id)
         attempts = int(item.get("attempt", {}).get("N", "1"))
@@ -307,11 +272,8 @@ class ActionLedger:
                 unanswered_write_at=int(fields["u"]["N"]) / 1000 if "u" in fields else None,
                 expires_at=expires,
             )
-        record: dict[str, Any] = self.client.get_item(
-            TableName=self.table_name, Key={"id": {"S": record_key(conversation_id)}}, ConsistentRead=True
-        ).get("Item", {})
-        if record.get("status", {}).get("S") == RECORD_COMPLETED:
-            report = json.loads(record.get("data", {}).get("S", "{}"))
+        if item.get("status", {}).get("S") == RECORD_COMPLETED:
+            report = json.loads(item.get("data", {}).get("S", "{}"))
             for name, outcome in (report.get("actions") or {}).items():
                 finished = name in records and records[name].status == COMPLETED
                 if finished or outcome.get("status") not in ("done", "already_done"):
@@ -322,7 +284,7 @@ class ActionLedger:
                     status=COMPLETED,
                     attempt=attempts,
                     result=result if isinstance(result, dict) else None,
-                    expires_at=float(record["expiration"]["N"]) if "expiration" in record else expires,
+                    expires_at=expires,
                 )
         return sorted(records.values(), key=lambda r: r.action)
 
@@ -348,3 +310,20 @@ def _claim(fields: dict[str, Any]) -> Claim:
 def _stopped(fields: dict[str, Any]) -> Claim:
     """A claim whose lease ran out: that attempt was stopped mid-action, anything it sent went out before."""
     return Claim(done=False, recovering=True, unanswered_write_at=int(fields["l"]["N"]) / 1000)
+
+
+def prior_from(item: dict[str, Any], now: float) -> Prior:
+    """What earlier attempts left, from the conversation's item as it was before this attempt took it.
+
+    An item past its retention (not yet removed by TTL) is as good as gone. A record still
+    ``INPROGRESS`` (its lease past, or this attempt could not have taken it) was stopped at its
+    deadline: everything it had not recorded is in doubt from then.
+    """
+    if not item or int(item.get("expiration", {}).get("N", str(int(now)))) < int(now):
+        return Prior()
+    stopped = None
+    if item.get("status", {}).get("S") == RECORD_IN_PROGRESS and "in_progress_expiration" in item:
+        stopped = int(item["in_progress_expiration"]["N"]) / 1000
+    elif STOPPED_ATTRIBUTE in item:  # a stopped attempt's doubt, passed on by one that failed before performing
+        stopped = int(item[STOPPED_ATTRIBUTE]["N"]) / 1000
+    return Prior(previous=_actions(item), stopped_at=stopped)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aftercall.follow_ups.schedule import schedule_name
-from aftercall.ledger import COMPLETED, ledger_key, record_key
+from aftercall.ledger import COMPLETED, record_key
 from aftercall_ops.emulator.stack import LocalStack
 from aftercall_ops.operations.chaos.plan import (
     CONVERSATION_RECORD_PREFIX,
@@ -83,20 +83,21 @@ def _marked(text: str) -> str | None:
 
 
 def _ledger_completed(stack: LocalStack, conversation_ids: Sequence[str], action: str) -> set[str]:
-    """Conversations whose ``action`` is COMPLETED: in the ledger item, or among the results of the
-    report in its completed idempotency record (batched reads of both)."""
+    """Conversations whose ``action`` is COMPLETED: in the ledger's entry on the conversation's
+    idempotency record, or among the results of the report it stores once completed (batched reads)."""
     dynamodb = stack.client("dynamodb")
     table = stack.outputs["IdempotencyTableName"]
     done: set[str] = set()
     for start in range(0, len(conversation_ids), 50):
         batch = conversation_ids[start : start + 50]
-        keys = [{"id": {"S": key(cid)}} for cid in batch for key in (ledger_key, record_key)]
+        by_key = {record_key(cid): cid for cid in batch}
+        keys = [{"id": {"S": key}} for key in by_key]
         request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
         for _ in range(20):
             answer = dynamodb.batch_get_item(RequestItems=request)
             for item in answer.get("Responses", {}).get(table, []):
                 if item.get(f"a.{action}", {}).get("M", {}).get("s", {}).get("S") == COMPLETED:
-                    done.add(item["id"]["S"].split("#", 1)[1])
+                    done.add(by_key[item["id"]["S"]])
                 elif item.get("status", {}).get("S") == COMPLETED and "data" in item:
                     report = json.loads(item["data"]["S"])
                     if report.get("actions", {}).get(action, {}).get("status") in ("done", "already_done"):
