@@ -8,31 +8,31 @@ its API (``_route``), its credentials (``_authorized``/``_unauthorized``) and it
 Faults (:mod:`aftercall_ops.fakes.faults`): 5xx, rate limits with ``Retry-After`` (429, or a service's own status
 such as Salesforce's 403), hanging past a client's timeout, resetting the connection, applying a
 write and then answering 500 (the ambiguous case), added latency, and an answer whose body
-trickles in a byte at a time; plus a global rate limit.
+trickles in a byte at a time; plus a global rate limit. Which rule a request meets and whether a
+token is free are decided in :mod:`aftercall_ops.fakes.fault_plan`; what is kept of each request
+in :mod:`aftercall_ops.fakes.request_log`.
 
-Admin endpoints every fake serves (no auth): ``GET /__admin/state``, ``GET /__admin/requests``,
-``GET|POST|DELETE /__admin/faults``, ``POST /__admin/config`` (``{"rate_limit_per_second": 5,
-"rate_limit_retry_after": 1}``), ``POST /__admin/reset``; a fake may add its own routes.
+Admin endpoints every fake serves (no auth), in :mod:`aftercall_ops.fakes.admin_routes`:
+``GET /__admin/state``, ``GET /__admin/requests``, ``GET|POST|DELETE /__admin/faults``,
+``POST /__admin/config``, ``POST /__admin/reset``; a fake may add its own routes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
-import random
 import signal
 import socket
 import sys
 import threading
-import time
-from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from aftercall_ops.fakes.admin import FakeAdmin
+from aftercall_ops.fakes.admin_routes import admin_answer
+from aftercall_ops.fakes.fault_plan import FaultPlan, TokenBucket
 from aftercall_ops.fakes.faults import FAULT_KINDS, Fault, FaultKind, path_matches
+from aftercall_ops.fakes.request_log import RequestLog
 from aftercall_ops.fakes.server import Answer, Drop, Request, RequestRecord, _Handler, _Server
 
 __all__ = [
@@ -48,10 +48,6 @@ __all__ = [
     "path_matches",
     "serve_until_signalled",
 ]
-
-#: Request headers never written to the request log (credentials).
-UNLOGGED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-
 
 # --- the service base class -----------------------------------------------------------------------
 
@@ -83,16 +79,9 @@ class FakeHttpService:
         self.host = host
         self._port = port
         self._lock = threading.RLock()
-        self._faults: list[Fault] = []
-        self._rng = random.Random(seed)
-        self._log: deque[RequestRecord] = deque(maxlen=log_size)
-        self._counts: Counter[str] = Counter()
-        self._status_counts: Counter[str] = Counter()
-        self._rate: float | None = None
-        self._rate_retry_after: float | None = None
-        self._bucket = 0.0
-        self._bucket_at = time.monotonic()
-        self.set_rate_limit(rate_limit_per_second, rate_limit_retry_after)
+        self._faults = FaultPlan(seed)
+        self._rate_limit = TokenBucket(rate_limit_per_second, rate_limit_retry_after)
+        self._log = RequestLog(log_size)
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._server: _Server | None = None
@@ -187,20 +176,15 @@ class FakeHttpService:
 
     def add_faults(self, rules: Iterable[Fault | Mapping[str, Any]]) -> list[Fault]:
         """Add rules given as :class:`Fault` objects or their JSON form."""
-        faults = [rule if isinstance(rule, Fault) else Fault.from_json(rule) for rule in rules]
-        with self._lock:
-            self._faults.extend(faults)
-        return faults
+        return self._faults.add(rules)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     @property
     def faults(self) -> list[Fault]:
         """Rules still active (exhausted ones are dropped)."""
-        with self._lock:
-            return [copy.copy(f) for f in self._faults]
+        return self._faults.rules()
 
     def set_rate_limit(self, per_second: float | None, retry_after: float | None = None) -> None:
         """Answer rate-limited above ``per_second`` requests (token bucket, one second's burst).
@@ -208,20 +192,18 @@ class FakeHttpService:
         ``Retry-After`` is the wait until a token is free, rounded up to whole seconds, unless
         ``retry_after`` fixes it (fractions allowed, for benchmarks that cannot wait a second).
         """
-        if per_second is not None and per_second <= 0:
-            raise ValueError("rate_limit_per_second must be positive (or None for no limit)")
-        with self._lock:
-            self._rate = per_second
-            self._rate_retry_after = retry_after
-            self._bucket = max(1.0, per_second or 0.0)
-            self._bucket_at = time.monotonic()
+        self._rate_limit.configure(per_second, retry_after)
+
+    @property
+    def rate_limit_per_second(self) -> float | None:
+        """The global rate limit (``None``: none)."""
+        return self._rate_limit.per_second
 
     # --- request log -----------------------------------------------------------------------------
 
     @property
     def requests(self) -> list[RequestRecord]:
-        with self._lock:
-            return [copy.copy(r) for r in self._log]
+        return self._log.records()
 
     def requests_to(self, method: str | None = None, path: str | None = None) -> list[RequestRecord]:
         """Logged requests with this method and path (a prefix, or exact when it ends with ``$``)."""
@@ -232,18 +214,10 @@ class FakeHttpService:
         ]
 
     def request_counts(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "total": sum(self._counts.values()),
-                "by_route": dict(self._counts),
-                "by_status": dict(self._status_counts),
-            }
+        return self._log.counts()
 
     def clear_requests(self) -> None:
-        with self._lock:
-            self._log.clear()
-            self._counts.clear()
-            self._status_counts.clear()
+        self._log.clear()
 
     def reset(self) -> None:
         """Forget all data, faults and the request log (credentials and the rate limit stay)."""
@@ -258,7 +232,7 @@ class FakeHttpService:
             **self._state_data(),
             "requests": self.request_counts(),
             "faults": [f.to_json() for f in self.faults],
-            "rate_limit_per_second": self._rate,
+            "rate_limit_per_second": self.rate_limit_per_second,
         }
 
     # --- what a fake implements --------------------------------------------------------------------
@@ -317,72 +291,23 @@ class FakeHttpService:
             else:
                 self._connections.discard(conn)
 
-    def _pick_faults(self, method: str, path: str) -> tuple[list[Fault], Fault | None]:
-        """The latency rules and the first other rule that apply to this request (consumed)."""
-        latency: list[Fault] = []
-        chosen: Fault | None = None
-        with self._lock:
-            for fault in self._faults:
-                if fault.exhausted or not fault.matches(method, path):
-                    continue
-                if fault.kind != "latency" and chosen is not None:
-                    continue
-                if fault.probability is not None and self._rng.random() >= fault.probability:
-                    continue
-                fault.applied += 1
-                if fault.kind == "latency":
-                    latency.append(fault)
-                else:
-                    chosen = fault
-            self._faults = [f for f in self._faults if not f.exhausted]
-        return latency, chosen
-
-    def _take_token(self) -> float | None:
-        """None when the request may pass the rate limit, else the seconds until it could."""
-        with self._lock:
-            if self._rate is None:
-                return None
-            now = time.monotonic()
-            capacity = max(1.0, self._rate)
-            self._bucket = min(capacity, self._bucket + (now - self._bucket_at) * self._rate)
-            self._bucket_at = now
-            if self._bucket >= 1.0:
-                self._bucket -= 1.0
-                return None
-            return (1.0 - self._bucket) / self._rate
-
     def _wait(self, seconds: float) -> None:
         """Sleep, but wake up when the server stops (so ``stop()`` never waits on a hang)."""
         if seconds > 0:
             self._stopping.wait(seconds)
 
     def _serve(self, request: Request) -> Answer:
-        record = RequestRecord(
-            method=request.method,
-            path=request.path,
-            time=time.time(),
-            received=time.monotonic(),
-            body=self._loggable_body(request),
-            query=request.query,
-            headers={k: v for k, v in request.headers.items() if k not in UNLOGGED_HEADERS},
-        )
-        with self._lock:
-            self._log.append(record)
-            self._counts[f"{request.method} {request.path}"] += 1
+        record = self._log.received(request, self._loggable_body(request))
         try:
             answer = self._answer(request, record)
         except Drop:
-            with self._lock:
-                record.answered = time.monotonic()
+            self._log.answered(record, None)
             raise
-        with self._lock:
-            record.status = answer.status
-            record.answered = time.monotonic()
-            self._status_counts[str(answer.status)] += 1
+        self._log.answered(record, answer.status)
         return answer
 
     def _answer(self, request: Request, record: RequestRecord) -> Answer:
-        latency, fault = self._pick_faults(request.method, request.path)
+        latency, fault = self._faults.pick(request.method, request.path)
         record.fault = fault.kind if fault else ("latency" if latency else None)
         self._wait(sum(f.ms for f in latency) / 1000)
         if fault is not None:
@@ -397,12 +322,10 @@ class FakeHttpService:
                 return Answer(fault.status or 500, fault.body if fault.body is not None else self._fault_body(fault))
             elif fault.kind == "rate_limit":
                 return self._rate_limited(fault.status, fault.retry_after, fault.body)
-        wait = self._take_token()
-        if wait is not None:
-            retry_after = self._rate_retry_after
-            value = f"{retry_after:g}" if retry_after is not None else str(max(1, math.ceil(wait)))
+        retry_after = self._rate_limit.take()
+        if retry_after is not None:
             record.fault = record.fault or "rate_limit_per_second"
-            return self._rate_limited(None, value, None)
+            return self._rate_limited(None, retry_after, None)
         record.authorized = self._authorized(request)
         if not record.authorized:
             return self._unauthorized(request)
@@ -414,43 +337,8 @@ class FakeHttpService:
         return answer
 
     def _admin(self, request: Request) -> Answer:
-        method = request.method
-        try:
-            body: Any = request.json()
-        except ValueError:
-            return Answer(400, self._admin_error("the body is not JSON"))
-        route = request.path.rstrip("/").removeprefix("/__admin/")
-        try:
-            if route == "state" and method == "GET":
-                return Answer(200, self.state())
-            if route == "requests" and method == "GET":
-                return Answer(200, [r.to_json() for r in self.requests])
-            if route == "faults":
-                if method == "GET":
-                    return Answer(200, [f.to_json() for f in self.faults])
-                if method == "DELETE":
-                    self.clear_faults()
-                    return Answer(204, None)
-                if method == "POST":
-                    rules = body if isinstance(body, list) else [body]
-                    if not all(isinstance(rule, dict) for rule in rules):
-                        raise ValueError("send a fault rule object or a list of them")
-                    added = self.add_faults(rules)
-                    return Answer(201, [f.to_json() for f in added])
-            if route == "config" and method == "POST":
-                if not isinstance(body, dict):
-                    raise ValueError('send {"rate_limit_per_second": <number or null>}')
-                self.set_rate_limit(body.get("rate_limit_per_second"), body.get("rate_limit_retry_after"))
-                return Answer(200, {"rate_limit_per_second": self._rate})
-            if route == "reset" and method == "POST":
-                self.reset()
-                return Answer(204, None)
-            own = self._admin_route(method, route, body)
-            if own is not None:
-                return own
-        except (TypeError, ValueError) as exc:
-            return Answer(400, self._admin_error(str(exc)))
-        return Answer(404, self._admin_error(f"no admin route {method} {request.path}"))
+        """Answer a ``/__admin/`` request (:mod:`aftercall_ops.fakes.admin_routes`)."""
+        return admin_answer(self, request)
 
 
 def serve_until_signalled(service: FakeHttpService, banner: str) -> int:

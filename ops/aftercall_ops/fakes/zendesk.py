@@ -3,12 +3,12 @@
 Why it exists: the Zendesk adapter relies on Zendesk's ``Idempotency-Key`` for tickets, so the
 fake implements it the way Zendesk documents it, and fails the ways Zendesk fails:
 
-* ``POST /api/v2/tickets`` with ``Idempotency-Key`` (up to 255 characters, kept two hours): a
-  repeat with the same body replays the first answer with ``x-idempotency-lookup: hit`` (the
-  first answers ``miss``) and creates nothing; the same key with a different body answers 400
-  ``IdempotentRequestError``. Only successful creates are remembered, so a refused one can be
-  corrected and sent again. Validation answers 422 ``RecordInvalid``.
-* ``GET /api/v2/tickets?external_id=``, ``GET /api/v2/tickets/<id>``,
+* Tickets (:mod:`aftercall_ops.fakes.zendesk_tickets`): ``POST /api/v2/tickets`` with
+  ``Idempotency-Key`` (up to 255 characters, kept two hours): a repeat with the same body replays
+  the first answer with ``x-idempotency-lookup: hit`` (the first answers ``miss``) and creates
+  nothing; the same key with a different body answers 400 ``IdempotentRequestError``. Only
+  successful creates are remembered, so a refused one can be corrected and sent again. Validation
+  answers 422 ``RecordInvalid``. ``GET /api/v2/tickets?external_id=``, ``GET /api/v2/tickets/<id>``,
   ``GET /api/v2/tickets/<id>/comments``.
 * End users (:mod:`aftercall_ops.fakes.zendesk_users`): ``GET /api/v2/users/search?query=``
   (part of a name, email or phone), ``GET /api/v2/search.json?query=type:user phone:*<digits>``,
@@ -25,49 +25,26 @@ Faults are those of :mod:`aftercall_ops.fakes.http` (a ``rate_limit`` fault answ
 from __future__ import annotations
 
 import base64
-import copy
-import hashlib
-import itertools
 import re
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from aftercall_ops.fakes.http import Answer, FakeAdmin, FakeHttpService, Fault, Request
+from aftercall_ops.fakes.zendesk_tickets import IDEMPOTENCY_TTL_SECONDS, ZendeskTickets, zendesk_error
 from aftercall_ops.fakes.zendesk_users import INDEX_LAG_SECONDS, USER_UPDATES_PER_MINUTE, UserError, Users
 
 DEFAULT_EMAIL = "agent@example.com"
 DEFAULT_API_TOKEN = "fake-zendesk-api-token"  # noqa: S105 - the fake's own test token
 DEFAULT_USER_FIELDS = ("aftercall_disposition",)
-IDEMPOTENCY_TTL_SECONDS = 2 * 3600
-MAX_IDEMPOTENCY_KEY = 255
-PRIORITIES = ("low", "normal", "high", "urgent")
-AGENT_ID = 900_001
 #: "Support and Help Center API requests per minute: Team 200, Growth 400, Professional 400,
 #: Enterprise 700, Enterprise Plus 2500" (Zendesk Suite plan limits); the fake is a Team account.
 REQUESTS_PER_MINUTE = 200
 
 _TICKET = re.compile(r"^/api/v2/tickets/(?P<id>\d+)(?P<comments>/comments)?(?:\.json)?$")
 _USER = re.compile(r"^/api/v2/users/(?P<id>\d+)(?:\.json)?$")
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _error(error: str, description: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": error, "description": description}
-    if details:
-        body["details"] = dict(details)
-    return body
-
-
-def _invalid(field: str, message: str) -> Answer:
-    details = {field: [{"description": message, "error": "InvalidValue"}]}
-    return Answer(422, _error("RecordInvalid", "Record validation errors", details))
 
 
 class FakeZendesk(FakeHttpService):
@@ -97,17 +74,10 @@ class FakeZendesk(FakeHttpService):
         self._api_tokens = {api_token}
         self._api_token = api_token
         self._user_fields = set(user_fields)
-        self._ttl = idempotency_ttl
         self._people = Users(
             self._user_fields, index_lag_seconds=index_lag_seconds, updates_per_minute=user_updates_per_minute
         )
-        self._tickets: dict[int, dict[str, Any]] = {}
-        self._comments: dict[int, list[dict[str, Any]]] = {}
-        #: key → (expires at (monotonic), body digest, the answer given)
-        self._idempotency: dict[str, tuple[float, str, Answer]] = {}
-        self._ticket_ids = itertools.count(1)
-        self._comment_ids = itertools.count(5001)
-        self.idempotent_replays = 0
+        self._tickets = ZendeskTickets(self._people, idempotency_ttl=idempotency_ttl)
 
     # --- credentials -----------------------------------------------------------------------------
 
@@ -145,8 +115,12 @@ class FakeZendesk(FakeHttpService):
 
     def expire_idempotency_keys(self) -> None:
         """As if two hours had passed: every key is forgotten."""
-        with self._data_lock:
-            self._idempotency.clear()
+        self._tickets.expire_idempotency_keys()
+
+    @property
+    def idempotent_replays(self) -> int:
+        """How many creates were answered by replaying a remembered key's first answer."""
+        return self._tickets.idempotent_replays
 
     def user(self, user_id: int) -> dict[str, Any] | None:
         return self._people.get(user_id)
@@ -157,12 +131,10 @@ class FakeZendesk(FakeHttpService):
 
     @property
     def tickets(self) -> list[dict[str, Any]]:
-        with self._data_lock:
-            return copy.deepcopy(list(self._tickets.values()))
+        return self._tickets.all()
 
     def comments(self, ticket_id: int | str) -> list[dict[str, Any]]:
-        with self._data_lock:
-            return copy.deepcopy(self._comments.get(int(ticket_id), []))
+        return self._tickets.comments(ticket_id)
 
     def tickets_for(self, conversation_id: str) -> list[dict[str, Any]]:
         """Tickets whose external id names the conversation (``aftercall:<id>:<action>``)."""
@@ -172,16 +144,12 @@ class FakeZendesk(FakeHttpService):
     # --- the service hooks -------------------------------------------------------------------------
 
     def _state_data(self) -> dict[str, Any]:
-        with self._data_lock:
-            keys = len(self._idempotency)
+        keys = self._tickets.idempotency_keys()
         return {"users": self.users, "tickets": self.tickets, "idempotency_keys": keys}
 
     def _reset_data(self) -> None:
-        with self._data_lock:
-            self._people.clear()
-            self._tickets.clear()
-            self._comments.clear()
-            self._idempotency.clear()
+        self._people.clear()
+        self._tickets.clear()
 
     def _authorized(self, request: Request) -> bool:
         authorization = request.header("Authorization") or ""
@@ -200,11 +168,11 @@ class FakeZendesk(FakeHttpService):
 
     def _rate_limited(self, status: int | None, retry_after: str | None, body: Any) -> Answer:
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
-        default = _error("APIRateLimitExceeded", "Number of allowed API requests per minute exceeded")
+        default = zendesk_error("APIRateLimitExceeded", "Number of allowed API requests per minute exceeded")
         return Answer(status or 429, body if body is not None else default, headers)
 
     def _fault_body(self, fault: Fault) -> Any:
-        return _error("InternalError", f"injected fault {fault.id}: HTTP {fault.status or 500}")
+        return zendesk_error("InternalError", f"injected fault {fault.id}: HTTP {fault.status or 500}")
 
     def _route(self, request: Request) -> Answer:
         """The account's per-minute limit first ("X-Rate-Limit: 700 / X-Rate-Limit-Remaining: 699";
@@ -219,7 +187,7 @@ class FakeZendesk(FakeHttpService):
             if len(self._minute) >= limit:
                 wait = max(1, int(self._minute[0] + 60.0 - now) + 1)
                 headers = {"Retry-After": str(wait), "X-Rate-Limit": str(limit), "X-Rate-Limit-Remaining": "0"}
-                body = _error("APIRateLimitExceeded", "Number of allowed API requests per minute exceeded")
+                body = zendesk_error("APIRateLimitExceeded", "Number of allowed API requests per minute exceeded")
                 return Answer(429, body, headers)
             self._minute.append(now)
             remaining = limit - len(self._minute)
@@ -233,14 +201,14 @@ class FakeZendesk(FakeHttpService):
         try:
             body = request.json()
         except ValueError:
-            return Answer(400, _error("InvalidJSON", "the body is not JSON"))
+            return Answer(400, zendesk_error("InvalidJSON", "the body is not JSON"))
         if path == "/api/v2/tickets":
             if method == "POST":
-                return self._create_ticket(request, body)
+                return self._tickets.create(request, body)
             if method == "GET":
-                return self._list_tickets(request)
+                return self._tickets.listing(request.param("external_id"))
         if (match := _TICKET.match(path)) and method == "GET":
-            return self._ticket(int(match["id"]), comments=bool(match["comments"]))
+            return self._tickets.get(int(match["id"]), comments=bool(match["comments"]))
         try:
             if path == "/api/v2/users/search" and method == "GET":
                 return Answer(200, self._people.users_search(request.param("query") or ""))
@@ -253,114 +221,14 @@ class FakeZendesk(FakeHttpService):
                 return self._update_user(int(match["id"]), body)
         except UserError as exc:
             return Answer(exc.status, exc.body, exc.headers)
-        return Answer(404, _error("InvalidEndpoint", "Not found"))
-
-    # --- tickets -----------------------------------------------------------------------------------
-
-    def _create_ticket(self, request: Request, body: Any) -> Answer:
-        key = request.header("Idempotency-Key")
-        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
-            return Answer(400, _error("InvalidIdempotencyKey", f"keys are at most {MAX_IDEMPOTENCY_KEY} characters"))
-        digest = hashlib.sha256(request.raw).hexdigest()
-        with self._data_lock:
-            if key is not None:
-                remembered = self._idempotency.get(key)
-                if remembered is not None and remembered[0] <= time.monotonic():
-                    del self._idempotency[key]
-                    remembered = None
-                if remembered is not None:
-                    if remembered[1] != digest:
-                        return Answer(
-                            400,
-                            _error(
-                                "IdempotentRequestError", "Request parameters don't match the given idempotency key"
-                            ),
-                        )
-                    self.idempotent_replays += 1
-                    first = remembered[2]
-                    return Answer(
-                        first.status, copy.deepcopy(first.body), {**first.headers, "x-idempotency-lookup": "hit"}
-                    )
-            answer = self._new_ticket(body)
-            if key is not None and 200 <= answer.status < 300:
-                answer.headers["x-idempotency-lookup"] = "miss"
-                self._idempotency[key] = (time.monotonic() + self._ttl, digest, copy.deepcopy(answer))
-            return answer
-
-    def _new_ticket(self, body: Any) -> Answer:
-        ticket = body.get("ticket") if isinstance(body, dict) else None
-        if not isinstance(ticket, dict):
-            return Answer(400, _error("InvalidValue", 'send {"ticket": {...}}'))
-        comment = ticket.get("comment")
-        text = (comment.get("body") or comment.get("html_body")) if isinstance(comment, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            return _invalid("description", "Description: cannot be blank")
-        requester_id = ticket.get("requester_id")
-        if not isinstance(requester_id, int) or self._people.get(requester_id) is None:
-            return _invalid("requester", "Requester: is invalid")
-        priority = ticket.get("priority")
-        if priority is not None and priority not in PRIORITIES:
-            return _invalid("priority", f"Priority: {priority} is not valid")
-        tags = ticket.get("tags") or []
-        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-            return _invalid("tags", "Tags: must be a list of strings")
-        ticket_id = next(self._ticket_ids)
-        stamp = _now()
-        subject = str(ticket.get("subject") or text.strip().splitlines()[0][:80])
-        stored = {
-            "id": ticket_id,
-            "url": f"/api/v2/tickets/{ticket_id}.json",
-            "external_id": ticket.get("external_id"),
-            "subject": subject,
-            "raw_subject": subject,
-            "description": text,
-            "priority": priority,
-            "status": "new",
-            "requester_id": requester_id,
-            "submitter_id": AGENT_ID,
-            "tags": sorted({tag.strip().lower().replace(" ", "_") for tag in tags}),
-            "created_at": stamp,
-            "updated_at": stamp,
-        }
-        public = comment.get("public", True) if isinstance(comment, dict) else True
-        self._tickets[ticket_id] = stored
-        self._comments[ticket_id] = [
-            {
-                "id": next(self._comment_ids),
-                "type": "Comment",
-                "author_id": AGENT_ID,
-                "body": text,
-                "public": bool(public),
-                "created_at": stamp,
-            }
-        ]
-        return Answer(201, {"ticket": copy.deepcopy(stored)}, {"Location": f"/api/v2/tickets/{ticket_id}.json"})
-
-    def _list_tickets(self, request: Request) -> Answer:
-        external_id = request.param("external_id")
-        with self._data_lock:
-            tickets = [t for t in self._tickets.values() if external_id is None or t["external_id"] == external_id]
-            return Answer(
-                200,
-                {"tickets": copy.deepcopy(tickets), "next_page": None, "previous_page": None, "count": len(tickets)},
-            )
-
-    def _ticket(self, ticket_id: int, *, comments: bool) -> Answer:
-        with self._data_lock:
-            found = self._tickets.get(ticket_id)
-            if found is None:
-                return Answer(404, _error("RecordNotFound", "Not found"))
-            if comments:
-                listed = self._comments.get(ticket_id, [])
-                return Answer(200, {"comments": copy.deepcopy(listed), "count": len(listed)})
-            return Answer(200, {"ticket": copy.deepcopy(found)})
+        return Answer(404, zendesk_error("InvalidEndpoint", "Not found"))
 
     # --- users -------------------------------------------------------------------------------------
 
     def _update_user(self, user_id: int, body: Any) -> Answer:
         changes = body.get("user") if isinstance(body, dict) else None
         if not isinstance(changes, dict):
-            return Answer(400, _error("InvalidValue", 'send {"user": {...}}'))
+            return Answer(400, zendesk_error("InvalidValue", 'send {"user": {...}}'))
         return Answer(200, {"user": self._people.update(user_id, changes)})
 
     def _admin_route(self, method: str, route: str, body: Any) -> Answer | None:
