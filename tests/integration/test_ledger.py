@@ -216,6 +216,15 @@ def test_a_stopped_attempts_doubt_survives_a_retry_that_fails_before_performing(
     assert prior.claim("crm_summary").recovering is True
 
 
+def test_a_first_attempt_that_fails_before_performing_leaves_no_item(stack: HandlerPeers) -> None:
+    # Given a first attempt whose End function raised (nothing performed, nothing earlier)
+    conversation = unique("conv")
+    # When Powertools releases the record
+    Attempt(stack, conversation, fail_before_performing=True).run()
+    # Then the conversation leaves no item behind, as with Powertools' own layer
+    assert _item(stack, record_key(conversation)) == {}
+
+
 def test_a_live_holder_keeps_the_conversation(stack: HandlerPeers) -> None:
     # Given an attempt stopped with a long lease: its invocation could still be running
     conversation = unique("conv")

@@ -157,6 +157,11 @@ class ConversationGuard(DynamoDBPersistenceLayer):
         with self._lock:
             entries = self._closing.pop(data_record.idempotency_key, None)
             prior = self._priors.pop(data_record.idempotency_key, Prior())
+        if entries is None and not prior.previous and prior.stopped_at is None:
+            # Failed before performing (in the End function) with nothing left by earlier attempts:
+            # the item holds this attempt's record alone, so it goes as Powertools' own layer does it.
+            super()._delete_record(data_record)
+            return
         names = {
             "#status": self.status_attr,
             "#in_progress_expiry": self.in_progress_expiry_attr,
