@@ -6,23 +6,21 @@ index lag, 4 searches/s, 409 on a duplicate email) and the caller lease in Dynam
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from aftercall.conversation import Conversation
-from aftercall.crm.base import CrmCall, CrmRecord, Customer, SummaryNote
+from aftercall.crm.base import CrmRecord, Customer
 from aftercall.crm.caller_lease import CallerLeases, lease_key
 from aftercall.crm.callers import NewCallers
 from aftercall.crm.hubspot import HubSpotCrm
 from aftercall.crm.search_slots import SharedSlots
-from aftercall.deadline import Deadline
 from aftercall.errors import CrmUnavailableError, UnknownContactError
 from aftercall_ops.fakes.hubspot import SEARCH_RATE_LIMIT_BODY
+from tests.support.crm import caller_note, crm_call, new_phone
 from tests.support.events import CUSTOMER_PHONE, conversation_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.peers import NotificationsTopic
@@ -33,19 +31,6 @@ CONTACT_CREATE = "/crm/v3/objects/contacts$"
 CONTACT_SEARCH = "/crm/v3/objects/contacts/search"
 #: The template's CrmSearchRateLimitPerSecond default.
 SEARCH_PACE = 3.0
-
-
-def _call(seconds: float = 30.0) -> CrmCall:
-    return CrmCall(deadline=Deadline.after(seconds))
-
-
-def _note(customer: Customer, conversation_id: str | None = None) -> SummaryNote:
-    return SummaryNote(
-        conversation_id=conversation_id or unique("conv"),
-        customer=customer,
-        occurred_at=datetime(2026, 11, 25, 9, 14, 50, tzinfo=UTC),
-        summary={"topic": "new service"},
-    )
 
 
 #: HubSpot's search lag, shortened in the fake and in the adapter alike to keep these tests quick.
@@ -61,10 +46,6 @@ def _environment(stack: HandlerPeers, policy: str = "create", **http: Any) -> Hu
     """One execution environment's adapter (its own warm cache), sharing the stack's caller table."""
     new_callers = NewCallers("create" if policy == "create" else "park", CallerLeases(stack.table))
     return stack.hubspot(new_callers=new_callers, search_lag_seconds=LAG, **http)
-
-
-def _new_phone() -> str:
-    return f"+1415{int(time.time() * 1000) % 10_000_000:07d}"
 
 
 def _contacts_with(stack: HandlerPeers, national: str) -> list[dict[str, Any]]:
@@ -95,7 +76,7 @@ def test_a_caller_is_found_whatever_format_their_number_was_typed_in(
     contact_id = stack.crm.add_contact(properties={field: typed, "firstname": "Typed"})
     hubspot = _environment(stack, "park")
     # When a call from +14155550134 is logged
-    record = hubspot.log_summary(_note(Customer("+14155550134", None)), _call())
+    record = hubspot.log_summary(caller_note(Customer("+14155550134", None)), crm_call())
     # Then the note is on that contact: HubSpot's calculated digits-only property matched
     assert record.extra["contact_id"] == contact_id
     (search,) = stack.crm.requests_to("POST", CONTACT_SEARCH)
@@ -127,8 +108,8 @@ def test_several_matches_choose_the_oldest_with_the_same_country_code_and_create
     stack.crm.add_contact(properties={"mobilephone": "+14155550188"})
     hubspot = _environment(stack)
     # When a call from +14155550188 is logged, twice from two environments
-    first = hubspot.log_summary(_note(Customer("+14155550188", None)), _call())
-    second = _environment(stack).log_summary(_note(Customer("+14155550188", None)), _call())
+    first = hubspot.log_summary(caller_note(Customer("+14155550188", None)), crm_call())
+    second = _environment(stack).log_summary(caller_note(Customer("+14155550188", None)), crm_call())
     # Then both notes went on the oldest US contact, and no contact was created
     assert first.extra["contact_id"] == second.extra["contact_id"] == us
     assert stack.crm.requests_to("POST", CONTACT_CREATE) == []
@@ -139,11 +120,11 @@ def test_several_matches_choose_the_oldest_with_the_same_country_code_and_create
 
 def test_a_new_caller_gets_one_lead_contact_and_the_note_on_it(stack: HandlerPeers) -> None:
     # Given a caller HubSpot does not know, with a name and an email the agent collected
-    phone = _new_phone()
+    phone = new_phone()
     email = f"{unique('new')}@example.com"
     customer = Customer(phone, email, "Ada", "Lovelace")
     # When the summary is logged under UnknownCallerPolicy=create
-    record = _environment(stack).log_summary(_note(customer), _call())
+    record = _environment(stack).log_summary(caller_note(customer), crm_call())
     # Then one contact exists for them, a new lead with what the state held, and the note is on it
     (contact,) = [c for c in stack.crm.contacts if c["properties"].get("email") == email]
     props = contact["properties"]
@@ -154,10 +135,10 @@ def test_a_new_caller_gets_one_lead_contact_and_the_note_on_it(stack: HandlerPee
 
 def test_park_leaves_a_new_caller_unknown_and_creates_nothing(stack: HandlerPeers) -> None:
     # Given UnknownCallerPolicy=park and a caller HubSpot does not know
-    phone = _new_phone()
+    phone = new_phone()
     # When the summary is logged
     with pytest.raises(UnknownContactError, match=r"UnknownCallerPolicy is park") as raised:
-        _environment(stack, "park").log_summary(_note(Customer(phone, None)), _call())
+        _environment(stack, "park").log_summary(caller_note(Customer(phone, None)), crm_call())
     # Then nothing was created and the number is masked in the error
     assert phone not in str(raised.value)
     assert stack.crm.requests_to("POST", CONTACT_CREATE) == []
@@ -166,15 +147,15 @@ def test_park_leaves_a_new_caller_unknown_and_creates_nothing(stack: HandlerPeer
 def test_two_conversations_of_one_new_caller_at_once_make_one_contact(stack: HandlerPeers) -> None:
     # Given a new caller with two conversations processed at the same moment in two environments
     # (each searches, finds nothing, and HubSpot's search would not show the other's contact at once)
-    customer = Customer(_new_phone(), None)
+    customer = Customer(new_phone(), None)
     national = customer.phone[2:] if customer.phone else ""
-    notes = [_note(customer), _note(customer)]
+    notes = [caller_note(customer), caller_note(customer)]
     environments = [_environment(stack), _environment(stack)]
     barrier = threading.Barrier(2)
 
     def run(index: int) -> CrmRecord:
         barrier.wait()
-        return environments[index].log_summary(notes[index], _call())
+        return environments[index].log_summary(notes[index], crm_call())
 
     # When both run
     with ThreadPoolExecutor(2) as pool:
@@ -194,14 +175,14 @@ def test_two_conversations_of_one_new_caller_at_once_make_one_contact(stack: Han
 def test_a_create_whose_answer_is_lost_is_found_by_the_next_attempt_not_made_again(stack: HandlerPeers) -> None:
     # Given HubSpot applies the contact create but its answer never arrives within the read timeout,
     # and the first attempt has too little time to wait for it to show in search
-    customer = Customer(_new_phone(), None)
+    customer = Customer(new_phone(), None)
     national = customer.phone[2:] if customer.phone else ""
     stack.crm.add_fault("hang", method="POST", path=CONTACT_CREATE, seconds=0.8, times=1)
     first = _environment(stack, read_timeout=0.5)
     with pytest.raises(CrmUnavailableError, match="leaving it for a retry"):
-        first.log_summary(_note(customer), _call(2.0))
+        first.log_summary(caller_note(customer), crm_call(2.0))
     # When another conversation of the caller is processed in another environment
-    record = _environment(stack, read_timeout=0.5).log_summary(_note(customer), _call(30.0))
+    record = _environment(stack, read_timeout=0.5).log_summary(caller_note(customer), crm_call(30.0))
     # Then it waited for the first create to settle and show, and used that contact: one contact
     (contact,) = _contacts_with(stack, national)
     assert record.extra["contact_id"] == contact["id"]
@@ -210,11 +191,11 @@ def test_a_create_whose_answer_is_lost_is_found_by_the_next_attempt_not_made_aga
 
 def test_a_500_after_the_contact_create_plus_index_lag_makes_no_second_contact(stack: HandlerPeers) -> None:
     # Given HubSpot creates the contact but answers 500, and shows it in search only a moment later
-    customer = Customer(_new_phone(), None)
+    customer = Customer(new_phone(), None)
     national = customer.phone[2:] if customer.phone else ""
     stack.crm.add_fault("after_commit_status", method="POST", path=CONTACT_CREATE, status=500, times=1)
     # When the summary is logged
-    record = _environment(stack).log_summary(_note(customer), _call())
+    record = _environment(stack).log_summary(caller_note(customer), crm_call())
     # Then the adapter waited out the index lag, found the contact and created no second one
     (contact,) = _contacts_with(stack, national)
     assert record.extra["contact_id"] == contact["id"]
@@ -225,10 +206,10 @@ def test_hubspots_409_on_an_existing_email_gives_that_contact(stack: HandlerPeer
     # Given a contact with the caller's email created a moment ago (not yet in search)
     email = f"{unique('lag')}@example.com"
     existing = stack.hubspot().http.request(
-        "POST", CONTACTS, _call(), json={"properties": {"email": email}}, safe_to_retry=False
+        "POST", CONTACTS, crm_call(), json={"properties": {"email": email}}, safe_to_retry=False
     )["id"]
     # When a chat from that email (no phone) is logged in another environment
-    record = _environment(stack).log_summary(_note(Customer(None, email)), _call())
+    record = _environment(stack).log_summary(caller_note(Customer(None, email)), crm_call())
     # Then the create was refused with 409 and the note went on the existing contact
     assert record.extra["contact_id"] == existing
     assert [r.status for r in stack.crm.requests_to("POST", CONTACT_CREATE)] == [201, 409]
@@ -241,7 +222,7 @@ def test_a_search_429_without_retry_after_waits_its_policys_second(stack: Handle
     # Given HubSpot answers the contact search once with its SECONDLY 429 and no Retry-After
     stack.crm.add_fault("rate_limit", path=CONTACT_SEARCH, retry_after=None, body=SEARCH_RATE_LIMIT_BODY, times=1)
     # When a call from the seeded customer is logged
-    _environment(stack, "park").log_summary(_note(Customer(CUSTOMER_PHONE, None)), _call())
+    _environment(stack, "park").log_summary(caller_note(Customer(CUSTOMER_PHONE, None)), crm_call())
     # Then the retried search came a second after the 429, not after a generic backoff
     limited, retried = stack.crm.requests_to("POST", CONTACT_SEARCH)
     assert (limited.status, retried.status) == (429, 200)
@@ -263,7 +244,7 @@ def test_a_burst_of_searches_from_two_environments_shares_hubspots_limit_without
     with ThreadPoolExecutor(12) as pool:
         records = list(
             pool.map(
-                lambda item: environments[item[0] % 2].log_summary(_note(Customer(item[1], None)), _call()),
+                lambda item: environments[item[0] % 2].log_summary(caller_note(Customer(item[1], None)), crm_call()),
                 enumerate(phones),
             )
         )
@@ -293,7 +274,7 @@ def test_a_new_callers_first_conversation_makes_a_flagged_lead_and_the_next_one_
 ) -> None:
     # Given the default UnknownCallerPolicy (create) and two calls from a number HubSpot does not
     # know, the first written nationally with the default region US
-    phone = _new_phone()
+    phone = new_phone()
     first = conversation_ended(caller=f"({phone[2:5]}) {phone[5:8]}-{phone[8:]}", state={"last_topic": "pricing"})
     second = conversation_ended(caller=phone, state={"last_topic": "pricing again"})
     runtime = stack.runtime(notifications_topic_arn=topic.topic_arn, default_phone_region="US")

@@ -7,10 +7,8 @@ in DynamoDB (moto).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,30 +16,18 @@ import pytest
 
 from aftercall import aws
 from aftercall.credentials import SecretCredentials
-from aftercall.crm.base import CrmCall, CrmRecord, Customer, Disposition, SummaryNote
+from aftercall.crm.base import CrmRecord, Customer, Disposition
 from aftercall.crm.caller_lease import CallerLeases
 from aftercall.crm.callers import NewCallers
 from aftercall.crm.salesforce import SECRET_KEYS, SalesforceCrm
-from aftercall.deadline import Deadline
 from aftercall_ops.fakes.salesforce import FakeSalesforce
 from aftercall_ops.fakes.salesforce_org import DEFAULT_CALLER_ID_FIELD
+from tests.support.crm import caller_note, crm_call, new_phone
 from tests.support.stack import FAST_HTTP, create_secret, create_table, unique
 
 API = "/services/data/v62.0"
 SEARCH = f"{API}/search"
 LEAD_UPSERT = f"{API}/sobjects/Lead/{DEFAULT_CALLER_ID_FIELD}/"
-
-
-def _call(seconds: float = 30.0) -> CrmCall:
-    return CrmCall(deadline=Deadline.after(seconds))
-
-
-def _note(customer: Customer) -> SummaryNote:
-    return SummaryNote(unique("conv"), customer, datetime(2026, 11, 25, 9, 14, tzinfo=UTC), {"topic": "new service"})
-
-
-def _new_phone() -> str:
-    return f"+1628{int(time.time() * 1000) % 10_000_000:07d}"
 
 
 @pytest.fixture
@@ -85,7 +71,7 @@ def test_a_caller_is_found_whatever_format_their_number_was_typed_in(
     # Given a Contact whose number someone typed as people do
     contact_id = org.add_contact(phone=typed)
     # When a call from +14155550134 is logged
-    record = _environment(secret_id, table).log_summary(_note(Customer("+14155550134", None)), _call())
+    record = _environment(secret_id, table).log_summary(caller_note(Customer("+14155550134", None)), crm_call())
     # Then the Task is on that Contact and no Lead was created
     assert record.extra["who_id"] == contact_id
     assert org.records("Lead") == []
@@ -98,7 +84,7 @@ def test_a_uk_number_typed_as_dialled_at_home_is_found(org: FakeSalesforce, secr
     # Given a Contact whose UK number was typed with its trunk 0
     contact_id = org.add_contact(phone="020 7946 0958")
     # When a call from +442079460958 is logged
-    record = _environment(secret_id, table).log_summary(_note(Customer("+442079460958", None)), _call())
+    record = _environment(secret_id, table).log_summary(caller_note(Customer("+442079460958", None)), crm_call())
     # Then it is on that Contact
     assert record.extra["who_id"] == contact_id
 
@@ -111,8 +97,8 @@ def test_several_matches_choose_the_oldest_contact_and_create_nothing(
     contact = org.add_contact(phone="415.555.0188")
     org.add_contact(phone="+14155550188")
     # When calls from +14155550188 are logged from two environments
-    first = _environment(secret_id, table).log_summary(_note(Customer("+14155550188", None)), _call())
-    second = _environment(secret_id, table).log_summary(_note(Customer("+14155550188", None)), _call())
+    first = _environment(secret_id, table).log_summary(caller_note(Customer("+14155550188", None)), crm_call())
+    second = _environment(secret_id, table).log_summary(caller_note(Customer("+14155550188", None)), crm_call())
     # Then both Tasks are on the oldest Contact, and nothing was created
     assert first.extra["who_id"] == second.extra["who_id"] == contact
     assert org.requests_to("PATCH", LEAD_UPSERT) == []
@@ -125,13 +111,13 @@ def test_a_new_caller_becomes_one_lead_upserted_on_the_caller_id(
     org: FakeSalesforce, secret_id: str, table: str
 ) -> None:
     # Given a caller the org does not know, with the name and email the agent collected
-    phone = _new_phone()
+    phone = new_phone("628")
     customer = Customer(phone, "ada@example.com", "Ada", "Lovelace")
-    note = _note(customer)
+    note = caller_note(customer)
     # When the summary and a disposition are logged under UnknownCallerPolicy=create
     salesforce = _environment(secret_id, table)
-    record = salesforce.log_summary(note, _call())
-    disposition = salesforce.log_disposition(Disposition(note.conversation_id, customer, "interested"), _call())
+    record = salesforce.log_summary(note, crm_call())
+    disposition = salesforce.log_disposition(Disposition(note.conversation_id, customer, "interested"), crm_call())
     # Then one Lead exists for them with what the state held, upserted on a caller id without the
     # raw number, and the Task and the Lead Status are on it
     (lead,) = _leads_with(org, phone)
@@ -145,10 +131,10 @@ def test_a_new_caller_becomes_one_lead_upserted_on_the_caller_id(
 
 def test_a_new_caller_can_become_a_contact(org: FakeSalesforce, secret_id: str, table: str) -> None:
     # Given NewCallerObject=Contact and a caller the org does not know
-    phone = _new_phone()
+    phone = new_phone("628")
     salesforce = _environment(secret_id, table, new_caller_object="Contact")
     # When the summary is logged
-    record = salesforce.log_summary(_note(Customer(phone, None)), _call())
+    record = salesforce.log_summary(caller_note(Customer(phone, None)), crm_call())
     # Then one Contact was made for them (no Lead), named as unknown
     (contact,) = [c for c in org.records("Contact") if c.get("Phone") == phone]
     assert (contact["LastName"], record.extra["who_id"]) == ("Unknown caller", contact["Id"])
@@ -159,14 +145,14 @@ def test_two_conversations_of_one_new_caller_at_once_make_one_lead(
     org: FakeSalesforce, secret_id: str, table: str
 ) -> None:
     # Given a new caller with two conversations processed at the same moment in two environments
-    customer = Customer(_new_phone(), None)
-    notes = [_note(customer), _note(customer)]
+    customer = Customer(new_phone("628"), None)
+    notes = [caller_note(customer), caller_note(customer)]
     environments = [_environment(secret_id, table), _environment(secret_id, table)]
     barrier = threading.Barrier(2)
 
     def run(index: int) -> CrmRecord:
         barrier.wait()
-        return environments[index].log_summary(notes[index], _call())
+        return environments[index].log_summary(notes[index], crm_call())
 
     # When both run
     with ThreadPoolExecutor(2) as pool:
@@ -180,10 +166,10 @@ def test_a_lost_upsert_answer_is_sent_again_and_updates_the_same_lead(
     org: FakeSalesforce, secret_id: str, table: str
 ) -> None:
     # Given Salesforce applies the Lead upsert but its answer comes after the read timeout
-    customer = Customer(_new_phone(), None)
+    customer = Customer(new_phone("628"), None)
     org.add_fault("hang", method="PATCH", path=LEAD_UPSERT, seconds=0.8, times=1)
     # When the summary is logged
-    record = _environment(secret_id, table, read_timeout=0.5).log_summary(_note(customer), _call())
+    record = _environment(secret_id, table, read_timeout=0.5).log_summary(caller_note(customer), crm_call())
     # Then the upsert was sent again on the same caller id and updated that one Lead
     (lead,) = _leads_with(org, customer.phone or "")
     assert record.extra["who_id"] == lead["Id"]
@@ -194,12 +180,12 @@ def test_a_500_after_the_upsert_plus_index_lag_makes_no_second_lead(
     org: FakeSalesforce, secret_id: str, table: str
 ) -> None:
     # Given Salesforce creates the Lead but answers 500, and its search will not show it for 15 minutes
-    customer = Customer(_new_phone(), None)
+    customer = Customer(new_phone("628"), None)
     org.add_fault("after_commit_status", method="PATCH", path=LEAD_UPSERT, status=500, times=1)
     # When the summary is logged, and later a second conversation of the caller is processed in an
     # environment that does not share the caller table (the lease cannot help it)
-    first = _environment(secret_id, table).log_summary(_note(customer), _call())
-    second = _environment(secret_id, create_table(unique("other-table"))).log_summary(_note(customer), _call())
+    first = _environment(secret_id, table).log_summary(caller_note(customer), crm_call())
+    second = _environment(secret_id, create_table(unique("other-table"))).log_summary(caller_note(customer), crm_call())
     # Then the search found nothing both times, and the upserts on the caller id updated one Lead
     (lead,) = _leads_with(org, customer.phone or "")
     assert first.extra["who_id"] == second.extra["who_id"] == lead["Id"]

@@ -24,6 +24,7 @@ from aftercall.errors import (
     SecretError,
     UnknownContactError,
 )
+from tests.support.crm import crm_call
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE
 from tests.support.stack import HandlerPeers, create_secret, unique
 
@@ -31,10 +32,6 @@ CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=None)
 NOTES = "/crm/v3/objects/notes"
 NOTE_CREATE = "/crm/v3/objects/notes$"  # exact: not the search under it
 CONTACT_SEARCH = "/crm/v3/objects/contacts/search"
-
-
-def _call(seconds: float = 30.0, *, recovering: bool = False) -> CrmCall:
-    return CrmCall(deadline=Deadline.after(seconds), recovering=recovering)
 
 
 def _note(conversation_id: str | None = None, customer: Customer = CUSTOMER) -> SummaryNote:
@@ -62,7 +59,7 @@ def test_a_summary_becomes_one_marked_note_on_the_contact(stack: HandlerPeers, h
     # Given a customer known to the CRM by phone
     note = _note()
     # When the summary is logged
-    record = hubspot.log_summary(note, _call())
+    record = hubspot.log_summary(note, crm_call())
     # Then exactly one note carries the conversation's marker, is linked to the contact, and
     # shows the summary fields (HTML-escaped)
     (stored,) = stack.notes_for(note.conversation_id)
@@ -81,7 +78,7 @@ def test_a_contact_is_found_by_email_when_there_is_no_phone(stack: HandlerPeers,
     # Given a chat customer known only by email
     note = _note(customer=Customer(phone=None, email=CUSTOMER_EMAIL))
     # When the summary is logged
-    hubspot.log_summary(note, _call())
+    hubspot.log_summary(note, crm_call())
     # Then the note is on the contact with that email
     (stored,) = stack.notes_for(note.conversation_id)
     assert stored["associations"] == {"contacts": [stack.contact_id]}
@@ -92,7 +89,7 @@ def test_a_recovering_call_finds_the_note_an_earlier_attempt_made(stack: Handler
     # deadline (now), and HubSpot's search that shows new notes only ~2 s after they were written
     hubspot = stack.hubspot(read_timeout=0.5)
     note = _note()
-    first = hubspot.log_summary(note, _call())
+    first = hubspot.log_summary(note, crm_call())
     stopped_at = time.time()
     # When the action runs again, told by the ledger that the earlier attempt may have left a write
     again = hubspot.log_summary(note, CrmCall(Deadline.after(30), recovering=True, unanswered_write_at=stopped_at))
@@ -106,8 +103,8 @@ def test_a_recovering_call_finds_the_note_an_earlier_attempt_made(stack: Handler
 def test_the_contact_lookup_is_cached_across_calls(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given two conversations with the same customer
     # When both summaries are logged by one warm adapter
-    hubspot.log_summary(_note(), _call())
-    hubspot.log_summary(_note(), _call())
+    hubspot.log_summary(_note(), crm_call())
+    hubspot.log_summary(_note(), crm_call())
     # Then the contact was searched for once
     assert _statuses(stack, "POST", CONTACT_SEARCH) == [200]
     assert len(stack.crm.notes) == 2
@@ -117,7 +114,7 @@ def test_a_ticket_is_opened_once_with_its_marker(stack: HandlerPeers, hubspot: H
     # Given a support ticket request
     ticket = SupportTicket(unique("conv"), CUSTOMER, "Charged twice", "Two charges of 49.00", "HIGH")
     # When it is opened
-    record = hubspot.open_ticket(ticket, _call())
+    record = hubspot.open_ticket(ticket, crm_call())
     # Then one ticket exists with the subject, priority and marker, linked to the contact
     (stored,) = stack.tickets_for(ticket.conversation_id)
     assert record.object_id == stored["id"]
@@ -132,7 +129,7 @@ def test_a_disposition_sets_the_lead_status_and_a_503_on_patch_is_retried(
     # Given the CRM fails the first update with 503 (setting a property is safe to repeat)
     stack.crm.add_fault("status", method="PATCH", status=503, times=1)
     # When an outbound call's disposition is logged
-    record = hubspot.log_disposition(Disposition(unique("conv"), CUSTOMER, "meeting_booked"), _call())
+    record = hubspot.log_disposition(Disposition(unique("conv"), CUSTOMER, "meeting_booked"), crm_call())
     # Then the contact's lead status is set after one retry
     contact = stack.crm.contact(stack.contact_id)
     assert contact is not None
@@ -149,7 +146,7 @@ def test_a_500_before_the_write_then_success_makes_one_note(stack: HandlerPeers,
     stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=500, times=1)
     note = _note()
     # When the summary is logged
-    hubspot.log_summary(note, _call())
+    hubspot.log_summary(note, crm_call())
     # Then the adapter looked before creating again, found nothing, created once: one note
     assert len(stack.notes_for(note.conversation_id)) == 1
     assert [(r.method, r.path, r.status) for r in stack.crm.requests_to("POST", NOTES)] == [
@@ -164,7 +161,7 @@ def test_a_500_after_the_write_makes_no_second_note(stack: HandlerPeers, hubspot
     stack.crm.add_fault("after_commit_status", method="POST", path=NOTE_CREATE, status=500, times=1)
     note = _note()
     # When the summary is logged
-    record = hubspot.log_summary(note, _call())
+    record = hubspot.log_summary(note, crm_call())
     # Then the adapter's search found the note it made: still exactly one, and it is the result
     (stored,) = stack.notes_for(note.conversation_id)
     assert record.object_id == stored["id"]
@@ -177,7 +174,7 @@ def test_a_connection_reset_during_a_create_makes_one_note(stack: HandlerPeers, 
     stack.crm.add_fault("reset", method="POST", path=NOTE_CREATE, times=1)
     note = _note()
     # When the summary is logged
-    hubspot.log_summary(note, _call())
+    hubspot.log_summary(note, crm_call())
     # Then exactly one note exists
     assert len(stack.notes_for(note.conversation_id)) == 1
 
@@ -190,7 +187,7 @@ def test_a_create_that_never_answers_gives_up_without_writing(stack: HandlerPeer
     # When the summary is logged
     # Then it fails as unavailable after a bounded number of creates, each checked by a search
     with pytest.raises(CrmUnavailableError, match="creating a note kept failing after 3 attempts"):
-        hubspot.log_summary(note, _call())
+        hubspot.log_summary(note, crm_call())
     assert stack.crm.notes == []
     assert _statuses(stack, "POST", NOTE_CREATE) == [None, None, None]  # never answered
     assert _statuses(stack, "POST", f"{NOTES}/search") == [200, 200, 200]
@@ -211,7 +208,7 @@ def test_a_create_applied_after_the_client_gave_up_is_found_not_repeated(stack: 
     hubspot = stack.hubspot(read_timeout=0.5)
     note = _note()
     # When the summary is logged
-    record = hubspot.log_summary(note, _call())
+    record = hubspot.log_summary(note, crm_call())
     _until_the_crm_is_done(stack)
     # Then the adapter waited for the late write before looking, found it, and created nothing more
     (stored,) = stack.notes_for(note.conversation_id)
@@ -227,7 +224,7 @@ def test_a_retry_waits_for_a_create_an_earlier_attempt_left_unanswered(stack: Ha
     stack.crm.add_fault("hang", method="POST", path=NOTE_CREATE, seconds=0.8, times=1)
     hubspot = stack.hubspot(read_timeout=0.5)
     note = _note()
-    first = _call(0.7)
+    first = crm_call(0.7)
     with pytest.raises(CrmUnavailableError, match=r"may still apply it .*waiting .* leaving it for a retry"):
         hubspot.log_summary(note, first)
     # When the action runs again at once, told when the unanswered create went out (the ledger's job)
@@ -251,7 +248,7 @@ def test_a_500_is_looked_after_only_once_the_search_can_show_it(stack: HandlerPe
     stack.crm.add_fault("status", method="POST", path=NOTE_CREATE, status=500, times=1)
     hubspot = stack.hubspot()
     note = _note()
-    call = _call()
+    call = crm_call()
     # When the summary is logged
     hubspot.log_summary(note, call)
     # Then the write was noted as in doubt for a later attempt, the search came only once HubSpot's
@@ -272,7 +269,7 @@ def test_a_429_retry_after_is_waited_out_then_the_call_succeeds(stack: HandlerPe
     stack.crm.add_fault("rate_limit", path=CONTACT_SEARCH, retry_after="1", times=1)
     note = _note()
     # When the summary is logged
-    hubspot.log_summary(note, _call())
+    hubspot.log_summary(note, crm_call())
     # Then the next request reached the CRM no sooner than Retry-After after the 429 was sent
     limited, retried = stack.crm.requests_to("POST", CONTACT_SEARCH)
     assert (limited.status, retried.status) == (429, 200)
@@ -287,7 +284,7 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once(stack: HandlerPeers,
     # When the summary is logged
     # Then it gives up for a later retry instead of sleeping past the Lambda deadline
     with pytest.raises(CrmUnavailableError, match="would outlast this invocation"):
-        hubspot.log_summary(_note(), _call(2.0))
+        hubspot.log_summary(_note(), crm_call(2.0))
     assert _statuses(stack, "POST", CONTACT_SEARCH) == [429]
 
 
@@ -296,12 +293,12 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once(stack: HandlerPeers,
 
 def test_a_401_after_rotation_rereads_the_secret_and_succeeds(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
     # Given a warm adapter that has read (and cached) the current token
-    hubspot.log_summary(_note(), _call())
+    hubspot.log_summary(_note(), crm_call())
     # When the token is rotated in the CRM and the new one stored in Secrets Manager
     stack.crm.rotate_token("pat-na1-rotated")
     stack.put_secret({"access_token": "pat-na1-rotated"})
     note = _note()
-    hubspot.log_summary(note, _call())
+    hubspot.log_summary(note, crm_call())
     # Then the stale token got one 401, the secret was re-read, and the note was written
     assert len(stack.notes_for(note.conversation_id)) == 1
     assert _statuses(stack, "POST", NOTE_CREATE) == [201, 401, 201]
@@ -313,7 +310,7 @@ def test_a_401_with_a_still_stale_secret_is_a_credentials_error(stack: HandlerPe
     # When the summary is logged
     # Then, after one re-read of the secret, a specific credentials error is raised
     with pytest.raises(CrmCredentialsError, match=r"rejected the credentials \(401\) even after re-reading the secret"):
-        hubspot.log_summary(_note(), _call())
+        hubspot.log_summary(_note(), crm_call())
     assert _statuses(stack, "POST", CONTACT_SEARCH) == [401, 401]
     assert stack.crm.notes == []
 
@@ -324,7 +321,7 @@ def test_a_missing_secret_is_a_specific_secret_error(stack: HandlerPeers) -> Non
     # When it is used
     # Then the error names the secret and says it does not exist; the CRM saw nothing
     with pytest.raises(SecretError, match=r"cannot read CRM secret 'aftercall/missing-\w+': it does not exist"):
-        hubspot.log_summary(_note(), _call())
+        hubspot.log_summary(_note(), crm_call())
     assert stack.crm.requests == []
 
 
@@ -335,7 +332,7 @@ def test_a_secret_without_access_token_is_a_specific_secret_error(stack: Handler
     # When it is used
     # Then the error names the missing key
     with pytest.raises(SecretError, match=r"lacks 'access_token'"):
-        hubspot.log_summary(_note(), _call())
+        hubspot.log_summary(_note(), crm_call())
     assert stack.crm.requests == []
 
 
@@ -346,7 +343,7 @@ def test_a_secret_that_is_not_json_is_a_specific_secret_error(stack: HandlerPeer
     # When it is used
     # Then the error says the secret is not a JSON object
     with pytest.raises(SecretError, match="is not a JSON object"):
-        hubspot.log_summary(_note(), _call())
+        hubspot.log_summary(_note(), crm_call())
 
 
 # --- unreachable, refusing, slow ------------------------------------------------------------------
@@ -375,7 +372,7 @@ def test_an_unreachable_crm_is_unavailable(stack: HandlerPeers, closed_port: int
     # When the summary is logged
     # Then CrmUnavailableError says the connection failed, after the retries
     with pytest.raises(CrmUnavailableError, match=r"failed after 4 attempts \(last: connection failed"):
-        hubspot.log_summary(_note(), _call())
+        hubspot.log_summary(_note(), crm_call())
 
 
 def test_a_crm_that_never_answers_times_out(stack: HandlerPeers, silent_server: int) -> None:
@@ -384,7 +381,7 @@ def test_a_crm_that_never_answers_times_out(stack: HandlerPeers, silent_server: 
     # When the summary is logged
     # Then it fails as unavailable, naming the timeout
     with pytest.raises(CrmUnavailableError, match=r"last: no answer within 0\.2s"):
-        hubspot.log_summary(_note(), _call())
+        hubspot.log_summary(_note(), crm_call())
 
 
 def test_a_crm_that_keeps_failing_is_unavailable_after_the_retries(stack: HandlerPeers, hubspot: HubSpotCrm) -> None:
@@ -393,7 +390,7 @@ def test_a_crm_that_keeps_failing_is_unavailable_after_the_retries(stack: Handle
     # When the summary is logged
     # Then it is unavailable after four attempts, and nothing was written
     with pytest.raises(CrmUnavailableError, match=r"failed after 4 attempts \(last: HTTP 503\)"):
-        hubspot.log_summary(_note(), _call())
+        hubspot.log_summary(_note(), crm_call())
     assert _statuses(stack, "POST", CONTACT_SEARCH) == [503] * 4
     assert stack.crm.notes == []
 
@@ -405,7 +402,7 @@ def test_a_4xx_refusal_is_not_retried(stack: HandlerPeers, hubspot: HubSpotCrm) 
     # When the summary is logged
     # Then a CrmRequestError carries the status and HubSpot's message, after a single attempt
     with pytest.raises(CrmRequestError, match="Property values were not valid") as raised:
-        hubspot.log_summary(_note(), _call())
+        hubspot.log_summary(_note(), crm_call())
     assert raised.value.status == 400
     assert _statuses(stack, "POST", NOTE_CREATE) == [400]
 
@@ -415,7 +412,7 @@ def test_no_request_starts_when_the_invocation_has_no_time_left(stack: HandlerPe
     # When the summary is logged
     # Then it fails at once without calling the CRM
     with pytest.raises(CrmUnavailableError, match="no time left in this invocation"):
-        hubspot.log_summary(_note(), _call(0.0))
+        hubspot.log_summary(_note(), crm_call(0.0))
     assert stack.crm.requests == []
 
 
@@ -424,7 +421,7 @@ def test_an_unknown_contact_is_reported_with_the_phone_masked(stack: HandlerPeer
     raw = "+14155559876"
     # When the summary is logged
     with pytest.raises(UnknownContactError) as raised:
-        hubspot.log_summary(_note(customer=Customer(phone=raw, email=None)), _call())
+        hubspot.log_summary(_note(customer=Customer(phone=raw, email=None)), crm_call())
     # Then the error says so with the number masked, never in full
     assert "+141****9876" in str(raised.value)
     assert raw not in str(raised.value)

@@ -17,10 +17,9 @@ import requests
 
 from aftercall import aws
 from aftercall.credentials import SecretCredentials
-from aftercall.crm.base import CrmCall, Customer, Disposition, SummaryNote, SupportTicket
+from aftercall.crm.base import Customer, Disposition, SummaryNote, SupportTicket
 from aftercall.crm.salesforce import SECRET_KEYS, SalesforceCrm
 from aftercall.crm.salesforce_callers import caller_search, phone_forms
-from aftercall.deadline import Deadline
 from aftercall.errors import (
     ConfigurationError,
     CrmCredentialsError,
@@ -33,6 +32,7 @@ from aftercall.handler import EndHandlerRuntime
 from aftercall_ops.fakes.salesforce import FakeSalesforce
 from aftercall_ops.fakes.salesforce_org import DEFAULT_EXTERNAL_ID_FIELD as EXT_ID
 from end_function import end_function
+from tests.support.crm import crm_call
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, outbound_call_ended, re_emitted, support_call_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.stack import FAST_HTTP, HandlerPeers, create_secret, put_secret, unique
@@ -44,10 +44,6 @@ QUERY = f"{API}/query"
 SEARCH = f"{API}/search"
 TASKS = f"{API}/sobjects/Task/{EXT_ID}/"
 CASES = f"{API}/sobjects/Case/{EXT_ID}/"
-
-
-def _call(seconds: float = 30.0, *, recovering: bool = False) -> CrmCall:
-    return CrmCall(deadline=Deadline.after(seconds), recovering=recovering)
 
 
 def _note(conversation_id: str | None = None, customer: Customer = CUSTOMER) -> SummaryNote:
@@ -115,7 +111,7 @@ def test_a_summary_is_one_completed_task_upserted_on_the_conversation_id(
     # Given a customer known to the org as a Contact (and as a Lead)
     note = _note()
     # When the summary is logged
-    record = salesforce.log_summary(note, _call())
+    record = salesforce.log_summary(note, crm_call())
     # Then exactly one Task carries the conversation id in its external-id field, on the Contact
     (task,) = org.tasks_for(note.conversation_id)
     assert record.kind == "task"
@@ -138,7 +134,7 @@ def test_a_summary_for_a_lead_only_customer_is_a_task_on_the_lead(
     lead_id = org.add_lead(email="prospect@example.com")
     note = _note(customer=Customer(phone=None, email="Prospect@Example.com"))
     # When the summary is logged
-    salesforce.log_summary(note, _call())
+    salesforce.log_summary(note, crm_call())
     # Then the Task is on the Lead (SOQL compares text without case)
     (task,) = org.tasks_for(note.conversation_id)
     assert task["WhoId"] == lead_id
@@ -150,7 +146,7 @@ def test_a_ticket_is_one_case_on_the_contact_with_the_priority_mapped(
     # Given an urgent support ticket
     ticket = _ticket()
     # When it is opened
-    record = salesforce.open_ticket(ticket, _call())
+    record = salesforce.open_ticket(ticket, crm_call())
     # Then one Case exists for the conversation, on the Contact, High (Salesforce has no Urgent),
     # with the org's default Status
     (case,) = org.cases_for(ticket.conversation_id)
@@ -163,7 +159,7 @@ def test_a_ticket_is_one_case_on_the_contact_with_the_priority_mapped(
 def test_a_disposition_sets_the_leads_status(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
     # Given an open Lead for the customer
     # When an outbound call's disposition is logged
-    record = salesforce.log_disposition(Disposition(unique("conv"), CUSTOMER, "not_interested"), _call())
+    record = salesforce.log_disposition(Disposition(unique("conv"), CUSTOMER, "not_interested"), crm_call())
     # Then the Lead's Status is the standard picklist value for it
     lead = _lead(org)
     assert lead["Status"] == "Closed - Not Converted"
@@ -178,7 +174,7 @@ def test_a_lead_status_map_in_the_secret_overrides_the_standard_values(org: Fake
             unique("aftercall/crm"), _secret_value(custom, lead_status_map={"meeting_booked": "Meeting Set"})
         )
         # When a meeting_booked disposition is logged
-        _adapter(secret).log_disposition(Disposition(unique("conv"), CUSTOMER, "meeting_booked"), _call())
+        _adapter(secret).log_disposition(Disposition(unique("conv"), CUSTOMER, "meeting_booked"), crm_call())
         # Then the Lead carries the org's own value
         assert custom.records("Lead")[0]["Status"] == "Meeting Set"
 
@@ -191,7 +187,7 @@ def test_a_status_the_org_does_not_have_is_a_configuration_error_naming_the_fix(
         # When a disposition is logged
         # Then it says which value was refused and where to map it
         with pytest.raises(ConfigurationError, match=r"refused Lead Status 'Working - Contacted'.*lead_status_map"):
-            _adapter(secret).log_disposition(Disposition(unique("conv"), CUSTOMER, "interested"), _call())
+            _adapter(secret).log_disposition(Disposition(unique("conv"), CUSTOMER, "interested"), crm_call())
         assert custom.records("Lead")[0]["Status"] == "New"
 
 
@@ -201,9 +197,9 @@ def test_a_status_the_org_does_not_have_is_a_configuration_error_naming_the_fix(
 def test_logging_the_same_summary_again_updates_the_one_task(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
     # Given a summary already logged (a Lambda retry, or a replay days later)
     note = _note()
-    first = salesforce.log_summary(note, _call())
+    first = salesforce.log_summary(note, crm_call())
     # When it is logged again, recovering
-    again = salesforce.log_summary(note, _call(recovering=True))
+    again = salesforce.log_summary(note, crm_call(recovering=True))
     # Then the upsert updated the same Task (200, created: false): still exactly one
     assert again.object_id == first.object_id
     assert len(org.tasks_for(note.conversation_id)) == 1
@@ -217,7 +213,7 @@ def test_a_500_after_the_upsert_was_applied_is_retried_into_the_same_task(
     org.add_fault("after_commit_status", method="PATCH", path=TASKS, status=500, times=1)
     note = _note()
     # When the summary is logged
-    record = salesforce.log_summary(note, _call())
+    record = salesforce.log_summary(note, crm_call())
     # Then the upsert was simply sent again and updated the Task it had made: exactly one
     (task,) = org.tasks_for(note.conversation_id)
     assert record.object_id == task["Id"]
@@ -229,7 +225,7 @@ def test_a_reset_during_the_case_upsert_leaves_one_case(org: FakeSalesforce, sal
     org.add_fault("reset", method="PATCH", path=CASES, times=1)
     ticket = _ticket()
     # When the ticket is opened
-    salesforce.open_ticket(ticket, _call())
+    salesforce.open_ticket(ticket, crm_call())
     # Then exactly one Case exists
     assert len(org.cases_for(ticket.conversation_id)) == 1
     assert _statuses(org, "PATCH", CASES) == [None, 201]
@@ -241,7 +237,7 @@ def test_a_timed_out_upsert_is_retried_into_one_case(org: FakeSalesforce, secret
     salesforce = _adapter(secret_id, read_timeout=0.3)
     ticket = _ticket()
     # When the ticket is opened
-    salesforce.open_ticket(ticket, _call())
+    salesforce.open_ticket(ticket, crm_call())
     # Then the client gave up on it, sent the upsert again, and there is one Case
     assert len(org.cases_for(ticket.conversation_id)) == 1
     assert _statuses(org, "PATCH", CASES) == [None, 201]
@@ -254,9 +250,9 @@ def test_an_api_version_before_46_updates_with_204_and_the_id_is_read_back(
     secret = create_secret(unique("aftercall/crm"), _secret_value(org, api_version="45.0"))
     salesforce = _adapter(secret)
     note = _note()
-    created = salesforce.log_summary(note, _call())
+    created = salesforce.log_summary(note, crm_call())
     # When the same summary is upserted again
-    again = salesforce.log_summary(note, _call(recovering=True))
+    again = salesforce.log_summary(note, crm_call(recovering=True))
     # Then the Id was read back by external id, and there is one Task
     assert again.object_id == created.object_id
     tasks = f"/services/data/v45.0/sobjects/Task/{EXT_ID}/"
@@ -275,7 +271,7 @@ def test_a_403_request_limit_exceeded_is_treated_as_a_rate_limit(
     org.add_fault("rate_limit", path=SEARCH, retry_after=None, times=1)
     note = _note()
     # When the summary is logged
-    salesforce.log_summary(note, _call())
+    salesforce.log_summary(note, crm_call())
     # Then the query was retried after a backoff rather than failing as a refusal
     assert _statuses(org, "GET", SEARCH) == [403, 200]
     (limited, _) = org.requests_to("GET", SEARCH)
@@ -288,7 +284,7 @@ def test_a_429_retry_after_is_waited_out(org: FakeSalesforce, salesforce: Salesf
     org.add_fault("rate_limit", method="PATCH", path=TASKS, status=429, retry_after="1", times=1)
     note = _note()
     # When the summary is logged
-    salesforce.log_summary(note, _call())
+    salesforce.log_summary(note, crm_call())
     # Then the next upsert reached the org no sooner than Retry-After after the 429 was sent
     limited, retried = org.requests_to("PATCH", TASKS)
     assert (limited.status, retried.status) == (429, 201)
@@ -304,7 +300,7 @@ def test_a_request_limit_that_outlasts_the_invocation_gives_up_for_a_retry(
     # When the summary is logged with two seconds left
     # Then it gives up instead of sleeping past the deadline; nothing was written
     with pytest.raises(CrmUnavailableError, match=r"rate limited \(403\).*would outlast this invocation"):
-        salesforce.log_summary(_note(), _call(2.0))
+        salesforce.log_summary(_note(), crm_call(2.0))
     assert org.records("Task") == []
 
 
@@ -315,11 +311,11 @@ def test_an_expired_session_gets_a_new_token_and_the_call_succeeds(
     org: FakeSalesforce, salesforce: SalesforceCrm
 ) -> None:
     # Given a warm adapter holding a token
-    salesforce.log_summary(_note(), _call())
+    salesforce.log_summary(_note(), crm_call())
     # When the org ends the session and the next summary is logged
     org.revoke_tokens()
     note = _note()
-    salesforce.log_summary(note, _call())
+    salesforce.log_summary(note, crm_call())
     # Then the stale token got one 401, a new token was fetched, and the Task was written
     assert len(org.tasks_for(note.conversation_id)) == 1
     assert org.token_requests == 2
@@ -330,12 +326,12 @@ def test_a_rotated_client_secret_is_read_again_from_the_secret(
     org: FakeSalesforce, salesforce: SalesforceCrm, secret_id: str
 ) -> None:
     # Given a warm adapter that has read (and cached) the secret and a token
-    salesforce.log_summary(_note(), _call())
+    salesforce.log_summary(_note(), crm_call())
     # When the consumer secret is rotated in Salesforce (ending sessions) and stored in the secret
     org.rotate_client_secret("sf-secret-rotated")
     put_secret(secret_id, _secret_value(org))
     note = _note()
-    salesforce.log_summary(note, _call())
+    salesforce.log_summary(note, crm_call())
     # Then the 401 led to a re-read of the secret and a token with the new client secret
     assert len(org.tasks_for(note.conversation_id)) == 1
     token_statuses = _statuses(org, "POST", TOKEN)
@@ -348,14 +344,14 @@ def test_a_client_secret_nobody_stored_is_a_credentials_error(org: FakeSalesforc
     # When the summary is logged
     # Then, after one re-read of the secret, a specific credentials error names OAuth's reason
     with pytest.raises(CrmCredentialsError, match=r"refused the client credentials.*invalid_client"):
-        salesforce.log_summary(_note(), _call())
+        salesforce.log_summary(_note(), crm_call())
     assert _statuses(org, "POST", TOKEN) == [400, 400]
     assert org.records("Task") == []
 
 
 def test_the_client_secret_never_reaches_the_request_log(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
     # Given a token request was made
-    salesforce.log_summary(_note(), _call())
+    salesforce.log_summary(_note(), crm_call())
     # When the fake's request log is read
     (token_request,) = org.requests_to("POST", TOKEN)
     # Then the form is there with the secret redacted (the fake holds itself to the same rule)
@@ -369,7 +365,7 @@ def test_a_secret_without_instance_url_names_the_missing_key(org: FakeSalesforce
     # When the adapter is used
     # Then the error names the missing key; Salesforce saw nothing
     with pytest.raises(SecretError, match="lacks 'instance_url'"):
-        _adapter(secret).log_summary(_note(), _call())
+        _adapter(secret).log_summary(_note(), crm_call())
     assert org.requests == []
 
 
@@ -381,7 +377,7 @@ def test_an_external_id_field_that_does_not_exist_is_a_configuration_error(
     # When the summary is logged
     # Then the error names the object and field and points at the setup steps
     with pytest.raises(ConfigurationError, match=r"Task has no external-id field 'Call_Ref__c'.*docs/crm.md"):
-        _adapter(secret).log_summary(_note(), _call())
+        _adapter(secret).log_summary(_note(), crm_call())
 
 
 def test_a_field_name_that_is_not_a_custom_field_is_refused_before_any_call(
@@ -392,7 +388,7 @@ def test_a_field_name_that_is_not_a_custom_field_is_refused_before_any_call(
     # When a ticket is opened
     # Then it is refused as configuration, naming the key
     with pytest.raises(ConfigurationError, match="case_external_id_field"):
-        _adapter(secret).open_ticket(_ticket(), _call())
+        _adapter(secret).open_ticket(_ticket(), crm_call())
     assert org.requests == []
 
 
@@ -404,7 +400,7 @@ def test_an_unknown_caller_is_reported_with_the_phone_masked(org: FakeSalesforce
     raw = "+14155559876"
     # When the summary is logged
     with pytest.raises(UnknownContactError) as raised:
-        salesforce.log_summary(_note(customer=Customer(phone=raw, email=None)), _call())
+        salesforce.log_summary(_note(customer=Customer(phone=raw, email=None)), crm_call())
     # Then the error says so with the number masked, never in full, and nothing was written
     assert "no salesforce record with phone +141****9876" in str(raised.value)
     assert raw not in str(raised.value)
@@ -418,7 +414,7 @@ def test_a_ticket_for_a_lead_only_customer_carries_their_details(
     lead_id = org.add_lead(phone="+14155550777")
     # When a ticket is opened for them
     ticket = _ticket(customer=Customer(phone="+14155550777", email="lead@example.com"))
-    record = salesforce.open_ticket(ticket, _call())
+    record = salesforce.open_ticket(ticket, crm_call())
     # Then the Case carries the caller's phone and email as Web-to-Case does, and names the Lead
     (case,) = org.cases_for(ticket.conversation_id)
     assert (case["SuppliedPhone"], case["SuppliedEmail"], case.get("ContactId")) == (
@@ -435,7 +431,9 @@ def test_a_converted_lead_gets_no_disposition(org: FakeSalesforce, salesforce: S
     # When a disposition is logged
     # Then the caller is unknown: search returns only unconverted Leads (UnknownCallerPolicy park here)
     with pytest.raises(UnknownContactError, match="UnknownCallerPolicy is park"):
-        salesforce.log_disposition(Disposition(unique("conv"), Customer("+14155550888", None), "interested"), _call())
+        salesforce.log_disposition(
+            Disposition(unique("conv"), Customer("+14155550888", None), "interested"), crm_call()
+        )
 
 
 def test_a_phone_stored_in_the_us_display_format_is_found(org: FakeSalesforce, salesforce: SalesforceCrm) -> None:
@@ -443,7 +441,7 @@ def test_a_phone_stored_in_the_us_display_format_is_found(org: FakeSalesforce, s
     contact_id = org.add_contact(phone="(415) 555-0199")
     note = _note(customer=Customer(phone="+14155550199", email=None))
     # When the summary is logged for the E.164 number
-    salesforce.log_summary(note, _call())
+    salesforce.log_summary(note, crm_call())
     # Then the Task is on that Contact
     (task,) = org.tasks_for(note.conversation_id)
     assert task["WhoId"] == contact_id
@@ -455,7 +453,7 @@ def test_an_email_with_a_quote_cannot_change_the_query(org: FakeSalesforce, sale
     org.add_contact(email="someone.else@example.com")
     note = _note(customer=Customer(phone=None, email="o'brien@example.com"))
     # When the summary is logged
-    salesforce.log_summary(note, _call())
+    salesforce.log_summary(note, crm_call())
     # Then the escaped literal matched exactly that Contact
     (task,) = org.tasks_for(note.conversation_id)
     assert task["WhoId"] == contact_id
@@ -470,7 +468,7 @@ def test_a_refused_lookup_does_not_echo_the_customers_details(org: FakeSalesforc
     org.add_fault("status", path=SEARCH, status=400, body=[{"message": echo, "errorCode": "MALFORMED_SEARCH"}])
     # When the summary is logged
     with pytest.raises(CrmRequestError) as raised:
-        salesforce.log_summary(_note(customer=Customer(CUSTOMER_PHONE, CUSTOMER_EMAIL)), _call())
+        salesforce.log_summary(_note(customer=Customer(CUSTOMER_PHONE, CUSTOMER_EMAIL)), crm_call())
     # Then the error keeps the code and drops the quoted phone and email
     assert str(raised.value) == "salesforce refused the caller search: HTTP 400"
 
@@ -492,7 +490,7 @@ def test_an_instance_url_that_is_not_https_is_refused(org: FakeSalesforce, moto_
     # When the adapter is used
     # Then it refuses before any request
     with pytest.raises(ConfigurationError, match="outbound calls use HTTPS"):
-        _adapter(secret).log_summary(_note(), _call())
+        _adapter(secret).log_summary(_note(), crm_call())
     assert org.requests == []
 
 

@@ -20,7 +20,7 @@ import requests
 
 from aftercall import aws
 from aftercall.credentials import SecretCredentials
-from aftercall.crm.base import CrmCall, Customer, Disposition, SummaryNote, SupportTicket
+from aftercall.crm.base import Customer, Disposition, SummaryNote, SupportTicket
 from aftercall.crm.webhook import (
     SECRET_KEYS,
     WebhookCrm,
@@ -28,7 +28,6 @@ from aftercall.crm.webhook import (
     sign_webhook,
     verify_webhook_signature,
 )
-from aftercall.deadline import Deadline
 from aftercall.errors import (
     ConfigurationError,
     CrmCredentialsError,
@@ -39,16 +38,13 @@ from aftercall.errors import (
 from aftercall.handler import EndHandlerRuntime
 from aftercall_ops.fakes.webhook_receiver import FakeWebhookReceiver
 from end_function import end_function
+from tests.support.crm import crm_call
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, re_emitted, support_call_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.stack import FAST_HTTP, HandlerPeers, create_secret, put_secret, unique
 
 CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=CUSTOMER_EMAIL)
 HOOK = "/hooks/aftercall"
-
-
-def _call(seconds: float = 30.0, *, recovering: bool = False) -> CrmCall:
-    return CrmCall(deadline=Deadline.after(seconds), recovering=recovering)
 
 
 def _note(conversation_id: str | None = None, customer: Customer = CUSTOMER) -> SummaryNote:
@@ -98,7 +94,7 @@ def test_a_summary_is_delivered_signed_and_verified(receiver: FakeWebhookReceive
     # Given a receiver holding the signing secret
     note = _note()
     # When the summary is logged
-    record = webhook.log_summary(note, _call())
+    record = webhook.log_summary(note, crm_call())
     # Then the receiver verified and kept exactly one delivery, with the contract's body and key
     (delivery,) = receiver.deliveries_for(note.conversation_id)
     assert delivery.key == f"{note.conversation_id}:log_summary"
@@ -123,8 +119,8 @@ def test_a_ticket_and_a_disposition_are_delivered_as_their_actions(
     # Given one conversation with a ticket and a disposition
     conversation_id = unique("conv")
     # When both are delivered
-    webhook.open_ticket(SupportTicket(conversation_id, CUSTOMER, "Charged twice", "Details", "HIGH"), _call())
-    webhook.log_disposition(Disposition(conversation_id, CUSTOMER, "callback_requested", "mornings"), _call())
+    webhook.open_ticket(SupportTicket(conversation_id, CUSTOMER, "Charged twice", "Details", "HIGH"), crm_call())
+    webhook.log_disposition(Disposition(conversation_id, CUSTOMER, "callback_requested", "mornings"), crm_call())
     # Then the receiver has one delivery per action, each under its own key
     ticket, disposition = receiver.deliveries_for(conversation_id)
     assert ticket.key == f"{conversation_id}:open_ticket"
@@ -143,7 +139,7 @@ def test_a_receiver_answering_plain_ok_is_accepted(moto_endpoint: str) -> None:
         secret = create_secret(unique("aftercall/crm"), _secret_value(plain))
         note = _note()
         # When the summary is delivered
-        record = _adapter(secret).log_summary(note, _call())
+        record = _adapter(secret).log_summary(note, crm_call())
         # Then the delivery counts, and the result is the idempotency key
         assert record.object_id == f"{note.conversation_id}:log_summary"
         assert len(plain.deliveries) == 1
@@ -159,7 +155,7 @@ def test_a_500_after_processing_is_redelivered_and_not_processed_twice(
     receiver.add_fault("after_commit_status", method="POST", path=HOOK, status=500, times=1)
     note = _note()
     # When the summary is delivered
-    record = webhook.log_summary(note, _call())
+    record = webhook.log_summary(note, crm_call())
     # Then it was sent again with the same body and key; the receiver replayed its first answer
     first, second = receiver.requests_to("POST", HOOK)
     assert (first.status, second.status) == (500, 200)
@@ -175,7 +171,7 @@ def test_a_reset_connection_is_redelivered_once(receiver: FakeWebhookReceiver, w
     receiver.add_fault("reset", method="POST", path=HOOK, times=1)
     note = _note()
     # When the summary is delivered
-    webhook.log_summary(note, _call())
+    webhook.log_summary(note, crm_call())
     # Then the receiver processed it once
     assert _statuses(receiver) == [None, 200]
     assert len(receiver.deliveries_for(note.conversation_id)) == 1
@@ -187,7 +183,7 @@ def test_a_delivery_that_times_out_is_sent_again(receiver: FakeWebhookReceiver, 
     webhook = _adapter(secret_id, read_timeout=0.3)
     note = _note()
     # When the summary is delivered
-    webhook.log_summary(note, _call())
+    webhook.log_summary(note, crm_call())
     # Then the second attempt was processed, once
     assert _statuses(receiver) == [None, 200]
     assert len(receiver.deliveries_for(note.conversation_id)) == 1
@@ -198,7 +194,7 @@ def test_every_attempt_is_signed_afresh_over_the_same_body(receiver: FakeWebhook
     receiver.add_fault("status", method="POST", path=HOOK, status=503, times=1)
     note = _note()
     # When it is delivered
-    webhook.log_summary(note, _call())
+    webhook.log_summary(note, crm_call())
     # Then each attempt carries a signature that verifies for its own timestamp and the same body
     first, second = receiver.requests_to("POST", HOOK)
     for attempt in (first, second):
@@ -214,7 +210,7 @@ def test_a_429_retry_after_is_waited_out(receiver: FakeWebhookReceiver, webhook:
     # Given the receiver asks to slow down once, for one second
     receiver.add_fault("rate_limit", method="POST", path=HOOK, retry_after="1", times=1)
     # When the summary is delivered
-    webhook.log_summary(_note(), _call())
+    webhook.log_summary(_note(), crm_call())
     # Then the next attempt came no sooner than Retry-After after the 429 was sent
     limited, retried = receiver.requests_to("POST", HOOK)
     assert (limited.status, retried.status) == (429, 200)
@@ -228,7 +224,7 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once(receiver: FakeWebhoo
     # When the summary is delivered
     # Then it gives up for a later retry
     with pytest.raises(CrmUnavailableError, match="would outlast this invocation"):
-        webhook.log_summary(_note(), _call(2.0))
+        webhook.log_summary(_note(), crm_call(2.0))
     assert receiver.deliveries == []
 
 
@@ -238,7 +234,7 @@ def test_a_4xx_refusal_is_not_retried(receiver: FakeWebhookReceiver, webhook: We
     # When the summary is delivered
     # Then the refusal carries the receiver's reason, after one attempt
     with pytest.raises(CrmRequestError, match="bad_request: no") as raised:
-        webhook.log_summary(_note(), _call())
+        webhook.log_summary(_note(), crm_call())
     assert raised.value.status == 400
     assert _statuses(receiver) == [400]
 
@@ -251,7 +247,7 @@ def test_an_unknown_customer_is_reported_with_the_phone_masked(
     raw = "+14155559876"
     # When a summary for an unknown caller is delivered
     with pytest.raises(UnknownContactError) as raised:
-        webhook.log_summary(_note(customer=Customer(phone=raw, email=None)), _call())
+        webhook.log_summary(_note(customer=Customer(phone=raw, email=None)), crm_call())
     # Then the error says so with the number masked, never in full
     assert "knows no customer with phone +141****9876" in str(raised.value)
     assert raw not in str(raised.value)
@@ -265,12 +261,12 @@ def test_a_rotated_signing_secret_is_read_again_from_the_secret(
     receiver: FakeWebhookReceiver, webhook: WebhookCrm, secret_id: str
 ) -> None:
     # Given a warm adapter that has read (and cached) the signing secret
-    webhook.log_summary(_note(), _call())
+    webhook.log_summary(_note(), crm_call())
     # When the receiver switches to a new secret and the new one is stored in the secret
     receiver.rotate_secret("whsec-rotated")
     put_secret(secret_id, _secret_value(receiver))
     note = _note()
-    webhook.log_summary(note, _call())
+    webhook.log_summary(note, crm_call())
     # Then the stale signature got one 401, the secret was re-read, and the delivery was verified
     assert _statuses(receiver) == [200, 401, 200]
     assert len(receiver.deliveries_for(note.conversation_id)) == 1
@@ -284,7 +280,7 @@ def test_a_signing_secret_nobody_stored_is_a_credentials_error(
     # When the summary is delivered
     # Then, after one re-read of the secret, a specific credentials error is raised
     with pytest.raises(CrmCredentialsError, match=r"rejected the credentials \(401\) even after re-reading"):
-        webhook.log_summary(_note(), _call())
+        webhook.log_summary(_note(), crm_call())
     assert receiver.refused == ["invalid signature", "invalid signature"]
 
 
@@ -294,7 +290,7 @@ def test_a_plain_http_url_to_a_remote_host_is_refused(moto_endpoint: str) -> Non
     # When the adapter is used
     # Then it refuses before sending anything
     with pytest.raises(ConfigurationError, match="outbound calls use HTTPS"):
-        _adapter(secret).log_summary(_note(), _call())
+        _adapter(secret).log_summary(_note(), crm_call())
 
 
 # --- replays, as the receiver sees them ------------------------------------------------------------
@@ -441,8 +437,8 @@ def test_a_new_caller_is_passed_with_their_name_and_created_once_by_the_receiver
     webhook = _adapter(secret_id, unknown_caller_policy="create")
     caller = Customer("+14155550199", None, "Ada", "Lovelace")
     # When two conversations of a new caller (name collected by the agent) are delivered
-    first = webhook.log_summary(_note(customer=caller), _call())
-    second = webhook.log_summary(_note(customer=caller), _call())
+    first = webhook.log_summary(_note(customer=caller), crm_call())
+    second = webhook.log_summary(_note(customer=caller), crm_call())
     # Then the receiver got the caller in E.164 with the name and the policy, validated it, made
     # their record once, and said so in its answers
     assert receiver.created_callers == ["+14155550199"]
@@ -459,7 +455,7 @@ def test_under_park_an_unknown_caller_is_refused_by_the_receiver(receiver: FakeW
     # When a new caller's summary is delivered
     with pytest.raises(UnknownContactError):
         _adapter(secret_id, unknown_caller_policy="park").log_summary(
-            _note(customer=Customer("+14155550198", None)), _call()
+            _note(customer=Customer("+14155550198", None)), crm_call()
         )
     # Then no record was made for them
     assert receiver.created_callers == []

@@ -17,9 +17,8 @@ import requests
 
 from aftercall import aws
 from aftercall.credentials import SecretCredentials
-from aftercall.crm.base import CrmCall, Customer, Disposition, SummaryNote, SupportTicket
+from aftercall.crm.base import Customer, Disposition, SummaryNote, SupportTicket
 from aftercall.crm.zendesk import SECRET_KEYS, ZendeskCrm, idempotency_key
-from aftercall.deadline import Deadline
 from aftercall.errors import (
     ConfigurationError,
     CrmCredentialsError,
@@ -29,6 +28,7 @@ from aftercall.errors import (
 from aftercall.handler import EndHandlerRuntime
 from aftercall_ops.fakes.zendesk import FakeZendesk
 from end_function import end_function
+from tests.support.crm import crm_call
 from tests.support.events import CUSTOMER_EMAIL, CUSTOMER_PHONE, outbound_call_ended, re_emitted, support_call_ended
 from tests.support.lambda_context import lambda_context
 from tests.support.stack import FAST_HTTP, HandlerPeers, create_secret, put_secret, unique
@@ -37,10 +37,6 @@ CUSTOMER = Customer(phone=CUSTOMER_PHONE, email=None)
 TICKETS = "/api/v2/tickets$"
 USER_SEARCH = "/api/v2/users/search"
 PHONE_SEARCH = "/api/v2/search"
-
-
-def _call(seconds: float = 30.0, *, recovering: bool = False) -> CrmCall:
-    return CrmCall(deadline=Deadline.after(seconds), recovering=recovering)
 
 
 def _note(conversation_id: str | None = None, customer: Customer = CUSTOMER) -> SummaryNote:
@@ -100,7 +96,7 @@ def test_a_summary_is_an_internal_note_opening_a_call_ticket(zendesk_fake: FakeZ
     # Given a customer known to Zendesk by phone
     note = _note()
     # When the summary is logged
-    record = zendesk.log_summary(note, _call())
+    record = zendesk.log_summary(note, crm_call())
     # Then one ticket exists for the call, requested by the customer, tagged for triggers, and its
     # only comment is private (the customer is not emailed the summary)
     (ticket,) = zendesk_fake.tickets_for(note.conversation_id)
@@ -122,7 +118,7 @@ def test_a_ticket_carries_its_idempotency_key_and_mapped_priority(
     # Given an urgent support ticket
     ticket = _ticket()
     # When it is opened
-    record = zendesk.open_ticket(ticket, _call())
+    record = zendesk.open_ticket(ticket, crm_call())
     # Then the create carried the key Zendesk deduplicates on, and the ticket is urgent
     (stored,) = zendesk_fake.tickets_for(ticket.conversation_id)
     assert record.object_id == str(stored["id"])
@@ -135,7 +131,7 @@ def test_a_ticket_carries_its_idempotency_key_and_mapped_priority(
 def test_a_disposition_sets_the_customers_user_field(zendesk_fake: FakeZendesk, zendesk: ZendeskCrm) -> None:
     # Given the customer as an end user with the disposition user field
     # When an outbound call's disposition is logged
-    record = zendesk.log_disposition(Disposition(unique("conv"), CUSTOMER, "meeting_booked"), _call())
+    record = zendesk.log_disposition(Disposition(unique("conv"), CUSTOMER, "meeting_booked"), crm_call())
     # Then the user field holds it
     user = zendesk_fake.user(_user_id(zendesk_fake))
     assert user is not None
@@ -151,7 +147,7 @@ def test_a_missing_user_field_is_a_configuration_error_naming_the_fix(moto_endpo
         # When a disposition is logged
         # Then the error names the field and how to fix it
         with pytest.raises(ConfigurationError, match=r"did not store user field 'aftercall_disposition'.*docs/crm.md"):
-            _adapter(secret, bare.url).log_disposition(Disposition(unique("conv"), CUSTOMER, "busy"), _call())
+            _adapter(secret, bare.url).log_disposition(Disposition(unique("conv"), CUSTOMER, "busy"), crm_call())
 
 
 def test_the_disposition_field_can_be_named_in_the_secret(zendesk_fake: FakeZendesk, moto_endpoint: str) -> None:
@@ -159,7 +155,7 @@ def test_the_disposition_field_can_be_named_in_the_secret(zendesk_fake: FakeZend
     zendesk_fake.define_user_field("call_outcome")
     secret = create_secret(unique("aftercall/crm"), _secret_value(zendesk_fake, disposition_user_field="call_outcome"))
     # When a disposition is logged
-    _adapter(secret, zendesk_fake.url).log_disposition(Disposition(unique("conv"), CUSTOMER, "voicemail"), _call())
+    _adapter(secret, zendesk_fake.url).log_disposition(Disposition(unique("conv"), CUSTOMER, "voicemail"), crm_call())
     # Then that field holds it
     user = zendesk_fake.user(_user_id(zendesk_fake))
     assert user is not None
@@ -176,7 +172,7 @@ def test_a_500_after_the_ticket_was_made_is_replayed_not_duplicated(
     zendesk_fake.add_fault("after_commit_status", method="POST", path=TICKETS, status=500, times=1)
     ticket = _ticket()
     # When the ticket is opened
-    record = zendesk.open_ticket(ticket, _call())
+    record = zendesk.open_ticket(ticket, crm_call())
     # Then the create was sent again with the same key, Zendesk replayed its first answer, and
     # there is exactly one ticket
     (stored,) = zendesk_fake.tickets_for(ticket.conversation_id)
@@ -190,7 +186,7 @@ def test_a_reset_during_the_create_leaves_one_ticket(zendesk_fake: FakeZendesk, 
     zendesk_fake.add_fault("reset", method="POST", path=TICKETS, times=1)
     note = _note()
     # When the summary is logged
-    zendesk.log_summary(note, _call())
+    zendesk.log_summary(note, crm_call())
     # Then exactly one ticket exists
     assert len(zendesk_fake.tickets_for(note.conversation_id)) == 1
     assert _statuses(zendesk_fake, "POST", TICKETS) == [None, 201]
@@ -202,7 +198,7 @@ def test_a_timed_out_create_is_sent_again_under_the_same_key(zendesk_fake: FakeZ
     zendesk = _adapter(secret_id, zendesk_fake.url, read_timeout=0.3)
     ticket = _ticket()
     # When the ticket is opened
-    zendesk.open_ticket(ticket, _call())
+    zendesk.open_ticket(ticket, crm_call())
     # Then both attempts carried the same key and there is one ticket
     assert len(zendesk_fake.tickets_for(ticket.conversation_id)) == 1
     keys = {r.headers["idempotency-key"] for r in zendesk_fake.requests_to("POST", TICKETS)}
@@ -215,10 +211,10 @@ def test_a_retry_after_the_idempotency_window_finds_the_ticket_by_external_id(
     # Given a ticket made by an attempt whose outcome was never recorded, and Zendesk's two-hour
     # idempotency window has passed (a replay from the failed-events queue)
     ticket = _ticket()
-    first = zendesk.open_ticket(ticket, _call())
+    first = zendesk.open_ticket(ticket, crm_call())
     zendesk_fake.expire_idempotency_keys()
     # When the action runs again, recovering
-    again = zendesk.open_ticket(ticket, _call(recovering=True))
+    again = zendesk.open_ticket(ticket, crm_call(recovering=True))
     # Then the ticket was found by its external id and none was created
     assert again.object_id == first.object_id
     assert len(zendesk_fake.tickets_for(ticket.conversation_id)) == 1
@@ -230,10 +226,10 @@ def test_a_changed_body_under_the_same_key_finds_the_first_ticket(
 ) -> None:
     # Given a summary ticket already made for the conversation
     note = _note()
-    first = zendesk.log_summary(note, _call())
+    first = zendesk.log_summary(note, crm_call())
     # When a retry (not known to be recovering) sends a different summary for the same conversation
     changed = SummaryNote(note.conversation_id, note.customer, note.occurred_at, {"topic": "billing", "turns": 15})
-    again = zendesk.log_summary(changed, _call())
+    again = zendesk.log_summary(changed, crm_call())
     # Then Zendesk refused the mismatched key, the adapter found the first ticket: still one
     assert again.object_id == first.object_id
     assert _statuses(zendesk_fake, "POST", TICKETS) == [201, 400]
@@ -248,7 +244,7 @@ def test_a_429_retry_after_is_waited_out(zendesk_fake: FakeZendesk, zendesk: Zen
     zendesk_fake.add_fault("rate_limit", path=PHONE_SEARCH, retry_after="1", times=1)
     note = _note()
     # When the summary is logged
-    zendesk.log_summary(note, _call())
+    zendesk.log_summary(note, crm_call())
     # Then the next search reached Zendesk no sooner than Retry-After after the 429 was sent
     limited, retried = zendesk_fake.requests_to("GET", PHONE_SEARCH)
     assert (limited.status, retried.status) == (429, 200)
@@ -263,7 +259,7 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once(zendesk_fake: FakeZe
     # When a ticket is opened
     # Then it gives up for a later retry; nothing was created
     with pytest.raises(CrmUnavailableError, match="would outlast this invocation"):
-        zendesk.open_ticket(_ticket(), _call(2.0))
+        zendesk.open_ticket(_ticket(), crm_call(2.0))
     assert zendesk_fake.tickets == []
 
 
@@ -274,12 +270,12 @@ def test_a_rotated_api_token_is_read_again_from_the_secret(
     zendesk_fake: FakeZendesk, zendesk: ZendeskCrm, secret_id: str
 ) -> None:
     # Given a warm adapter that has read (and cached) the secret
-    zendesk.log_summary(_note(), _call())
+    zendesk.log_summary(_note(), crm_call())
     # When the API token is rotated in Zendesk and stored in the secret
     zendesk_fake.rotate_api_token("zd-token-rotated")
     put_secret(secret_id, _secret_value(zendesk_fake))
     ticket = _ticket()
-    zendesk.open_ticket(ticket, _call())
+    zendesk.open_ticket(ticket, crm_call())
     # Then the stale token got one 401, the secret was re-read, and the ticket was made
     assert len(zendesk_fake.tickets_for(ticket.conversation_id)) == 1
     assert _statuses(zendesk_fake, "POST", TICKETS) == [201, 401, 201]
@@ -291,7 +287,7 @@ def test_a_token_nobody_stored_is_a_credentials_error(zendesk_fake: FakeZendesk,
     # When a ticket is opened
     # Then, after one re-read of the secret, a specific credentials error is raised
     with pytest.raises(CrmCredentialsError, match=r"rejected the credentials \(401\) even after re-reading"):
-        zendesk.open_ticket(_ticket(), _call())
+        zendesk.open_ticket(_ticket(), crm_call())
     assert zendesk_fake.tickets == []
 
 
@@ -309,7 +305,7 @@ def test_a_subdomain_that_is_not_one_is_refused(zendesk_fake: FakeZendesk, moto_
     # When the adapter is used
     # Then it says what a subdomain is, before any request
     with pytest.raises(ConfigurationError, match="is not a Zendesk subdomain"):
-        _adapter(secret, None).log_summary(_note(), _call())
+        _adapter(secret, None).log_summary(_note(), crm_call())
 
 
 # --- contacts ------------------------------------------------------------------------------------
@@ -320,7 +316,7 @@ def test_an_unknown_caller_is_reported_with_the_phone_masked(zendesk_fake: FakeZ
     raw = "+14155559876"
     # When the summary is logged
     with pytest.raises(UnknownContactError) as raised:
-        zendesk.log_summary(_note(customer=Customer(phone=raw, email="new.caller@example.com")), _call())
+        zendesk.log_summary(_note(customer=Customer(phone=raw, email="new.caller@example.com")), crm_call())
     # Then the error says so with the phone and email masked, and nothing was created
     assert "no zendesk record with phone +141****9876 or email n***@example.com" in str(raised.value)
     assert raw not in str(raised.value)
@@ -333,7 +329,7 @@ def test_a_partial_phone_match_is_not_taken_for_the_customer(zendesk_fake: FakeZ
     zendesk_fake.add_user(phone="+141555507771", name="Someone Else")
     customer_id = zendesk_fake.add_user(phone="+14155550777", name="The Caller")
     # When the summary is logged for the caller
-    zendesk.log_summary(_note(customer=Customer(phone="+14155550777", email=None)), _call())
+    zendesk.log_summary(_note(customer=Customer(phone="+14155550777", email=None)), crm_call())
     # Then the ticket is the caller's, not the other user's
     (ticket,) = zendesk_fake.tickets
     assert ticket["requester_id"] == customer_id
@@ -343,7 +339,7 @@ def test_a_chat_customer_is_found_by_email(zendesk_fake: FakeZendesk, zendesk: Z
     # Given a chat customer known only by email (in another case)
     note = _note(customer=Customer(phone=None, email=CUSTOMER_EMAIL.upper()))
     # When the summary is logged
-    zendesk.log_summary(note, _call())
+    zendesk.log_summary(note, crm_call())
     # Then the ticket is theirs
     (ticket,) = zendesk_fake.tickets_for(note.conversation_id)
     assert ticket["requester_id"] == _user_id(zendesk_fake)
