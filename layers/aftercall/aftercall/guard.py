@@ -12,7 +12,8 @@ an attempt:
   what is done, what failed, whether the attempt before was stopped at its deadline;
 * **releasing it after a failure** (Powertools deletes the record) is an ``UpdateItem`` that writes
   the failed attempt's outcomes not written yet and removes the record's status. An item without a
-  status is no record to Powertools: the next attempt takes it, and finds the outcomes.
+  status is no record to Powertools: the next attempt takes it, and finds the outcomes. With
+  nothing to keep (a first attempt that failed in the End function) it is Powertools' own delete.
 
 Completing the record is Powertools' own ``UpdateItem`` (it keeps the ledger's entries).
 """
